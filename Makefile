@@ -1,0 +1,45 @@
+# warmstart — the two commands: `make demo`, `make test`. Everything installs into .venv on first use
+# and again only when pyproject.toml changes (the stamp file), so a second `make test` starts at once.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-install
+PYTEST_ARGS ?=
+
+.PHONY: install demo test up down status lint format deploy e2e-deps clean-state
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "warmstart needs Python >= 3.11: set PYTHON=/path/to/python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing warmstart into $(VENV) (torch from this machine's wheels; a few minutes the first time)"
+	@start=$$(date +%s); \
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]' && \
+	echo "installed in $$(( $$(date +%s) - start )) s"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/warmstart up
+	$(BIN)/warmstart run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+up: $(STAMP)
+	$(BIN)/warmstart up
+
+down: $(STAMP)
+	$(BIN)/warmstart down
+
+status: $(STAMP)
+	$(BIN)/warmstart status
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .

@@ -1,0 +1,87 @@
+"""Shared fixtures. `stack` starts the real local services (SeaweedFS, MLflow, Prefect) once per
+test session, on free ports in a temporary state folder, and stops them at the end."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int, *, grpc: bool = False) -> list[int]:
+    """n free ports in 20000-29999 (and port+10000 free too when `grpc`)."""
+    rng = random.SystemRandom()
+    out: list[int] = []
+    while len(out) < n:
+        p = rng.randrange(20000, 29999)
+        if p in out or not _free(p) or (grpc and not _free(p + 10000)):
+            continue
+        out.append(p)
+    return out
+
+
+@dataclass
+class RunningStack:
+    config: object  # infra.stack.StackConfig
+    env: dict[str, str]
+    home: Path
+
+
+def stack_config(home: Path):
+    from infra.stack import StackConfig
+
+    s3, master, volume, filer = free_ports(4, grpc=True)
+    mlflow_port, prefect_port = free_ports(2)
+    return StackConfig(
+        home=home,
+        bucket="warmstart-test",
+        s3_port=s3,
+        master_port=master,
+        volume_port=volume,
+        filer_port=filer,
+        mlflow_port=mlflow_port,
+        prefect_port=prefect_port,
+        start_timeout=180,
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> RunningStack:
+    """The real services, started for this test session; os.environ points every client at them."""
+    from infra import stack as stack_mod
+
+    home = tmp_path_factory.mktemp("warmstart-home")
+    cfg = stack_config(home)
+    saved = dict(os.environ)
+    stack_mod.up(cfg, echo=lambda s: None)
+    env = stack_mod.client_env(cfg)
+    os.environ.update(env)
+    os.environ["WARMSTART_HOME"] = str(home)
+    os.environ["PREFECT_HOME"] = str(home / "prefect-client")
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    # Prefect snapshots its settings when first imported: point the live context at this server.
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    try:
+        with temporary_settings(
+            updates={PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: home / "prefect-client"}
+        ):
+            yield RunningStack(cfg, env, home)
+    finally:
+        stack_mod.down(cfg, echo=lambda s: None)
+        os.environ.clear()
+        os.environ.update(saved)
