@@ -1,0 +1,175 @@
+"""Against the real SeaweedFS store started by the ``stack`` fixture: content-addressed storage,
+hash verification, idempotent re-ingest, S3 sources and S3 failure messages."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests.data.helpers import BATCHES, tar_folder, write_cifar, write_tree
+from warmstart import storage
+from warmstart.data import (
+    DatasetRef,
+    load_dataset,
+    load_source,
+    load_splits,
+    make_splits,
+    store_dataset,
+    store_splits,
+)
+from warmstart.errors import DataError, StorageError
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def bucket(stack):
+    return stack.config.bucket
+
+
+def _keys(prefix: storage.S3Uri) -> dict[str, object]:
+    c = storage.client()
+    return {
+        k: c.head_object(Bucket=prefix.bucket, Key=k)["LastModified"]
+        for k in storage.list_keys(prefix)
+    }
+
+
+def test_round_trip_and_idempotent_reingest(bucket):
+    ds = load_source("builtin:shapes?n=40&num_classes=4&size=16x16", seed=11)
+    ref = store_dataset(ds)
+    assert isinstance(ref, DatasetRef) and ref.uploaded
+    assert ref.hash == ds.content_hash() and ref.uri == f"s3://{bucket}/datasets/{ref.hash}/"
+    assert (ref.count, ref.num_classes, ref.channels, ref.size) == (40, 4, 3, (16, 16))
+    m = ref.manifest
+    assert m["source"] == "builtin:shapes?size=16x16&n=40&num_classes=4"
+    assert m["counts"] == {"circle": 10, "square": 10, "triangle": 10, "star": 10}
+    assert m["shape"] == [40, 3, 16, 16] and m["hash"] == ref.hash
+    json.dumps(m)  # loggable as-is
+    before = _keys(storage.uri("datasets", ref.hash, bucket=bucket))
+    assert sorted(k.rsplit("/", 1)[1] for k in before) == [
+        "images.npy",
+        "labels.npy",
+        "manifest.json",
+    ]
+
+    again = store_dataset(load_source("builtin:shapes?n=40&num_classes=4&size=16x16", seed=11))
+    assert not again.uploaded and again.hash == ref.hash
+    assert _keys(storage.uri("datasets", ref.hash, bucket=bucket)) == before
+
+    back = load_dataset(ref.hash)
+    np.testing.assert_array_equal(back.images, ds.images)
+    np.testing.assert_array_equal(back.labels, ds.labels)
+    assert back.classes == ds.classes and back.name == "shapes"
+    assert back.provenance["spec"] == ds.provenance["spec"]
+    assert load_dataset(ref).content_hash() == ref.hash
+
+
+def test_tampered_objects_are_detected_and_named(bucket):
+    ds = load_source("builtin:noise?n=20&num_classes=2&size=4x4", seed=5)
+    ref = store_dataset(ds)
+    root = storage.uri("datasets", ref.hash, bucket=bucket)
+    images = ds.images.copy()
+    images[0, 0, 0, 0] ^= 1
+    buf = io.BytesIO()
+    np.save(buf, images)
+    storage.put_bytes(root.child("images.npy"), buf.getvalue())
+    with pytest.raises(DataError) as err:
+        load_dataset(ref.hash)
+    assert f"{root}/images.npy" in str(err.value) and "re-ingest" in str(err.value)
+
+    # a consistent-looking forgery (objects and per-file sha256 rewritten) fails the content hash
+    manifest = json.loads(storage.get_bytes(root.child("manifest.json")))
+    import hashlib
+
+    manifest["files"]["images.npy"]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    storage.put_bytes(root.child("manifest.json"), json.dumps(manifest).encode())
+    with pytest.raises(DataError, match="hashes to"):
+        load_dataset(ref.hash)
+
+
+def test_unfinished_upload_is_invisible_and_failed_upload_leaves_nothing(bucket, monkeypatch):
+    ds = load_source("builtin:noise?n=10&num_classes=2&size=3x3", seed=6)
+    root = storage.uri("datasets", ds.content_hash(), bucket=bucket)
+    storage.put_bytes(root.child("images.npy"), b"partial")
+    with pytest.raises(DataError, match="ingest it first"):
+        load_dataset(ds.content_hash())
+
+    real_put = storage.put_bytes
+
+    def flaky_put(target, data, **kw):
+        if target.key.endswith("manifest.json"):
+            raise StorageError(f"S3 store unreachable for {target}")
+        return real_put(target, data, **kw)
+
+    monkeypatch.setattr(storage, "put_bytes", flaky_put)
+    with pytest.raises(StorageError):
+        store_dataset(ds)
+    monkeypatch.setattr(storage, "put_bytes", real_put)
+    assert list(storage.list_keys(storage.S3Uri(root.bucket, root.key + "/"))) == []
+    assert store_dataset(ds).uploaded
+
+
+def test_unknown_hash_is_named(bucket):
+    with pytest.raises(DataError, match="0" * 64):
+        load_dataset("0" * 64)
+    with pytest.raises(DataError, match="not a dataset hash"):
+        load_dataset("abc")
+
+
+def test_splits_round_trip_and_tamper(bucket):
+    ds = load_source("builtin:uci-digits?classes=0-3")
+    s = make_splits(ds, seed=3, k_shot=2)
+    digest = store_splits(s)
+    assert store_splits(s) == digest == s.content_hash()
+    back = load_splits(digest)
+    for part in ("train", "val", "test", "unlabelled"):
+        np.testing.assert_array_equal(getattr(back, part), getattr(s, part))
+    assert (back.seed, back.k_shot, back.dataset_hash) == (3, 2, ds.content_hash())
+    root = storage.uri("splits", digest, bucket=bucket)
+    buf = io.BytesIO()
+    np.savez(buf, train=s.val, val=s.train, test=s.test, unlabelled=s.unlabelled)
+    storage.put_bytes(root.child("indices.npz"), buf.getvalue())
+    with pytest.raises(DataError, match=digest[:12]):
+        load_splits(digest)
+
+
+def test_cifar_from_s3_folder_and_archive(bucket, tmp_path):
+    folder = write_cifar(tmp_path, per_batch=4, seed=2)
+    local = load_source(f"cifar10:{tmp_path}")
+    for name in [*BATCHES, "batches.meta"]:
+        storage.put_file(
+            storage.uri("src/cifar/cifar-10-batches-py", name, bucket=bucket), folder / name
+        )
+    archive = tar_folder(folder, tmp_path / "cifar-10-python.tar.gz")
+    storage.put_file(storage.uri("src/cifar-10-python.tar.gz", bucket=bucket), archive)
+    from_prefix = load_source(f"cifar10:s3://{bucket}/src/cifar")
+    from_tar = load_source(f"cifar10:s3://{bucket}/src/cifar-10-python.tar.gz")
+    assert from_prefix.content_hash() == from_tar.content_hash() == local.content_hash()
+
+
+def test_imagefolder_from_s3_matches_local(bucket, tmp_path):
+    root = write_tree(tmp_path / "pets", per_class=2)
+    write_tree(tmp_path / "pets2" / "train", per_class=2)
+    for path in root.rglob("*.png"):
+        rel = path.relative_to(root).as_posix()
+        storage.put_file(storage.uri("src/pets", rel, bucket=bucket), path)
+    storage.put_bytes(storage.uri("src/pets/.hidden/x.png", bucket=bucket), b"junk")
+    local = load_source(f"imagefolder:{root}?size=8x8")
+    remote = load_source(f"imagefolder:s3://{bucket}/src/pets?size=8x8")
+    assert remote.content_hash() == local.content_hash() and remote.name == "pets"
+
+
+def test_s3_source_errors_name_the_input(bucket, monkeypatch):
+    with pytest.raises(StorageError) as err:
+        load_source("imagefolder:s3://no-such-bucket-xyz/pets")
+    assert "no-such-bucket-xyz" in str(err.value)
+    with pytest.raises(DataError) as err:
+        load_source(f"imagefolder:s3://{bucket}/nothing-here")
+    assert "nothing-here" in str(err.value) and "no objects" in str(err.value)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-key")
+    with pytest.raises(StorageError) as err:
+        load_source(f"cifar10:s3://{bucket}/src/cifar")
+    assert f"s3://{bucket}/src/cifar" in str(err.value) and "credentials" in str(err.value)
+    assert "wrong-secret-key" not in str(err.value)

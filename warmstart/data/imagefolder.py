@@ -1,0 +1,307 @@
+"""ImageFolder sources (one sub-folder per class, optional ``train/`` and ``test/`` sub-trees),
+local or under ``s3://``, decoded in parallel worker processes.
+
+File order and class order follow ``torchvision.datasets.ImageFolder``: classes sorted by name,
+files sorted by (folder, name) within each class. Hidden files and folders are skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import posixpath
+import warnings
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from warmstart import storage
+from warmstart.data.dataset import ImageDataset
+from warmstart.data.transforms import crop_content, resize_image, resolve_classes
+from warmstart.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+JUNK_FILES = ("thumbs.db", "desktop.ini")  # OS litter, skipped like hidden files
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+PARALLEL_MIN = 256  # below this, decoding in-process beats starting workers
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image file: where to read it, its class name, and whether it is in ``test/``."""
+
+    name: str  # path or s3 URI, for messages
+    class_name: str
+    test: bool
+    relpath: tuple[str, str]  # (folder relative to the class, file name): sort key
+
+
+def _hidden(part: str) -> bool:
+    return part.startswith(".") or part.lower() in JUNK_FILES or part == "__MACOSX"
+
+
+def _check_ext(name: str, where: str) -> None:
+    if not name.lower().endswith(IMAGE_EXTENSIONS):
+        raise DataError(
+            f"imagefolder {where}: {name} is not a supported image type "
+            f"({', '.join(IMAGE_EXTENSIONS)}); convert it or move it out of the folder"
+        )
+
+
+def _split_layout(top_dirs: set[str]) -> bool:
+    return "train" in top_dirs and top_dirs <= {"train", "test"}
+
+
+def list_local(location: str) -> list[Item]:
+    root = Path(location).expanduser()
+    if not root.exists():
+        raise DataError(
+            f"imagefolder source {location} does not exist: check the path (one sub-folder per class)"
+        )
+    if not root.is_dir():
+        raise DataError(
+            f"imagefolder source {location} is not a folder: give the folder of class sub-folders"
+        )
+    top = {p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name)}
+    trees = [("train", False), ("test", True)] if _split_layout(top) else [("", False)]
+    items: list[Item] = []
+    for sub, is_test in trees:
+        base = root / sub if sub else root
+        if not base.is_dir():
+            continue
+        for cls in sorted(p.name for p in base.iterdir() if p.is_dir() and not _hidden(p.name)):
+            found: list[Item] = []
+            for dirpath, dirnames, filenames in os.walk(base / cls):
+                dirnames[:] = [d for d in dirnames if not _hidden(d)]
+                rel = os.path.relpath(dirpath, base / cls)
+                rel = "" if rel == "." else rel.replace(os.sep, "/")
+                for fname in filenames:
+                    if _hidden(fname):
+                        continue
+                    path = os.path.join(dirpath, fname)
+                    _check_ext(path, location)
+                    found.append(Item(path, cls, is_test, (rel, fname)))
+            if not found and not is_test:
+                raise DataError(
+                    f"imagefolder {location}: class folder {base / cls} has no images; "
+                    "add images or remove the folder"
+                )
+            items.extend(sorted(found, key=lambda it: it.relpath))
+    return items
+
+
+def list_s3(location: str) -> list[Item]:
+    root = storage.parse_s3_uri(location)
+    prefix = root.key.rstrip("/") + "/" if root.key else ""
+    keys = [k for k in storage.list_keys(storage.S3Uri(root.bucket, prefix)) if not k.endswith("/")]
+    if not keys:
+        raise DataError(
+            f"imagefolder source {location} has no objects: check the bucket and prefix "
+            "(one sub-folder per class)"
+        )
+    rels = [k[len(prefix) :].split("/") for k in keys]
+    visible = [
+        (k, parts) for k, parts in zip(keys, rels, strict=True) if not any(map(_hidden, parts))
+    ]
+    top = {parts[0] for _, parts in visible if len(parts) >= 2}
+    split = _split_layout(top)
+    depth = 3 if split else 2
+    items: list[Item] = []
+    for key, parts in visible:
+        if len(parts) < depth:
+            continue  # files beside the class folders (README, LICENSE) are not samples
+        is_test = split and parts[0] == "test"
+        cls, inner = (parts[1], parts[2:]) if split else (parts[0], parts[1:])
+        _check_ext(f"s3://{root.bucket}/{key}", location)
+        items.append(
+            Item(f"s3://{root.bucket}/{key}", cls, is_test, ("/".join(inner[:-1]), inner[-1]))
+        )
+    items.sort(key=lambda it: (it.test, it.class_name, it.relpath))
+    return items
+
+
+def _decode_one(
+    source: str | bytes, channels: int | None, size: tuple[int, int] | None, crop: str | None
+) -> tuple[np.ndarray, str]:
+    """Decode fully (truncation raises here), convert mode, crop, resize → (C×H×W, source mode)."""
+    from PIL import Image
+
+    fp = io.BytesIO(source) if isinstance(source, bytes) else source
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(fp) as img:
+            img.load()
+            mode = img.mode
+            if channels == 1:
+                img = img.convert("L") if mode in GRAY_MODES else img.convert("RGB").convert("L")
+            else:
+                img = img.convert("RGB")
+            arr = np.asarray(img)
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    if crop == "content":
+        arr = crop_content(arr)
+        size = size or (img.height, img.width)
+    if size is not None:
+        arr = resize_image(arr, size)
+    return np.ascontiguousarray(arr), mode
+
+
+def decode_chunk(
+    sources: list[str | bytes], channels: int | None, size: tuple[int, int] | None, crop: str | None
+) -> list[tuple[np.ndarray | None, str]]:
+    """Worker entry point: (array, mode) per source, or (None, error text) when undecodable."""
+    out: list[tuple[np.ndarray | None, str]] = []
+    for source in sources:
+        try:
+            out.append(_decode_one(source, channels, size, crop))
+        except Exception as exc:  # any decoder failure is a corrupt file for the caller
+            out.append((None, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def decode_all(
+    sources: list[str | bytes],
+    *,
+    channels: int | None,
+    size: tuple[int, int] | None,
+    crop: str | None,
+    workers: int | None = None,
+) -> list[tuple[np.ndarray | None, str]]:
+    """Decode in ``workers`` processes (default: CPU count); small inputs decode in-process."""
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(sources) < PARALLEL_MIN:
+        return decode_chunk(sources, channels, size, crop)
+    step = max(64, -(-len(sources) // (workers * 4)))
+    chunks = [sources[i : i + step] for i in range(0, len(sources), step)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
+        parts = pool.map(
+            decode_chunk, chunks, *zip(*[(channels, size, crop)] * len(chunks), strict=True)
+        )
+        return [r for part in parts for r in part]
+
+
+def _fetch_s3_bytes(items: list[Item]) -> list[bytes]:
+    def get(item: Item) -> bytes:
+        return storage.get_bytes(storage.parse_s3_uri(item.name))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(get, items))
+
+
+def load_imagefolder(
+    location: str,
+    *,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    crop: str | None = None,
+    classes: tuple[str, ...] | None = None,
+    skip_corrupt: bool = False,
+    workers: int | None = None,
+) -> ImageDataset:
+    """Read an ImageFolder tree; class selection happens before decoding, conversions during."""
+    items = list_s3(location) if location.startswith("s3://") else list_local(location)
+    if not items:
+        raise DataError(
+            f"imagefolder {location} has no class sub-folders with images: put images in "
+            f"{location}/<class>/ (one folder per class)"
+        )
+    names = sorted({it.class_name for it in items})
+    conversions: list[dict] = []
+    if classes is not None:
+        picked = [
+            names[i] for i in resolve_classes(classes, names, where=f"imagefolder {location}")
+        ]
+        conversions.append(
+            {
+                "op": "select_classes",
+                "classes": picked,
+                "source_indices": [names.index(c) for c in picked],
+            }
+        )
+        items = [it for it in items if it.class_name in picked]
+        names = picked
+    if len(names) < 2:
+        raise DataError(
+            f"imagefolder {location} has a single class ({names[0]}); classification needs at "
+            "least two class folders: add one or select more classes"
+        )
+    index = {c: i for i, c in enumerate(names)}
+    sources: list[str | bytes] = (
+        _fetch_s3_bytes(items) if location.startswith("s3://") else [it.name for it in items]
+    )
+    results = decode_all(sources, channels=channels, size=size, crop=crop, workers=workers)
+    keep, bad = [], []
+    for item, (arr, info) in zip(items, results, strict=True):
+        if arr is None:
+            if not skip_corrupt:
+                raise DataError(
+                    f"imagefolder {location}: {item.name} is corrupt or unreadable ({info}); "
+                    "replace or delete it, or pass skip_corrupt=true to skip such files"
+                )
+            bad.append(item.name)
+        else:
+            keep.append((item, arr, info))
+    if bad:
+        log.warning(
+            "imagefolder %s: skipped %d corrupt image(s), first: %s", location, len(bad), bad[0]
+        )
+    if not keep:
+        raise DataError(f"imagefolder {location}: no decodable images; check the files")
+    shapes = Counter(arr.shape[1:] for _, arr, _ in keep)
+    if len(shapes) > 1:
+        (common, _), (other, _) = shapes.most_common(2)
+        odd = next(it.name for it, arr, _ in keep if arr.shape[1:] == other)
+        raise DataError(
+            f"imagefolder {location}: images differ in size ({common[0]}x{common[1]} and "
+            f"{other[0]}x{other[1]}, e.g. {odd}); add ?size=HxW to the spec to resize them"
+        )
+    modes = Counter(mode for _, _, mode in keep)
+    images = np.stack([arr for _, arr, _ in keep])
+    if channels is None and all(m in GRAY_MODES for m in modes):
+        images = np.ascontiguousarray(images[:, :1])  # gray decoded as RGB has R = G = B
+    if channels is not None or any(m not in ("RGB", "L") for m in modes):
+        conversions.append(
+            {
+                "op": "decode",
+                "modes": dict(modes),
+                "to_channels": int(images.shape[1]),
+                "method": "PIL convert",
+            }
+        )
+    if crop == "content":
+        conversions.append(
+            {"op": "crop", "mode": "content", "shape": "square bounding box of non-background"}
+        )
+    if size is not None:
+        conversions.append(
+            {"op": "resize", "to": list(size), "method": "box when shrinking, else bilinear"}
+        )
+    predefined = np.array([it.test for it, _, _ in keep])
+    prov = {
+        "origin": "imagefolder",
+        "files": len(items),
+        "modes": dict(modes),
+        "skipped_corrupt": len(bad),
+        "skipped_files": bad[:20],
+        "conversions": conversions,
+    }
+    return ImageDataset(
+        images=images,
+        labels=np.array([index[it.class_name] for it, _, _ in keep], dtype=np.int64),
+        classes=names,
+        provenance=prov,
+        predefined_test=predefined if predefined.any() else None,
+        name=_display_name(location),
+    )
+
+
+def _display_name(location: str) -> str:
+    base = posixpath.basename(location.rstrip("/").replace(os.sep, "/"))
+    return base or location

@@ -1,0 +1,168 @@
+"""Untrusted-input readers: a restricted unpickler for CIFAR's python batches and a tar reader
+that refuses links, absolute paths and ``..`` members and caps sizes."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from warmstart.errors import DataError
+
+MAX_MEMBER_BYTES = 512 * 2**20  # one CIFAR batch is ~31 MB; the whole archive ~178 MB
+MAX_TOTAL_BYTES = 2 * 2**30
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles of bytes use it, limited to latin-1."""
+    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
+def _allowed() -> dict[tuple[str, str], object]:
+    import numpy as np
+
+    try:  # numpy >= 2
+        from numpy._core.multiarray import _reconstruct
+        from numpy._core.numeric import _frombuffer
+    except ImportError:  # numpy 1.x
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+        from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
+    return {
+        # what the official python2 batches contain
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # the same array pickled by numpy 2 / protocol 5, and bytes pickled with protocol 2
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Admits only numpy array reconstruction and plain containers; anything else is refused."""
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = _allowed()
+        if (module, name) in allowed:
+            return allowed[(module, name)]
+        raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+
+
+def restricted_loads(data: bytes, *, where: str) -> object:
+    """Unpickle untrusted bytes (latin-1 for python2 strings); refusals become DataError."""
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(
+            f"{where} was refused by the restricted unpickler ({exc}); "
+            "use the official CIFAR-10 python batches"
+        ) from None
+    except Exception as exc:  # truncated or garbage bytes
+        raise DataError(
+            f"{where} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); "
+            "re-download or re-extract cifar-10-python.tar.gz"
+        ) from None
+
+
+def check_member(member: tarfile.TarInfo, *, archive: str) -> str | None:
+    """The member's safe relative path, None for directories; raises DataError for anything
+    that could escape the target (links, devices, absolute paths, ``..``)."""
+    name = member.name
+    path = PurePosixPath(name)
+    if member.issym() or member.islnk():
+        raise DataError(
+            f"archive {archive} member {name!r} is a link; refusing it: use a plain archive"
+        )
+    if name.startswith(("/", "\\")) or path.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        raise DataError(f"archive {archive} member {name!r} has an absolute path; refusing it")
+    if ".." in path.parts or ".." in PurePosixPath(name.replace("\\", "/")).parts:
+        raise DataError(
+            f"archive {archive} member {name!r} points outside the archive ('..'); refusing it"
+        )
+    if member.isdir():
+        return None
+    if not member.isfile():
+        raise DataError(f"archive {archive} member {name!r} is not a regular file; refusing it")
+    return str(path)
+
+
+def read_tar(
+    path: str | os.PathLike,
+    *,
+    wanted: set[str] | None = None,
+    max_member: int = MAX_MEMBER_BYTES,
+    max_total: int = MAX_TOTAL_BYTES,
+) -> dict[str, bytes]:
+    """Read regular files from a tar archive into memory (no extraction), keyed by their path.
+
+    Every member is checked before anything is read; ``wanted`` (basenames) limits what is read.
+    """
+    archive = str(path)
+    try:
+        tar = tarfile.open(archive, mode="r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise DataError(
+            f"archive {archive} cannot be opened ({exc}); check it is a .tar or .tar.gz"
+        ) from None
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise DataError(f"archive {archive} is corrupt ({exc}); re-download it") from None
+        total, chosen = 0, []
+        for member in members:
+            name = check_member(member, archive=archive)
+            if name is None or (wanted is not None and PurePosixPath(name).name not in wanted):
+                continue
+            if member.size > max_member:
+                raise DataError(
+                    f"archive {archive} member {name!r} is {member.size} bytes, over the "
+                    f"{max_member}-byte cap; this is not a CIFAR-10 archive"
+                )
+            total += member.size
+            if total > max_total:
+                raise DataError(
+                    f"archive {archive} holds over {max_total} bytes; refusing to read it"
+                )
+            chosen.append((name, member))
+        out: dict[str, bytes] = {}
+        for name, member in chosen:
+            fh = tar.extractfile(member)
+            if fh is None:
+                continue
+            try:
+                out[name] = fh.read()
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise DataError(
+                    f"archive {archive} member {name!r} is corrupt ({exc}); re-download it"
+                ) from None
+    return out
+
+
+def safe_extract(
+    path: str | os.PathLike,
+    dest: str | os.PathLike,
+    *,
+    max_member: int = MAX_MEMBER_BYTES,
+    max_total: int = MAX_TOTAL_BYTES,
+) -> list[Path]:
+    """Extract a tar archive's regular files under ``dest`` after checking every member."""
+    dest = Path(dest).resolve()
+    files = read_tar(path, max_member=max_member, max_total=max_total)
+    written = []
+    for name, data in files.items():
+        target = (dest / name).resolve()
+        if dest not in target.parents:
+            raise DataError(
+                f"archive {path} member {name!r} would land outside {dest}; refusing it"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written.append(target)
+    return written
