@@ -36,6 +36,10 @@ down: $(STAMP)
 status: $(STAMP)
 	$(BIN)/warmstart status
 
+deploy: $(STAMP)
+	$(BIN)/warmstart up
+	$(BIN)/warmstart deploy
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated
@@ -95,6 +96,22 @@ def status() -> None:
 
 @app.command()
 @friendly
+def deploy() -> None:
+    """Register deploy/prefect.yaml's deployments and start a process worker (stopped by `down`)."""
+    from infra import deploy as deploy_mod
+    from infra import stack
+
+    cfg = stack.StackConfig.from_env()
+    names, pid = deploy_mod.deploy(cfg)
+    console.print(f"deployments: {', '.join(names)}; worker pid {pid} on pool {deploy_mod.POOL}")
+    console.print(
+        "  run one: prefect deployment run 'transfer-pipeline/nightly' -p params='{\"k_shot\": 5}'"
+    )
+    console.print(f"  or from the UI: {cfg.prefect_url}/deployments")
+
+
+@app.command()
+@friendly
 def env(
     show_secrets: Annotated[
         bool, typer.Option(help="Required to print the keys (they are secrets).")
@@ -111,6 +128,154 @@ def env(
         if not show_secrets and key in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"):
             value = "***"
         sys.stdout.write(f"export {key}={value}\n")
+
+
+def _split(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def check_services() -> None:
+    """One line per unreachable service, before any work starts."""
+    import httpx
+
+    from warmstart import mlruns, storage
+    from warmstart.errors import StackError
+
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise StackError("PREFECT_API_URL is not set: run `warmstart up` or export it")
+    try:
+        ok = httpx.get(api.rstrip("/") + "/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if not ok:
+        raise StackError(
+            f"Prefect API unreachable at {api}: start it with `warmstart up` or fix PREFECT_API_URL"
+        )
+    mlruns.check_reachable()
+    storage.ensure_bucket()
+
+
+@app.command()
+@friendly
+def run(
+    source: Annotated[str | None, typer.Option(help="Source dataset spec.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target dataset spec.")] = None,
+    k_shot: Annotated[
+        int | None, typer.Option("--k-shot", help="Labelled target images per class.")
+    ] = None,
+    strategies: Annotated[
+        str | None, typer.Option(help="Comma list: supervised,gan,autoencoder.")
+    ] = None,
+    modes: Annotated[
+        str | None, typer.Option(help="Comma list: finetune,linear_probe,lp_ft,freeze=<stage>.")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Number of seeds.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Target epochs (every arm, scratch included).")
+    ] = None,
+    pretrain_epochs: Annotated[int | None, typer.Option(help="Source pretraining epochs.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone from the registry.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps.")] = None,
+    margin: Annotated[float | None, typer.Option(help="Gate margin (fraction).")] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (for scripts).")
+    ] = False,
+) -> None:
+    """Run the transfer pipeline once against the configured services; print the table and verdict."""
+    import time
+
+    from pydantic import ValidationError
+
+    from warmstart.errors import ConfigError
+    from warmstart.params import PipelineParams
+    from warmstart.settings import load_env
+
+    load_env()
+    overrides = {
+        "source": source,
+        "target": target,
+        "k_shot": k_shot,
+        "strategies": _split(strategies),
+        "transfer_modes": _split(modes),
+        "seeds": seeds,
+        "finetune_epochs": epochs,
+        "pretrain_epochs": pretrain_epochs,
+        "backbone": backbone,
+        "device": device,
+        "margin": margin,
+    }
+    try:
+        params = PipelineParams(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"--{where.split('.')[0].replace('_', '-')}: {first['msg']} (got {first.get('input')!r})"
+        ) from None
+    from warmstart import pipeline as core
+
+    core.validate(params)
+    check_services()
+    from flows.pipeline import transfer_pipeline
+
+    t0 = time.monotonic()
+    try:
+        summary = transfer_pipeline(params)
+    except WarmstartError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback from deep inside a library
+        from warmstart.errors import WarmstartError as _WE
+
+        raise _WE(
+            f"pipeline failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+        ) from None
+    if json_out:
+        import json
+
+        sys.stdout.write(json.dumps(summary, default=str) + "\n")
+        return
+    print_summary(summary, time.monotonic() - t0)
+
+
+def print_summary(summary: dict, seconds: float) -> None:
+    table = Table(
+        "arm",
+        "seeds",
+        "val acc",
+        "test acc (95% CI)",
+        "Δ vs scratch (95% CI)",
+        "pretrain s",
+        "fine-tune s",
+        title="transfer vs scratch on the target test split",
+    )
+    for r in summary["table"]:
+        table.add_row(
+            r["arm"],
+            str(r["seeds"]),
+            f"{100 * r['val_acc']:.1f}%",
+            f"{100 * r['test_acc']:.1f}% [{100 * r['test_ci'][0]:.1f}, {100 * r['test_ci'][1]:.1f}]",
+            f"{100 * r['delta_vs_scratch']:+.1f} [{100 * r['delta_ci'][0]:+.1f}, {100 * r['delta_ci'][1]:+.1f}]",
+            f"{r['pretrain_seconds']:.1f}",
+            f"{r['finetune_seconds']:.1f}",
+        )
+    out = console if console.is_terminal else Console(width=160)
+    out.print(table)
+    colour = "green" if summary["passed"] else "yellow"
+    console.print(f"[bold {colour}]{summary['verdict']}[/]: {summary['reason']}", highlight=False)
+    if summary.get("model_uri"):
+        console.print(f"model: {summary['model_uri']}", highlight=False)
+    console.print(f"wall time {seconds:.1f} s")
+    prefect_ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
+    console.print(
+        f"Prefect UI: {prefect_ui}/runs/flow-run/{summary.get('flow_run_id', '')}", highlight=False
+    )
+    console.print(
+        f"MLflow UI:  {summary.get('mlflow_run_url', os.environ.get('MLFLOW_TRACKING_URI', ''))}",
+        highlight=False,
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -1,0 +1,71 @@
+"""The transfer pipeline flow: it only composes tasks (no tensors, no loops over batches).
+
+ingest → make_splits → pretrain_source (per strategy) → finetune_target (strategy × mode × seed)
+→ train_scratch_baseline (per seed) + controls → evaluate → register_and_promote.
+Training tasks carry the tag ``gpu``; the ``gpu`` concurrency limit decides how many run at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import flow
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks import pipeline as t
+from warmstart.params import PipelineParams
+
+
+def _run_name() -> str:
+    params = flow_run.parameters.get("params") or {}
+    if isinstance(params, PipelineParams):
+        params = params.model_dump()
+    target = str(params.get("target", "builtin:uci-digits")).split("?")[0].split(":")[-1]
+    return f"{target.rsplit('/', 1)[-1]}-k{params.get('k_shot', 10)}"
+
+
+@flow(
+    name="transfer-pipeline",
+    flow_run_name=_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    log_prints=True,
+    validate_parameters=True,
+)
+def transfer_pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008
+    """Pretrain on the source with each strategy, transfer to the target, compare with scratch on
+    the same data and budget, and promote a model in MLflow only if it really beats scratch."""
+    started = time.time()
+    t.validate_params(params)
+    target = t.ingest(params.target, "target")
+    source = t.ingest(params.source, "source", like=target)
+    tracking = t.open_tracking(params, target["name"], str(flow_run.get_id() or "local"))
+    split = t.make_splits(target, params)
+    t.log_inputs(tracking, source, target, split)
+
+    pretrain = {
+        s: t.pretrain_source.submit(s, source, target, split, params, tracking)
+        for s in params.strategies
+    }
+    seeds = range(params.seeds)
+    training = [
+        t.finetune_target.submit(pretrain[s], s, mode, seed, target, split, params, tracking)
+        for s in params.strategies
+        for mode in params.transfer_modes
+        for seed in seeds
+    ]
+    training += [
+        t.train_scratch_baseline.submit(seed, target, split, params, tracking) for seed in seeds
+    ]
+    training += [t.train_control.submit(seed, target, split, params, tracking) for seed in seeds]
+
+    results = [f.result() for f in training]
+    pretrains = {s: f.result() for s, f in pretrain.items()}
+    evaluation = t.evaluate(results, pretrains, target, split, params, tracking)
+    return t.register_and_promote(
+        evaluation, results, pretrains, source, target, split, params, tracking, started
+    )
+
+
+if __name__ == "__main__":
+    transfer_pipeline()

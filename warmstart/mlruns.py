@@ -1,0 +1,168 @@
+"""MLflow runs of a pipeline: one parent run per flow run, a nested run per stage.
+
+Explicit ``MlflowClient`` calls with run ids (no fluent active-run state), so stages running in
+parallel threads log into the right run. Params are the resolved configuration, never secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from warmstart.errors import TrackingError
+from warmstart.settings import redact, secret_values
+
+_SECRETISH = ("secret", "password", "token", "access_key", "api_key")
+
+
+def _tracked(fn):
+    """MLflow client failures become one-line TrackingErrors naming the server and the fix."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TrackingError:
+            raise
+        except Exception as exc:
+            from mlflow.exceptions import MlflowException
+            from requests.exceptions import RequestException
+
+            if isinstance(exc, MlflowException | RequestException | ConnectionError):
+                uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+                first = redact(str(exc).strip().splitlines()[0][:200]) if str(exc).strip() else ""
+                raise TrackingError(
+                    f"MLflow at {uri} failed during {fn.__name__} ({type(exc).__name__}: {first}): "
+                    "check that the server and its S3 store are up (`warmstart status`)"
+                ) from None
+            raise
+
+    return wrapper
+
+
+def client():
+    from mlflow.tracking import MlflowClient
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise TrackingError(
+            "MLFLOW_TRACKING_URI is not set: run `warmstart up` (and `eval $(warmstart env)`) "
+            "or point it at your MLflow server"
+        )
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_reachable() -> str:
+    """A fast health probe so an unreachable server is one clear line, not a retry storm."""
+    import httpx
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith("http"):
+        return uri
+    try:
+        ok = httpx.get(uri.rstrip("/") + "/health", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if not ok:
+        raise TrackingError(
+            f"MLflow tracking server unreachable at {uri}: start it with `warmstart up` or fix "
+            "MLFLOW_TRACKING_URI"
+        )
+    return uri
+
+
+def flatten(params: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+            continue
+        text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+        if any(s in name.lower() for s in _SECRETISH) or any(v in text for v in secret_values()):
+            continue
+        out[name] = text[:6000]
+    return out
+
+
+@_tracked
+def experiment_id(target_name: str) -> str:
+    c = client()
+    name = f"warmstart/{target_name}"
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            c.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    try:
+        return c.create_experiment(name)
+    except Exception:  # noqa: BLE001 - created concurrently
+        exp = c.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+@_tracked
+def start_run(
+    experiment: str,
+    name: str,
+    *,
+    parent: str | None = None,
+    params: dict | None = None,
+    tags: dict | None = None,
+) -> str:
+    from mlflow.entities import Param
+
+    c = client()
+    all_tags = {"mlflow.runName": name, **(tags or {})}
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    run = c.create_run(
+        experiment, tags={k: redact(str(v)) for k, v in all_tags.items()}, run_name=name
+    )
+    if params:
+        flat = flatten(params)
+        items = [Param(k, v) for k, v in flat.items()]
+        for i in range(0, len(items), 90):
+            c.log_batch(run.info.run_id, params=items[i : i + 90])
+    return run.info.run_id
+
+
+@_tracked
+def log_metrics(run_id: str, metrics: dict, step: int | None = None) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [
+        Metric(k, float(v), now, step or 0)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and v == v
+    ]
+    if items:
+        client().log_batch(run_id, metrics=items)
+
+
+@_tracked
+def log_bytes(run_id: str, artifact_file: str, data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_bytes(data)
+        folder = str(Path(artifact_file).parent)
+        client().log_artifact(run_id, str(path), None if folder == "." else folder)
+
+
+def log_text(run_id: str, artifact_file: str, text: str) -> None:
+    log_bytes(run_id, artifact_file, redact(text).encode())
+
+
+@_tracked
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status=status)

@@ -1,0 +1,78 @@
+"""Pipeline parameters: one pydantic model, rendered by Prefect as the run form in the UI.
+
+Defaults are the demo: MNIST-5k digits (source) → UCI optical digits (target), 10 labelled images
+per class, all three strategies, two transfer modes, three seeds, budgets sized for 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Strategy = Literal["supervised", "gan", "autoencoder"]
+
+
+class PipelineParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        "builtin:mnist-5k?crop=content",
+        description="Source dataset spec (builtin:<name>, cifar10:<path|s3://>, imagefolder:<path|s3://>, "
+        "options after '?', e.g. ?classes=0-4&crop=content). Converted to the target's size and channels.",
+    )
+    target: str = Field(
+        "builtin:uci-digits",
+        description="Target dataset spec: the small labelled task we transfer to.",
+    )
+    k_shot: int = Field(10, ge=1, le=10_000, description="Labelled target images per class.")
+    strategies: list[Strategy] = Field(
+        default_factory=lambda: ["supervised", "gan", "autoencoder"],
+        description="Pretraining strategies on the source.",
+    )
+    transfer_modes: list[str] = Field(
+        default_factory=lambda: ["finetune", "lp_ft"],
+        description="finetune | linear_probe | lp_ft | freeze=<stage>",
+    )
+    seeds: int = Field(
+        3, ge=1, le=20, description="Seeds 0..n-1 for every fine-tuned arm and scratch."
+    )
+    backbone: str = Field("convnet-s", description="Backbone from the model registry.")
+    pretrain_epochs: int = Field(
+        8, ge=1, le=500, description="Source pretraining epochs per strategy."
+    )
+    finetune_epochs: int = Field(
+        12, ge=1, le=1000, description="Target epochs for every arm (scratch gets the same)."
+    )
+    unsupervised_data: Literal["source", "target_pool", "both"] = Field(
+        "both",
+        description="Images the GAN and autoencoder pretrain on: source, the target's unlabelled pool, or both.",
+    )
+    margin: float = Field(
+        0.0,
+        ge=-1.0,
+        le=1.0,
+        description="Gate: lower CI bound of (candidate − scratch) must exceed this.",
+    )
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.6)
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto = cuda > mps > cpu."
+    )
+    register_model: bool = Field(
+        True, description="Register candidates in the MLflow registry and run the gate."
+    )
+
+    @field_validator("transfer_modes")
+    @classmethod
+    def _modes(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one transfer mode is needed")
+        return value
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one strategy is needed")
+        return list(dict.fromkeys(value))
