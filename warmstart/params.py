@@ -39,7 +39,7 @@ class PipelineParams(BaseModel):
     )
     backbone: str = Field("convnet-s", description="Backbone from the model registry.")
     pretrain_epochs: int = Field(
-        8, ge=1, le=500, description="Source pretraining epochs per strategy."
+        16, ge=1, le=500, description="Source pretraining epochs per strategy."
     )
     finetune_epochs: int = Field(
         12, ge=1, le=1000, description="Target epochs for every arm (scratch gets the same)."

@@ -165,16 +165,18 @@ def pretrain_source(
 ) -> dict:
     """Pretrain a backbone on the source with one strategy (cached by input hashes)."""
     import models
-    from warmstart.data import load_dataset, load_splits
+    from warmstart.data import load_dataset
 
     cfg = pretrain_config(params, strategy)
     uses_target = strategy != "supervised" and params.unsupervised_data in ("target_pool", "both")
     uses_source = strategy == "supervised" or params.unsupervised_data in ("source", "both")
+    pool = _unlabelled_pool(target, split) if uses_target else None
     inputs = {
         "strategy": strategy,
         "backbone": params.backbone,
+        "geometry": [target["channels"], *target["size"]],
         "source": source["hash"] if uses_source else None,
-        "target_pool": split["hash"] if uses_target else None,
+        "target_pool": _index_hash(pool) if pool is not None else None,
         "config": _config_dict(cfg),
     }
     store = RunStore(run_key(f"pretrain-{strategy}", inputs))
@@ -189,7 +191,6 @@ def pretrain_source(
         labels = src.labels if strategy == "supervised" else None
     if uses_target:
         tgt = load_dataset(target["hash"])
-        pool = load_splits(split["hash"]).unlabelled
         parts_x.append(tgt.images[pool])
     images = np.concatenate(parts_x) if len(parts_x) > 1 else parts_x[0]
 
@@ -237,6 +238,21 @@ def pretrain_source(
             "reused": False,
         }
     )
+
+
+def _unlabelled_pool(target: dict, split: dict) -> np.ndarray:
+    """Every target training image, labels unused (the k-shot images are unlabelled data too).
+    It does not depend on k, so one unsupervised pretraining serves every k and seed."""
+    from warmstart.data import load_splits
+
+    splits = load_splits(split["hash"])
+    return np.union1d(splits.train, splits.unlabelled)
+
+
+def _index_hash(indices: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:20]
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:

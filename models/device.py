@@ -1,0 +1,69 @@
+"""Device choice, thread count and seeding: the only places the training code touches globals."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from models.errors import ModelError
+
+
+def select_device(force: str | None = None) -> torch.device:
+    """cuda > mps > cpu, unless `force` names one (an unavailable forced device is an error)."""
+    if force:
+        dev = torch.device(force)
+        ok = {
+            "cpu": True,
+            "cuda": torch.cuda.is_available(),
+            "mps": torch.backends.mps.is_available(),
+        }.get(dev.type, False)
+        if not ok:
+            raise ModelError(f"device {force!r} is not available here; use 'cpu' or leave it unset")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (respects affinity / container limits)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def configure_threads(num_threads: int | None = None) -> int:
+    """Set torch's intra-op threads: `num_threads`, else the CPU count; an OMP_NUM_THREADS set by
+    the caller is respected. Returns the count in effect."""
+    if num_threads is not None:
+        n = max(1, int(num_threads))
+    elif os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    else:
+        n = cpu_count()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA; a disabled context elsewhere (CPU bf16 is slower for small convs)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA (tensor-core friendly), contiguous elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format

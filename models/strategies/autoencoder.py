@@ -1,0 +1,125 @@
+"""`autoencoder`: a convolutional (denoising) autoencoder whose encoder is the backbone trunk
+(feature maps before pooling) and whose small decoder upsamples back to the input size; MSE."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.augment import batch_indices, to_float
+from models.device import autocast, memory_format
+from models.grids import image_grid
+from models.loop import lr_factor, steps_per_epoch
+from models.registry import get_backbone, register_strategy
+from models.strategies.base import Strategy
+
+
+class Decoder(nn.Module):
+    """1×1 conv, then (nearest ×2 upsample, 3×3 conv, BN, ReLU) until >= H×W, 3×3 conv to the
+    image channels, bilinear resize to exactly H×W, sigmoid: images in [0, 1]."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        in_hw: tuple[int, int],
+        out_ch: int,
+        image_size: tuple[int, int],
+        width: int,
+    ) -> None:
+        super().__init__()
+        self.image_size = image_size
+        ratio = max(image_size[0] / in_hw[0], image_size[1] / in_hw[1])
+        n_up = max(0, math.ceil(math.log2(ratio)))
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_ch, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
+        for _ in range(n_up):
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(True),
+            ]
+        layers.append(nn.Conv2d(width, out_ch, 3, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        y = self.net(z)
+        if tuple(y.shape[-2:]) != self.image_size:
+            y = F.interpolate(y, size=self.image_size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(y)
+
+
+@register_strategy("autoencoder")
+class Autoencoder(Strategy):
+    """Encoder = backbone trunk; input corrupted by Gaussian noise / pixel masking when set."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        c, dev = self.config, self.device
+        self.encoder = get_backbone(
+            self.backbone, in_channels=self.in_channels, num_classes=0, image_size=self.image_size
+        ).to(dev, memory_format=memory_format(dev))
+        ch, h, w = self.encoder.trunk_shape()
+        self.decoder = Decoder(ch, (h, w), self.in_channels, self.image_size, c.ae_width).to(dev)
+        params = [*self.encoder.parameters(), *self.decoder.parameters()]
+        self.opt = torch.optim.AdamW(
+            [{"params": params, "peak_lr": c.lr}], lr=c.lr, weight_decay=c.weight_decay
+        )
+        self.modules = {"encoder": self.encoder, "decoder": self.decoder}
+        self.optimizers = {"opt": self.opt}
+        self.steps = steps_per_epoch(self.num_images, c.batch_size, c.min_steps_per_epoch)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device):
+            return self.decoder(self.encoder.forward_trunk(x)).float()
+
+    def corrupt(self, x: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.ae_noise_std > 0:
+            x = (x + c.ae_noise_std * noise.to(x.device)).clamp(0, 1)
+        if c.ae_mask_frac > 0:
+            x = x * (mask.to(x.device) >= c.ae_mask_frac)
+        return x
+
+    def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
+        c, dev = self.config, self.device
+        idx = batch_indices(len(x), c.batch_size, self.steps, gen).to(dev)
+        total = self.steps * c.epochs
+        shape = (idx.shape[1], *x.shape[1:])
+        mf = memory_format(dev)
+        self.encoder.train()
+        self.decoder.train()
+        loss_sum = torch.zeros((), device=dev)
+        lr = c.lr
+        for s in range(self.steps):
+            lr = c.lr * lr_factor((epoch - 1) * self.steps + s, total, c.schedule, c.warmup_frac)
+            self.opt.param_groups[0]["lr"] = lr
+            clean = to_float(x[idx[s]]).contiguous(memory_format=mf)
+            noise = torch.randn(shape, generator=gen) if c.ae_noise_std > 0 else None
+            mask = torch.rand(shape, generator=gen) if c.ae_mask_frac > 0 else None
+            loss = F.mse_loss(self.reconstruct(self.corrupt(clean, noise, mask)), clean)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            loss_sum += loss.detach()
+        return {"loss": float(loss_sum) / self.steps, "lr": lr, "images": self.steps * idx.shape[1]}
+
+    @torch.no_grad()
+    def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        k = min(self.config.grid_images // 2, len(x))
+        k = k - k % 8 if k >= 8 else k
+        self.encoder.eval()
+        self.decoder.eval()
+        orig = to_float(x[:k])
+        rec = self.reconstruct(orig)
+        return {"ae_reconstructions": image_grid(torch.cat([orig, rec]), nrow=min(8, k))}
+
+    def backbone_state(self) -> dict[str, torch.Tensor]:
+        return self.encoder.trunk_state_dict()

@@ -1,0 +1,136 @@
+"""`gan`: DCGAN-style adversarial pretraining (Radford et al. 2015). The discriminator is the
+backbone trunk with a 1-logit head; its trunk is what transfers. Stabilisers: Adam 2e-4 / β1 0.5,
+BatchNorm in both nets, one-sided label smoothing (real = 0.9), Tanh generator output."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.augment import batch_indices, to_float
+from models.device import autocast, memory_format
+from models.grids import image_grid
+from models.loop import steps_per_epoch
+from models.registry import get_backbone, register_strategy
+from models.strategies.base import Strategy
+
+
+class Generator(nn.Module):
+    """z -> 4×4 map -> ConvTranspose2d(4, stride 2)+BN+ReLU up to >= the image size -> Tanh,
+    centre-cropped to exactly H×W; outputs images in [0, 1]."""
+
+    def __init__(
+        self, latent_dim: int, out_channels: int, image_size: tuple[int, int], width: int
+    ) -> None:
+        super().__init__()
+        self.image_size = image_size
+        n_up = max(1, math.ceil(math.log2(max(image_size) / 4)))
+        chans = [min(512, width * 2 ** (n_up - 1 - i)) for i in range(n_up)]
+        self.c0 = chans[0]
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, chans[0] * 16, bias=False),
+            nn.BatchNorm1d(chans[0] * 16),
+            nn.ReLU(True),
+        )
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(chans, chans[1:], strict=False):
+            layers += [
+                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ConvTranspose2d(chans[-1], out_channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.ConvTranspose2d | nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.net(self.fc(z).view(len(z), self.c0, 4, 4))
+        h, w = self.image_size
+        top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+        return (x[..., top : top + h, left : left + w] + 1) / 2
+
+
+@register_strategy("gan")
+class GAN(Strategy):
+    """Alternating D and G Adam steps with the non-saturating generator loss."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        c, dev = self.config, self.device
+        self.disc = get_backbone(
+            self.backbone, in_channels=self.in_channels, num_classes=1, image_size=self.image_size
+        ).to(dev, memory_format=memory_format(dev))
+        self.gen_net = Generator(
+            c.gan_latent_dim, self.in_channels, self.image_size, c.gan_width
+        ).to(dev)
+        betas = (c.gan_beta1, 0.999)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=c.gan_lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.gen_net.parameters(), lr=c.gan_lr, betas=betas)
+        self.modules = {"disc": self.disc, "gen": self.gen_net}
+        self.optimizers = {"opt_d": self.opt_d, "opt_g": self.opt_g}
+        self.steps = steps_per_epoch(self.num_images, c.batch_size, c.min_steps_per_epoch)
+
+    def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
+        c, dev = self.config, self.device
+        idx = batch_indices(len(x), c.batch_size, self.steps, gen).to(dev)
+        z_all = torch.randn(self.steps, idx.shape[1], c.gan_latent_dim, generator=gen).to(dev)
+        mf = memory_format(dev)
+        self.disc.train()
+        self.gen_net.train()
+        sums = torch.zeros(4, device=dev)
+        for s in range(self.steps):
+            real = to_float(x[idx[s]]).contiguous(memory_format=mf)
+            with autocast(dev):
+                fake = self.gen_net(z_all[s])
+                d_real = self.disc(real).float().squeeze(1)
+                d_fake = self.disc(fake.detach()).float().squeeze(1)
+            loss_d = F.binary_cross_entropy_with_logits(
+                d_real, torch.full_like(d_real, c.gan_real_label)
+            ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            with autocast(dev):
+                d_gen = self.disc(fake).float().squeeze(1)
+            loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+            sums += torch.stack(
+                [
+                    loss_d.detach(),
+                    loss_g.detach(),
+                    torch.sigmoid(d_real.detach()).mean(),
+                    torch.sigmoid(d_fake.detach()).mean(),
+                ]
+            )
+        d, g, pr, pf = (sums / self.steps).tolist()
+        return {
+            "loss": d + g,
+            "d_loss": d,
+            "g_loss": g,
+            "d_real": pr,
+            "d_fake": pf,
+            "images": self.steps * idx.shape[1],
+        }
+
+    @torch.no_grad()
+    def samples(self, n: int) -> torch.Tensor:
+        """n generator samples from a fixed noise seed (comparable across epochs and runs)."""
+        z = torch.randn(
+            n, self.config.gan_latent_dim, generator=torch.Generator().manual_seed(1234)
+        )
+        self.gen_net.eval()
+        return self.gen_net(z.to(self.device)).float()
+
+    def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        return {"gan_samples": image_grid(self.samples(self.config.grid_images))}
+
+    def backbone_state(self) -> dict[str, torch.Tensor]:
+        return self.disc.trunk_state_dict()

@@ -1,0 +1,273 @@
+"""Batch prediction: image conversion rules (fast, no services), then the `warmstart predict`
+command and the `batch-predict` flow against the real SeaweedFS, MLflow and Prefect servers,
+with a model trained by the tiny pipeline on UCI digits 5-9."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from warmstart import predict as wp
+from warmstart.errors import ConfigError, DataError
+
+TINY = dict(
+    source="builtin:uci-digits?classes=0-4",
+    target="builtin:uci-digits?classes=5-9",
+    k_shot=5,
+    strategies=["supervised"],
+    transfer_modes=["linear_probe"],
+    seeds=2,
+    pretrain_epochs=3,
+    finetune_epochs=4,
+)
+PER_CLASS = 12  # images per digit written to the test folders
+
+
+def _png(array_hw_or_hwc: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array_hw_or_hwc, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _png16(h: int, w: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w), 40000, dtype=np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ conversions (no services)
+
+
+def test_gray_to_rgb_replicates_and_rgb_to_gray_is_luma():
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    arr, done = wp.convert_image(_png(gray), "g.png", channels=3, size=(8, 8))
+    assert arr.shape == (3, 8, 8) and done == ["gray->rgb"]
+    assert (arr == gray[None]).all()
+
+    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    rgb[..., 0] = 200  # pure red → luma 0.299 * 200 ≈ 60
+    arr, done = wp.convert_image(_png(rgb), "r.png", channels=1, size=(8, 8))
+    assert arr.shape == (1, 8, 8) and done == ["rgb->gray"]
+    assert int(arr[0, 0, 0]) == 60
+
+
+def test_resize_shrinks_by_area_and_enlarges_up_to_8x():
+    img = np.zeros((16, 16), dtype=np.uint8)
+    img[:8] = 255  # top half white
+    arr, done = wp.convert_image(_png(img), "big.png", channels=1, size=(8, 8))
+    assert done == ["resize 16x16->8x8"]
+    assert (arr[0, :4] == 255).all() and (arr[0, 4:] == 0).all()
+    arr, _ = wp.convert_image(
+        _png(np.full((2, 2), 7, np.uint8)), "s.png", channels=1, size=(16, 16)
+    )
+    assert arr.shape == (1, 16, 16) and (arr == 7).all()  # exactly 8x: allowed
+
+
+@pytest.mark.parametrize(
+    ("data", "size", "words"),
+    [
+        (_png(np.zeros((1, 1), np.uint8)), (16, 16), ["1x1", "16.0x enlargement", "at most 8x"]),
+        (_png(np.zeros((4, 64), np.uint8)), (8, 8), ["64x4", "aspect ratio 16.0x"]),
+        (_png16(8, 8), (8, 8), ["I;16", "8-bit"]),
+        (b"not an image at all", (8, 8), ["not a readable image"]),
+    ],
+    ids=["upscale-16x", "aspect-16x", "16-bit", "garbage"],
+)
+def test_unconvertible_images_are_refused_naming_the_file(data, size, words):
+    with pytest.raises(DataError) as info:
+        wp.convert_image(data, "photos/x17.png", channels=1, size=size)
+    msg = str(info.value)
+    assert "photos/x17.png" in msg and "\n" not in msg
+    for word in words:
+        assert word in msg
+
+
+def test_list_images_walks_sorted_skips_hidden_and_refuses_other_files(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b" / "c.jpg").write_bytes(b"x")
+    (tmp_path / ".DS_Store").write_bytes(b"x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_bytes(b"x")
+    assert [n for n, _ in wp.list_images(str(tmp_path))] == ["a.png", "b/c.jpg"]
+    assert wp.list_images(str(tmp_path / "a.png")) == [("a.png", str(tmp_path / "a.png"))]
+    (tmp_path / "b" / "notes.txt").write_text("hello")
+    with pytest.raises(DataError, match=r"notes\.txt .*is not an image"):
+        wp.list_images(str(tmp_path))
+    with pytest.raises(DataError, match="does not exist"):
+        wp.list_images(str(tmp_path / "missing"))
+
+
+def test_output_must_be_csv_or_parquet():
+    assert wp.check_out("p.csv") == "csv" and wp.check_out("s3://b/k/p.parquet") == "parquet"
+    with pytest.raises(ConfigError, match=r"\.csv or \.parquet"):
+        wp.check_out("preds.json")
+
+
+def test_softmax_rows_are_distributions():
+    p = wp.softmax(np.array([[1000.0, 0.0], [0.0, 0.0], [-3.0, 2.0]]))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert p[0, 0] == pytest.approx(1.0) and p[1, 0] == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ against the services
+
+
+@pytest.fixture(scope="module")
+def model(stack):
+    """The tiny pipeline's registered version, also under a test alias (the champion exists only
+    when the gate passed, which this tiny configuration does not guarantee)."""
+    from mlflow import MlflowClient
+
+    from flows.pipeline import transfer_pipeline
+    from warmstart.params import PipelineParams
+
+    summary = transfer_pipeline(PipelineParams(**TINY))
+    assert summary["version"], summary
+    name, version = summary["model_name"], summary["version"]
+    MlflowClient().set_registered_model_alias(name, "predict-test", version)
+    return {
+        "summary": summary,
+        "version_uri": f"models:/{name}/{version}",
+        "alias_uri": f"models:/{name}@predict-test",
+    }
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """PER_CLASS images of each digit 5-9 (the target's classes), uint8 8×8."""
+    from warmstart.data import load_source
+
+    ds = load_source("builtin:uci-digits?classes=5-9")
+    picks = {}
+    for label, name in enumerate(ds.classes):
+        idx = np.flatnonzero(ds.labels == label)[-PER_CLASS:]  # the last ones: rarely in k-shot
+        picks[name] = ds.images[idx, 0]
+    return picks
+
+
+def _write_folder(root: Path, digits: dict) -> int:
+    n = 0
+    for name, images in digits.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images):
+            (root / name / f"{i:03d}.png").write_bytes(_png(img))
+            n += 1
+    return n
+
+
+def _accuracy(frame: pd.DataFrame) -> float:
+    truth = frame["file"].str.split("/").str[0]
+    return float((frame["class"].astype(str) == truth).mean())
+
+
+def _check_frame(frame: pd.DataFrame, n: int) -> None:
+    assert list(frame.columns) == ["file", "class", "probability"]
+    assert len(frame) == n and frame["file"].is_unique
+    assert frame["probability"].between(0.0, 1.0).all()
+    assert (frame["probability"] >= 1 / 5 - 1e-9).all()  # the argmax of 5 classes
+    assert set(frame["class"].astype(str)) <= {"5", "6", "7", "8", "9"}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "warmstart.cli", "predict", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_cli_predicts_an_imagefolder_to_csv(model, digits, tmp_path):
+    n = _write_folder(tmp_path / "digits", digits)
+    out = tmp_path / "out" / "preds.csv"
+    proc = _cli("--model", model["alias_uri"], str(tmp_path / "digits"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{n} predictions by {model['version_uri']}" in proc.stdout
+    frame = pd.read_csv(out, dtype={"class": str})
+    _check_frame(frame, n)
+    acc = _accuracy(frame)
+    served = model["summary"]["served_test_accuracy"]
+    print(f"CLI accuracy on {n} digits: {acc:.3f} (served model's test accuracy {served:.3f})")
+    assert acc >= 0.6  # chance is 0.2
+    assert acc >= served - 0.2
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_flow_predicts_from_s3_to_s3_parquet(model, digits, tmp_path):
+    from flows.predict import batch_predict
+    from warmstart import storage
+
+    prefix = storage.uri("predict-test", uuid.uuid4().hex[:8])
+    n = 0
+    for name, images in digits.items():
+        for i, img in enumerate(images):
+            storage.put_bytes(prefix.child(f"in/{name}/{i:03d}.png"), _png(img))
+            n += 1
+    out = prefix.child("out/preds.parquet")
+    result = batch_predict(model["version_uri"], f"{prefix.child('in')}/", str(out))
+    assert result["images"] == n and result["out"] == str(out)
+    assert result["input_shape"] == [1, 8, 8]
+    assert result["classes"] == ["5", "6", "7", "8", "9"]
+    assert result["classes_from"].startswith("dataset ")
+    frame = pd.read_parquet(io.BytesIO(storage.get_bytes(out)))
+    _check_frame(frame, n)
+    assert _accuracy(frame) >= 0.6
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_flat_folder_of_rgb_images_is_converted_explicitly(model, digits, tmp_path):
+    """No class sub-folders; 16×16 RGB images for an 8×8 gray model: converted and reported."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name, images in digits.items():
+        for i, img in enumerate(images[:2]):
+            big = np.asarray(Image.fromarray(img).resize((16, 16), Image.Resampling.NEAREST))
+            (flat / f"{name}-{i}.png").write_bytes(_png(np.stack([big] * 3, axis=-1)))
+    result = wp.predict(model["version_uri"], str(flat), str(tmp_path / "flat.parquet"))
+    assert result["images"] == 10
+    assert result["conversions"] == {"rgb->gray": 10, "resize 16x16->8x8": 10}
+    frame = pd.read_parquet(tmp_path / "flat.parquet")
+    _check_frame(frame, 10)
+    # nearest ×2 then box ÷2 restores each pixel exactly: the predictions are the digits'
+    assert (frame["class"] == frame["file"].str[0]).mean() >= 0.6
+
+
+@pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["non-image", "wrong-model", "16-bit", "bad-out"])
+def test_cli_refuses_bad_inputs_in_one_line_with_exit_2(model, digits, tmp_path, case):
+    folder = tmp_path / "in"
+    _write_folder(folder, {k: v[:2] for k, v in digits.items()})
+    uri, out, expect = model["version_uri"], str(tmp_path / "p.csv"), []
+    if case == "non-image":
+        (folder / "5" / "notes.txt").write_text("not a digit")
+        expect = ["notes.txt", "is not an image"]
+    elif case == "wrong-model":
+        uri, expect = "models:/warmstart-no-such-target@champion", ["not found", "no-such-target"]
+    elif case == "16-bit":
+        (folder / "6" / "deep.png").write_bytes(_png16(8, 8))
+        expect = ["deep.png", "8-bit"]
+    else:
+        out, expect = str(tmp_path / "p.json"), ["p.json", ".csv or .parquet"]
+    proc = _cli("--model", uri, str(folder), "--out", out)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    for word in expect:
+        assert word in lines[0]
+    assert not Path(out).exists()

@@ -1,0 +1,464 @@
+"""Batch prediction with a registered model: a folder of images in, one row per image out.
+
+``predict("models:/warmstart-uci-digits-5-9@champion", "photos/", "preds.csv")`` resolves the
+alias to one version (so a concurrent promotion cannot mix two models), reads the model's input
+shape (C×H×W) from its MLflow signature, converts every image to it explicitly, and writes
+``file, class, probability`` as CSV or parquet, locally or to ``s3://``.
+
+Conversions are explicit and bounded: gray → RGB replicates the channel, RGB → gray uses the
+ITU-R 601-2 luma (as the ImageFolder loader does for training data), alpha is dropped, sizes are
+resized (area average when shrinking, bilinear when enlarging). Refused, with the file named:
+non-image files, undecodable files, 16-bit or float images (converting would clip), images that
+would need more than ``MAX_UPSCALE``× enlargement, and aspect ratios more than
+``MAX_ASPECT_DISTORTION``× away from the model's.
+
+Class names come from the target dataset's manifest in S3 (the version's
+``target_dataset_hash`` tag); without one the classes are the output indices ``0..K-1``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from warmstart import storage
+from warmstart.data.imagefolder import GRAY_MODES, IMAGE_EXTENSIONS, JUNK_FILES
+from warmstart.data.transforms import resize_image
+from warmstart.errors import ConfigError, DataError, StorageError, TrackingError, WarmstartError
+from warmstart.settings import redact
+
+log = logging.getLogger(__name__)
+
+MAX_UPSCALE = 8.0  # refuse images that must be enlarged more than this per axis
+MAX_ASPECT_DISTORTION = 4.0  # refuse images whose aspect ratio is this far from the model's
+DEEP_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # >8 bits: converting would clip
+OUTPUT_FORMATS = (".csv", ".parquet")
+COLUMNS = ("file", "class", "probability")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model resolved to one exact URI, with what predictions need to know about it."""
+
+    requested: str  # what the user asked for, e.g. models:/name@champion
+    uri: str  # what is loaded, e.g. models:/name/3 (alias pinned to a version)
+    name: str | None
+    version: str | None
+    channels: int
+    size: tuple[int, int]  # (H, W)
+    classes: list[str]
+    classes_from: str  # "dataset <hash12>" or "output indices (...)"
+
+
+@dataclass
+class ImageBatch:
+    """Decoded images (uint8 N×C×H×W) with their names and the conversions applied."""
+
+    files: list[str]
+    images: np.ndarray
+    conversions: Counter = field(default_factory=Counter)
+
+
+# ------------------------------------------------------------------ the model
+
+
+_ALIAS = re.compile(r"models:/([^/@]+)@([^/@]+)")
+_VERSION = re.compile(r"models:/([^/@]+)/(\d+)")
+_LOGGED = re.compile(r"models:/(m-[0-9a-f]+)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return redact(text[:240])
+
+
+def _not_found(uri: str, exc: BaseException) -> TrackingError:
+    return TrackingError(
+        f"model {uri} not found in MLflow at {redact(os.environ.get('MLFLOW_TRACKING_URI', '?'))} "
+        f"({_first_line(exc)}): check the name and alias or version "
+        "(models:/warmstart-<target>@champion exists once a gate has passed; "
+        "models:/<name>/<version> names any registered version)"
+    )
+
+
+def _version_and_tags(uri: str) -> tuple[str, str | None, str | None, dict[str, str]]:
+    """(pinned uri, name, version, tags) for a models:/ URI; other URIs pass through untagged."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    try:
+        if m := _ALIAS.fullmatch(uri):
+            mv = client.get_model_version_by_alias(m.group(1), m.group(2))
+        elif m := _VERSION.fullmatch(uri):
+            mv = client.get_model_version(m.group(1), m.group(2))
+        elif m := _LOGGED.fullmatch(uri):
+            logged = client.get_logged_model(m.group(1))
+            return uri, logged.name, None, dict(logged.tags or {})
+        else:
+            return uri, None, None, {}
+    except MlflowException as exc:
+        raise _not_found(uri, exc) from None
+    return f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), dict(mv.tags or {})
+
+
+def _input_shape(uri: str) -> tuple[tuple[int, int, int], int | None]:
+    """((C, H, W), number of outputs or None) from the model's MLflow signature."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except MlflowException as exc:
+        raise _not_found(uri, exc) from None
+    except OSError as exc:  # artifact download failed (S3 behind the tracking server)
+        raise TrackingError(
+            f"could not read the MLmodel of {uri} ({_first_line(exc)}): check that the MLflow "
+            "server and its S3 store are up (`warmstart status`)"
+        ) from None
+    sig = info.signature
+    if sig is None or sig.inputs is None or not sig.inputs.is_tensor_spec():
+        raise TrackingError(
+            f"model {uri} has no tensor input signature: log it with "
+            "warmstart.tracking.log_torch_model (float32 N×C×H×W) to use it for batch prediction"
+        )
+    shape = tuple(int(s) for s in sig.inputs.inputs[0].shape)
+    if len(shape) != 4 or shape[1] not in (1, 3) or min(shape[2:]) < 1:
+        raise TrackingError(
+            f"model {uri} expects input of shape {shape}, not images N×C×H×W with 1 or 3 "
+            "channels: batch prediction supports image classifiers only"
+        )
+    outputs = None
+    if sig.outputs is not None and sig.outputs.is_tensor_spec():
+        out_shape = sig.outputs.inputs[0].shape
+        if len(out_shape) == 2 and int(out_shape[1]) > 0:
+            outputs = int(out_shape[1])
+    return (shape[1], shape[2], shape[3]), outputs
+
+
+def _class_names(tags: dict[str, str], outputs: int | None) -> tuple[list[str] | None, str]:
+    """Class names from the target dataset's manifest (S3), or None and why not."""
+    from warmstart.data.store import read_manifest
+
+    digest = tags.get("target_dataset_hash")
+    if not digest:
+        return None, "output indices (the model has no target_dataset_hash tag)"
+    try:
+        classes = [str(c) for c in read_manifest(digest)["classes"]]
+    except (DataError, StorageError, KeyError) as exc:
+        log.warning("class names of dataset %s unavailable (%s): using indices", digest[:12], exc)
+        return None, f"output indices (dataset {digest[:12]} manifest unreadable)"
+    if outputs is not None and len(classes) != outputs:
+        return None, f"output indices (dataset {digest[:12]} has {len(classes)} classes)"
+    return classes, f"dataset {digest[:12]}"
+
+
+def resolve_model(model_uri: str) -> ServedModel:
+    """Pin an alias to its version and read input shape and class names (no weights loaded)."""
+    from warmstart import tracking
+
+    uri = model_uri.strip()
+    if not uri:
+        raise ConfigError("--model is empty: give models:/warmstart-<target>@champion")
+    tracking.configure()
+    pinned, name, version, tags = _version_and_tags(uri)
+    (c, h, w), outputs = _input_shape(pinned)
+    classes, origin = _class_names(tags, outputs)
+    if classes is None:
+        if outputs is None:
+            raise TrackingError(
+                f"model {uri} has neither class names (target_dataset_hash tag) nor an output "
+                "signature: log it with warmstart.tracking.log_torch_model"
+            )
+        classes = [str(i) for i in range(outputs)]
+    return ServedModel(uri, pinned, name, version, c, (h, w), classes, origin)
+
+
+def load_model(served: ServedModel):
+    """The pyfunc model behind ``served.uri`` (pt2 artifacts load without unpickling)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(served.uri)
+    except MlflowException as exc:
+        raise TrackingError(
+            f"could not load {served.uri} ({_first_line(exc)}): a pickle-format model needs "
+            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true and the models package installed"
+        ) from None
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def run_model(
+    served: ServedModel, images: np.ndarray, *, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(class index, probability of that class) per image, from float32 inputs in [0, 1]."""
+    model = load_model(served)
+    preds, probs = [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].astype(np.float32) / 255.0
+        try:
+            logits = np.asarray(model.predict(x), dtype=np.float64)
+        except Exception as exc:  # schema enforcement or the graph itself
+            raise TrackingError(
+                f"{served.uri} failed on a batch of shape {x.shape} ({_first_line(exc)}): the "
+                "model's signature and its graph disagree; re-log the model"
+            ) from None
+        if logits.ndim != 2 or logits.shape[1] != len(served.classes):
+            raise TrackingError(
+                f"{served.uri} returned shape {logits.shape}, expected (N, {len(served.classes)}) "
+                "logits: batch prediction needs a classifier"
+            )
+        p = softmax(logits)
+        idx = p.argmax(axis=1)
+        preds.append(idx)
+        probs.append(p[np.arange(len(idx)), idx])
+    if not preds:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(preds).astype(np.int64), np.concatenate(probs)
+
+
+# ------------------------------------------------------------------ the images
+
+
+def _hidden(part: str) -> bool:
+    return part.startswith(".") or part.lower() in JUNK_FILES or part == "__MACOSX"
+
+
+def _check_image_name(name: str, where: str) -> None:
+    if not name.lower().endswith(IMAGE_EXTENSIONS):
+        raise DataError(
+            f"{name} in {where} is not an image ({', '.join(IMAGE_EXTENSIONS)}): "
+            "remove it from the folder or convert it"
+        )
+
+
+def list_images(images: str) -> list[tuple[str, str]]:
+    """(name relative to ``images``, location) for every image under a local folder, a single
+    file, or an ``s3://bucket/prefix``; sorted by name. Any other visible file is refused."""
+    if images.startswith("s3://"):
+        found = _list_s3(images)
+    else:
+        found = _list_local(images)
+    if not found:
+        raise DataError(f"{images} holds no files: point --images at a folder of images")
+    for _, location in found:
+        _check_image_name(location, images)
+    return found
+
+
+def _list_local(images: str) -> list[tuple[str, str]]:
+    root = Path(images).expanduser()
+    if not root.exists():
+        raise DataError(f"{images} does not exist: give a folder of images or s3://bucket/prefix")
+    if root.is_file():
+        return [(root.name, str(root))]
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        for fname in filenames:
+            if not _hidden(fname):
+                path = Path(dirpath) / fname
+                out.append((path.relative_to(root).as_posix(), str(path)))
+    return sorted(out)
+
+
+def _list_s3(images: str) -> list[tuple[str, str]]:
+    root = storage.parse_s3_uri(images)
+    if root.key and not root.key.endswith("/") and storage.exists(root):
+        return [(root.key.rsplit("/", 1)[-1], str(root))]
+    prefix = root.key.rstrip("/") + "/" if root.key else ""
+    out = []
+    for key in storage.list_keys(storage.S3Uri(root.bucket, prefix)):
+        rel = key[len(prefix) :]
+        if rel and not key.endswith("/") and not any(map(_hidden, rel.split("/"))):
+            out.append((rel, f"s3://{root.bucket}/{key}"))
+    return sorted(out)
+
+
+def _read(location: str) -> bytes:
+    if location.startswith("s3://"):
+        return storage.get_bytes(storage.parse_s3_uri(location))
+    return Path(location).read_bytes()
+
+
+def convert_image(
+    data: bytes, name: str, *, channels: int, size: tuple[int, int]
+) -> tuple[np.ndarray, list[str]]:
+    """Decode one image and convert it to C×H×W uint8, or refuse it with a DataError naming it.
+
+    Returns the array and the conversions applied (``"gray->rgb"``, ``"resize 28x28->8x8"`` ...).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    done: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                mode, (w, h) = img.mode, img.size
+                if mode in DEEP_MODES:
+                    raise DataError(
+                        f"{name} is a {mode} (more than 8 bits per pixel) image: converting it to "
+                        "the model's 8-bit input would clip it; save it as 8-bit PNG/JPEG first"
+                    )
+                if channels == 1:
+                    gray = mode in GRAY_MODES
+                    img = img.convert("L") if gray else img.convert("RGB").convert("L")
+                    if not gray:
+                        done.append("rgb->gray")
+                else:
+                    if mode in GRAY_MODES:
+                        done.append("gray->rgb")
+                    img = img.convert("RGB")
+                arr = np.asarray(img)
+    except WarmstartError:
+        raise
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise DataError(
+            f"{name} is not a readable image ({type(exc).__name__}: {_first_line(exc)[:120]}): "
+            "replace it or remove it from the folder"
+        ) from None
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    th, tw = size
+    if (h, w) != (th, tw):
+        scale = max(th / h, tw / w)
+        if scale > MAX_UPSCALE:
+            raise DataError(
+                f"{name} is {w}x{h} pixels: the model's {tw}x{th} input would need "
+                f"{scale:.1f}x enlargement (at most {MAX_UPSCALE:g}x); use images of at least "
+                f"{-(-tw // int(MAX_UPSCALE))}x{-(-th // int(MAX_UPSCALE))} pixels"
+            )
+        distortion = (w / h) / (tw / th)
+        if max(distortion, 1 / distortion) > MAX_ASPECT_DISTORTION:
+            raise DataError(
+                f"{name} is {w}x{h} pixels: squeezing it into the model's {tw}x{th} input "
+                f"distorts its aspect ratio {max(distortion, 1 / distortion):.1f}x (at most "
+                f"{MAX_ASPECT_DISTORTION:g}x); crop it closer to {tw}:{th} first"
+            )
+        arr = resize_image(np.ascontiguousarray(arr), (th, tw))
+        done.append(f"resize {w}x{h}->{tw}x{th}")
+    return np.ascontiguousarray(arr), done
+
+
+def load_images(
+    images: str, *, channels: int, size: tuple[int, int], threads: int = 8
+) -> ImageBatch:
+    """List, read (S3 in parallel threads) and convert every image under ``images``."""
+    found = list_images(images)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        blobs = list(pool.map(_read, [loc for _, loc in found]))
+    batch = np.empty((len(found), channels, *size), dtype=np.uint8)
+    conversions: Counter = Counter()
+    for i, ((_, loc), data) in enumerate(zip(found, blobs, strict=True)):
+        batch[i], done = convert_image(data, loc, channels=channels, size=size)
+        conversions.update(done)
+    return ImageBatch([name for name, _ in found], batch, conversions)
+
+
+# ------------------------------------------------------------------ the output
+
+
+def check_out(out: str) -> str:
+    """The output format (``csv`` or ``parquet``) of ``out``, or a ConfigError before any work."""
+    suffix = Path(out.rstrip("/")).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise ConfigError(
+            f"--out {out}: name a .csv or .parquet file (local path or s3://bucket/key)"
+        )
+    if out.startswith("s3://"):
+        storage.parse_s3_uri(out)
+    return suffix[1:]
+
+
+def predictions_frame(batch: ImageBatch, served: ServedModel, idx: np.ndarray, prob: np.ndarray):
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "file": batch.files,
+            "class": [served.classes[i] for i in idx],
+            "probability": prob.astype(np.float64),
+        },
+        columns=list(COLUMNS),
+    )
+
+
+def write_predictions(frame, out: str) -> str:
+    """Write the frame as CSV or parquet to a local path or ``s3://``; returns where."""
+    fmt = check_out(out)
+    buf = io.BytesIO()
+    if fmt == "csv":
+        buf.write(frame.to_csv(index=False).encode())
+        content_type = "text/csv"
+    else:
+        frame.to_parquet(buf, index=False)
+        content_type = "application/vnd.apache.parquet"
+    if out.startswith("s3://"):
+        target = storage.parse_s3_uri(out)
+        storage.put_bytes(target, buf.getvalue(), content_type=content_type)
+        return str(target)
+    path = Path(out).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: cannot write there ({exc.strerror}); choose another path"
+        ) from None
+    return str(path)
+
+
+# ------------------------------------------------------------------ all together
+
+
+def summary(served: ServedModel, batch: ImageBatch, written: str, prob: np.ndarray) -> dict:
+    """What a prediction run did, JSON-able (returned by the flow, printed by the CLI)."""
+    return {
+        "model_uri": served.uri,
+        "requested_model": served.requested,
+        "model_name": served.name,
+        "version": served.version,
+        "input_shape": [served.channels, *served.size],
+        "classes": served.classes,
+        "classes_from": served.classes_from,
+        "images": len(batch.files),
+        "conversions": dict(batch.conversions),
+        "mean_probability": float(prob.mean()) if len(prob) else None,
+        "out": written,
+    }
+
+
+def predict(model_uri: str, images: str, out: str, *, batch_size: int = 256) -> dict:
+    """Predict every image under ``images`` with ``model_uri``; write ``file, class,
+    probability`` to ``out`` (.csv or .parquet, local or s3://). Returns ``summary(...)``."""
+    check_out(out)
+    served = resolve_model(model_uri)
+    batch = load_images(images, channels=served.channels, size=served.size)
+    idx, prob = run_model(served, batch.images, batch_size=batch_size)
+    written = write_predictions(predictions_frame(batch, served, idx, prob), out)
+    return summary(served, batch, written, prob)
