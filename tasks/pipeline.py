@@ -26,22 +26,24 @@ from warmstart import pipeline as core
 from warmstart.errors import StorageError, TrackingError
 from warmstart.params import PipelineParams
 
-IO_RETRIES = dict(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-)
-
 
 def _io_only(task, task_run, state) -> bool:
-    """Retry a training task only when storage or tracking failed, never on compute errors."""
+    """Retry only when storage or tracking failed, never on bad input or compute errors."""
     try:
         state.result()
-    except (StorageError, TrackingError):
+    except (StorageError, TrackingError, ConnectionError, TimeoutError):
         return True
     except Exception:  # noqa: BLE001
         return False
     return False
+
+
+IO_RETRIES = dict(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_io_only,
+)
 
 
 TRAIN_OPTS = dict(

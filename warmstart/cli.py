@@ -183,6 +183,13 @@ def run(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON (for scripts).")
     ] = False,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the training tasks on Dask: 'local' (a temporary 2-worker cluster) or a "
+            "scheduler address such as tcp://scheduler:8786."
+        ),
+    ] = None,
 ) -> None:
     """Run the transfer pipeline once against the configured services; print the table and verdict."""
     import time
@@ -220,10 +227,17 @@ def run(
     core.validate(params)
     check_services()
     from flows.pipeline import transfer_pipeline
+    from warmstart import logsafe
 
+    logsafe.install()
     t0 = time.monotonic()
     try:
-        summary = transfer_pipeline(params)
+        if dask:
+            from flows.dask_runner import run_on_dask
+
+            summary = run_on_dask(params, address=None if dask == "local" else dask)
+        else:
+            summary = transfer_pipeline(params)
     except WarmstartError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line, no traceback from deep inside a library
