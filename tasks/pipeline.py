@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import time
 
-import numpy as np
 from prefect import get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -94,51 +93,22 @@ def ingest(spec: str, role: str, like: dict | None = None) -> dict:
 
 @task(name="log-inputs", cache_policy=NO_CACHE, **IO_RETRIES)
 def log_inputs(tracking: dict, source: dict, target: dict, split: dict) -> None:
-    import mlflow
-    from mlflow.data.meta_dataset import MetaDataset
-
-    c = mlruns.client()
-    from mlflow.entities import DatasetInput, InputTag
-
-    inputs = []
-    for role, ref in (("source", source), ("target", target)):
-        ds = MetaDataset(
-            source=_DatasetSource(ref["uri"]), name=ref["name"], digest=ref["hash"][:16]
-        )
-        inputs.append(
-            DatasetInput(
-                dataset=ds._to_mlflow_entity(),
-                tags=[InputTag(key=mlflow.utils.mlflow_tags.MLFLOW_DATASET_CONTEXT, value=role)],
-            )
-        )
-    c.log_inputs(tracking["run_id"], datasets=inputs)
+    run_id = tracking["run_id"]
+    mlruns.log_dataset_inputs(run_id, {"source": source, "target": target})
     mlruns.log_metrics(
-        tracking["run_id"],
+        run_id,
         {"target_train": split["train"], "target_val": split["val"], "target_test": split["test"]},
     )
-    c.log_batch(
-        tracking["run_id"],
-        params=[],
-        tags=[
-            __import__("mlflow").entities.RunTag(k, str(v))
-            for k, v in {
-                "source_dataset_hash": source["hash"],
-                "target_dataset_hash": target["hash"],
-                "split_hash": split["hash"],
-                "source_spec": source["spec"],
-                "target_spec": target["spec"],
-            }.items()
-        ],
+    mlruns.set_tags(
+        run_id,
+        {
+            "source_dataset_hash": source["hash"],
+            "target_dataset_hash": target["hash"],
+            "split_hash": split["hash"],
+            "source_spec": source["spec"],
+            "target_spec": target["spec"],
+        },
     )
-
-
-class _DatasetSource:
-    """A minimal MLflow DatasetSource for an S3 URI (MetaDataset needs one)."""
-
-    def __new__(cls, uri: str):
-        from mlflow.data.http_dataset_source import HTTPDatasetSource
-
-        return HTTPDatasetSource(url=uri)
 
 
 @task(name="make-splits", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -441,7 +411,7 @@ def register_and_promote(
 ) -> dict:
     """Select on validation, gate on test (paired bootstrap vs scratch and the champion),
     register the candidate, move `champion` only if the gate passes; publish the report."""
-    from warmstart import promotion, reports
+    from warmstart import promotion
 
     run = {**tracking, "split_hash": split["hash"]}
     outcome = promotion.gate_and_register(
@@ -466,5 +436,4 @@ def register_and_promote(
     mlruns.log_metrics(tracking["run_id"], {"flow_wall_seconds": wall})
     mlruns.end_run(tracking["run_id"])
     get_run_logger().info("gate: %s — %s", decision["verdict"], decision["reason"])
-    _ = np, reports
     return outcome["summary"]

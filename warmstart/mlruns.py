@@ -166,3 +166,33 @@ def log_text(run_id: str, artifact_file: str, text: str) -> None:
 @_tracked
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     client().set_terminated(run_id, status=status)
+
+
+@_tracked
+def set_tags(run_id: str, tags: dict) -> None:
+    from mlflow.entities import RunTag
+
+    client().log_batch(run_id, tags=[RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()])
+
+
+@_tracked
+def log_dataset_inputs(run_id: str, datasets: dict[str, dict]) -> None:
+    """Each dataset (an ingest result) as a run input with its content digest; cheap for large
+    image sets (a MetaDataset, not the arrays). The key is the context: source, target."""
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for role, ref in datasets.items():
+        ds = MetaDataset(
+            source=HTTPDatasetSource(url=ref["uri"]), name=ref["name"], digest=ref["hash"][:16]
+        )
+        inputs.append(
+            DatasetInput(
+                dataset=ds._to_mlflow_entity(),
+                tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=role)],
+            )
+        )
+    client().log_inputs(run_id, datasets=inputs)
