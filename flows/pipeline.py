@@ -28,7 +28,10 @@ def _run_name() -> str:
 @flow(
     name="transfer-pipeline",
     flow_run_name=_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    # Three threads: one training task holds the `gpu` slot while at most two wait for it, so few
+    # tasks poll the server for the slot (each poll is server CPU taken from training on 2 cores).
+    # For several GPUs raise this with `transfer_pipeline.with_options(task_runner=...)` or Dask.
+    task_runner=ThreadPoolTaskRunner(max_workers=3),
     log_prints=True,
     validate_parameters=True,
 )

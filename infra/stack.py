@@ -309,10 +309,10 @@ def _command(svc: Service, cfg: StackConfig) -> tuple[list[str], dict[str, str]]
                 "PREFECT_UI_API_URL": cfg.prefect_api_url,
                 "PREFECT_SERVER_API_HOST": HOST,
                 "PREFECT_SERVER_API_PORT": str(cfg.prefect_port),
-                # Tasks waiting for a `gpu` slot re-ask at most every 2 s (default 10 s): with
+                # Tasks waiting for a `gpu` slot re-ask at most every 0.5 s (default 10 s): with
                 # two dozen short training tasks the default wait alone cost ~20% of the demo.
                 "PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS": os.environ.get(
-                    "PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS", "2"
+                    "PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS", "0.5"
                 ),
                 "DO_NOT_TRACK": "1",
             }
