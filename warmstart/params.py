@@ -18,8 +18,8 @@ class PipelineParams(BaseModel):
 
     source: str = Field(
         "builtin:mnist-5k?crop=content",
-        description="Source dataset spec (builtin:<name>, cifar10:<path|s3://>, imagefolder:<path|s3://>, "
-        "options after '?', e.g. ?classes=0-4&crop=content). Converted to the target's size and channels.",
+        description="Source dataset spec: `builtin:NAME`, `cifar10:PATH_OR_S3`, `imagefolder:PATH_OR_S3`, "
+        "options after `?`, e.g. `?classes=0-4&crop=content`. Converted to the target's size and channels.",
     )
     target: str = Field(
         "builtin:uci-digits",
@@ -32,7 +32,7 @@ class PipelineParams(BaseModel):
     )
     transfer_modes: list[str] = Field(
         default_factory=lambda: ["finetune", "lp_ft"],
-        description="finetune | linear_probe | lp_ft | freeze=<stage>",
+        description="`finetune`, `linear_probe`, `lp_ft` or `freeze=STAGE`",
     )
     seeds: int = Field(
         3, ge=1, le=20, description="Seeds 0..n-1 for every fine-tuned arm and scratch."
