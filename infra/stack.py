@@ -465,14 +465,26 @@ def gpu_slots() -> int:
 def ensure_gpu_limit(api_url: str, slots: int | None = None) -> int:
     """Create (or update) the tag concurrency limit ``gpu`` that training tasks share."""
     slots = slots or gpu_slots()
-    r = httpx.post(
-        f"{api_url}/concurrency_limits/",
-        json={"tag": "gpu", "concurrency_limit": slots},
-        timeout=10,
-    )
-    if r.status_code >= 400:
-        raise StackError(f"prefect: could not create the `gpu` concurrency limit ({r.status_code})")
-    return slots
+    # The API answers /health before its database is ready: 503s right after a start are retried.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            r = httpx.post(
+                f"{api_url}/concurrency_limits/",
+                json={"tag": "gpu", "concurrency_limit": slots},
+                timeout=10,
+            )
+            status = r.status_code
+        except httpx.HTTPError:
+            status = 599
+        if status < 400:
+            return slots
+        if status < 500 or time.monotonic() > deadline:
+            raise StackError(
+                f"prefect: could not create the `gpu` concurrency limit (HTTP {status}); "
+                "see the prefect log under WARMSTART_HOME/logs"
+            )
+        time.sleep(1)
 
 
 def up(cfg: StackConfig | None = None, *, echo=print) -> list[ServiceStatus]:

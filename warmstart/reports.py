@@ -114,7 +114,8 @@ def learning_curves_figure(history: Mapping[str, Sequence[Mapping[str, float]]])
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=7, loc="lower right")
+    if ax_acc.get_legend_handles_labels()[0]:
+        ax_acc.legend(fontsize=7, loc="lower right")
     return fig
 
 
