@@ -14,17 +14,11 @@ import uuid
 import pytest
 
 from flows import dask_runner
+from tests.flows import configs
 from warmstart.errors import ConfigError
 
 TINY = dict(
-    source="builtin:uci-digits?classes=0-4",
-    target="builtin:uci-digits?classes=5-9",
-    k_shot=5,
-    strategies=["supervised"],
-    transfer_modes=["linear_probe"],
-    seeds=2,
-    pretrain_epochs=3,
-    finetune_epochs=4,
+    **configs.TINY,
     register_model=False,
 )
 

@@ -13,20 +13,12 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.flows import configs
 from warmstart.params import PipelineParams
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-TINY = dict(
-    source="builtin:uci-digits?classes=0-4",
-    target="builtin:uci-digits?classes=5-9",
-    k_shot=5,
-    strategies=["supervised"],
-    transfer_modes=["linear_probe"],
-    seeds=2,
-    pretrain_epochs=3,
-    finetune_epochs=4,
-)
+TINY = configs.TINY
 
 
 def _client():
@@ -75,7 +67,9 @@ def test_mlflow_parent_and_nested_runs_with_artifacts(first_run):
     assert "finetune-target[supervised/linear_probe/seed=1]" in names
     assert "train-scratch-baseline[scratch/seed=0]" in names
     # per-epoch metrics on a training stage (scratch trains every epoch; a linear probe is one fit)
-    scratch = next(r for r in children if r.info.run_name == "train-scratch-baseline[scratch/seed=0]")
+    scratch = next(
+        r for r in children if r.info.run_name == "train-scratch-baseline[scratch/seed=0]"
+    )
     history = c.get_metric_history(scratch.info.run_id, "val_acc")
     assert sorted(m.step for m in history) == list(range(1, TINY["finetune_epochs"] + 1))
     # parent artifacts
@@ -130,16 +124,7 @@ def promoted_run(stack):
     """MNIST digits → UCI digits at k=5: supervised transfer beats scratch by several points."""
     from flows.pipeline import transfer_pipeline
 
-    params = PipelineParams(
-        source="builtin:mnist-5k?crop=content",
-        target="builtin:uci-digits",
-        k_shot=5,
-        strategies=["supervised"],
-        transfer_modes=["linear_probe"],
-        seeds=2,
-        pretrain_epochs=3,
-        finetune_epochs=6,
-    )
+    params = PipelineParams(**configs.PROMOTING)
     return transfer_pipeline(params)
 
 
@@ -242,16 +227,7 @@ def test_rerun_compares_with_the_champion_and_keeps_previous(promoted_run):
 
     c = _client()
     first_version = promoted_run["version"]
-    params = PipelineParams(
-        source="builtin:mnist-5k?crop=content",
-        target="builtin:uci-digits",
-        k_shot=5,
-        strategies=["supervised"],
-        transfer_modes=["linear_probe"],
-        seeds=2,
-        pretrain_epochs=3,
-        finetune_epochs=6,
-    )
+    params = PipelineParams(**configs.PROMOTING)
     summary = transfer_pipeline(params)
     assert summary["trained"] == 0
     assert "champion v" in summary["reason"]

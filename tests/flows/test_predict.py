@@ -16,19 +16,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.flows import configs
 from warmstart import predict as wp
 from warmstart.errors import ConfigError, DataError
 
-TINY = dict(
-    source="builtin:uci-digits?classes=0-4",
-    target="builtin:uci-digits?classes=5-9",
-    k_shot=5,
-    strategies=["supervised"],
-    transfer_modes=["linear_probe"],
-    seeds=2,
-    pretrain_epochs=3,
-    finetune_epochs=4,
-)
+TINY = configs.TINY
 PER_CLASS = 12  # images per digit written to the test folders
 
 

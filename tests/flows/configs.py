@@ -1,0 +1,25 @@
+"""Pipeline configurations shared by the flow tests (small enough for 2 CPU cores)."""
+
+# Split-class UCI digits (0-4 → 5-9), 8×8: about a minute end to end.
+TINY = dict(
+    source="builtin:uci-digits?classes=0-4",
+    target="builtin:uci-digits?classes=5-9",
+    k_shot=5,
+    strategies=["supervised"],
+    transfer_modes=["linear_probe"],
+    seeds=2,
+    pretrain_epochs=3,
+    finetune_epochs=4,
+)
+
+# MNIST digits → UCI digits at k=5: supervised transfer beats scratch by several points.
+PROMOTING = dict(
+    source="builtin:mnist-5k?crop=content",
+    target="builtin:uci-digits",
+    k_shot=5,
+    strategies=["supervised"],
+    transfer_modes=["linear_probe"],
+    seeds=2,
+    pretrain_epochs=3,
+    finetune_epochs=6,
+)
