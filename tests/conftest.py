@@ -82,6 +82,11 @@ def stack(tmp_path_factory) -> RunningStack:
         ):
             yield RunningStack(cfg, env, home)
     finally:
+        # Send Prefect's buffered API logs while the server is still up (else a noisy
+        # "Error logging to API" at exit).
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=5)
         stack_mod.down(cfg, echo=lambda s: None)
         os.environ.clear()
         os.environ.update(saved)
