@@ -60,14 +60,16 @@ def validate_params(params: PipelineParams) -> None:
 
 
 @task(name="open-tracking", cache_policy=NO_CACHE, **IO_RETRIES)
-def open_tracking(params: PipelineParams, target_name: str, flow_run_id: str) -> dict:
+def open_tracking(
+    params: PipelineParams, target_name: str, flow_run_id: str, kind: str = "pipeline"
+) -> dict:
     mlruns.check_reachable()
     exp = mlruns.experiment_id(target_name)
     run_id = mlruns.start_run(
         exp,
-        f"pipeline-{flow_run_id[:8]}",
+        f"{kind.replace('_', '-')}-{flow_run_id[:8]}",
         params=params.model_dump(),
-        tags={"warmstart.flow_run_id": flow_run_id, "warmstart.kind": "pipeline"},
+        tags={"warmstart.flow_run_id": flow_run_id, "warmstart.kind": kind},
     )
     return {"experiment_id": exp, "run_id": run_id, "flow_run_id": flow_run_id}
 
