@@ -254,6 +254,58 @@ def run(
     print_summary(summary, time.monotonic() - t0)
 
 
+@app.command()
+@friendly
+def sweep(
+    source: Annotated[str | None, typer.Option(help="Source dataset spec.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target dataset spec.")] = None,
+    k_values: Annotated[
+        str, typer.Option("--k-values", help="Comma list of labelled images per class.")
+    ] = "1,5,10,20,50",
+    strategies: Annotated[str | None, typer.Option(help="Comma list of strategies.")] = None,
+    modes: Annotated[str | None, typer.Option(help="Comma list of transfer modes.")] = None,
+    seeds: Annotated[
+        int | None, typer.Option(help="Number of seeds (>= 3 for honest CIs).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Target epochs for every arm.")] = None,
+) -> None:
+    """Label efficiency: every arm at every k, mean [95% CI]; table and plot in MLflow and Prefect."""
+    from pydantic import ValidationError
+
+    from warmstart.errors import ConfigError
+    from warmstart.settings import load_env
+
+    load_env()
+    from warmstart.sweep import SweepParams
+
+    overrides = {
+        "source": source,
+        "target": target,
+        "strategies": _split(strategies),
+        "transfer_modes": _split(modes),
+        "seeds": seeds,
+        "finetune_epochs": epochs,
+    }
+    try:
+        ks = [int(k) for k in k_values.split(",") if k.strip()]
+        params = SweepParams(**{k: v for k, v in overrides.items() if v is not None}, k_values=ks)
+    except ValueError as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            raise ConfigError(f"{first['loc'][0]}: {first['msg']}") from None
+        raise ConfigError(f"--k-values {k_values!r}: write integers like 1,5,10") from None
+    from warmstart import pipeline as core
+
+    core.validate(params.at(params.k_values[0]))
+    check_services()
+    from flows.label_efficiency import label_efficiency
+    from warmstart import logsafe
+
+    logsafe.install()
+    out = label_efficiency(params)
+    console.print(out["markdown"], highlight=False)
+
+
 def print_summary(summary: dict, seconds: float) -> None:
     table = Table(
         "arm",

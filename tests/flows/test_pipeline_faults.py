@@ -161,3 +161,10 @@ def test_noise_source_is_not_promoted(stack):
     row = next(r for r in summary["table"] if r["arm"] == "supervised/linear_probe")
     assert summary["verdict"] == "not promoted", summary["reason"]
     assert row["delta_ci"][0] <= 0.0
+
+
+def test_sweep_bad_k_values_is_one_line(stack):
+    line = _one_line_error(cli("sweep", "--k-values", "1,x"))
+    assert "--k-values" in line and "1,x" in line
+    line = _one_line_error(cli("sweep", "--k-values", "0,5"))
+    assert "k_values" in line
