@@ -54,6 +54,8 @@ def client():
             "or point it at your MLflow server"
         )
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # One "View run …" line per ended stage run floods the CLI; the summary prints the URLs.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     return MlflowClient(tracking_uri=uri)
