@@ -50,8 +50,9 @@ def test_pretraining_is_trained_once_for_all_k(swept, stack):
     assert len(pretrain) == 1  # one pretraining for both k values
     finetunes = [r for r in children if r.info.run_name.startswith("finetune-target[")]
     assert len(finetunes) == 2 * 2  # 2 k × 2 seeds, one mode, one strategy
-    # every stage trained (none reused): 4 finetune + 4 scratch + 4 control + 1 pretrain
-    assert swept["trained"] == 13 and swept["reused"] == 0
+    # 4 finetune + 4 scratch + 4 control trained; the one pretraining may come from the S3 cache
+    # when an earlier test in the session pretrained the same source with the same config
+    assert swept["trained"] + swept["reused"] == 13 and swept["trained"] >= 12
     files = {a.path for a in c.list_artifacts(parent.info.run_id)}
     assert {"label_efficiency.md", "label_efficiency.json", "label_efficiency.png"} <= files
     steps = {m.step for m in c.get_metric_history(parent.info.run_id, "test_acc.scratch")}
