@@ -8,6 +8,7 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.pipeline import submit_arms
 from tasks import pipeline as t
 from tasks import sweep as s
 from warmstart.sweep import SweepParams
@@ -39,17 +40,7 @@ def label_efficiency(params: SweepParams = SweepParams()) -> dict:  # noqa: B008
     per_k, results = [], []
     for k in params.k_values:
         pk, split = params.at(k), splits[k]
-        seeds = range(params.seeds)
-        futures = [
-            t.finetune_target.submit(pretrain[st], st, mode, seed, target, split, pk, tracking)
-            for st in params.strategies
-            for mode in params.transfer_modes
-            for seed in seeds
-        ]
-        futures += [
-            t.train_scratch_baseline.submit(seed, target, split, pk, tracking) for seed in seeds
-        ]
-        futures += [t.train_control.submit(seed, target, split, pk, tracking) for seed in seeds]
+        futures = submit_arms(pretrain, target, split, pk, tracking)
         done = [f.result() for f in futures]
         results += done
         per_k.append(s.evaluate_k(k, done, target, split, pk, tracking))

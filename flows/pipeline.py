@@ -25,6 +25,22 @@ def _run_name() -> str:
     return f"{target.rsplit('/', 1)[-1]}-k{params.get('k_shot', 10)}"
 
 
+def submit_arms(pretrain: dict, target, split, params: PipelineParams, tracking) -> list:
+    """Submit every arm at one k: strategy × mode × seed, scratch and the control per seed."""
+    seeds = range(params.seeds)
+    futures = [
+        t.finetune_target.submit(pretrain[s], s, mode, seed, target, split, params, tracking)
+        for s in params.strategies
+        for mode in params.transfer_modes
+        for seed in seeds
+    ]
+    futures += [
+        t.train_scratch_baseline.submit(seed, target, split, params, tracking) for seed in seeds
+    ]
+    futures += [t.train_control.submit(seed, target, split, params, tracking) for seed in seeds]
+    return futures
+
+
 @flow(
     name="transfer-pipeline",
     flow_run_name=_run_name,
@@ -50,18 +66,7 @@ def transfer_pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noq
         s: t.pretrain_source.submit(s, source, target, split, params, tracking)
         for s in params.strategies
     }
-    seeds = range(params.seeds)
-    training = [
-        t.finetune_target.submit(pretrain[s], s, mode, seed, target, split, params, tracking)
-        for s in params.strategies
-        for mode in params.transfer_modes
-        for seed in seeds
-    ]
-    training += [
-        t.train_scratch_baseline.submit(seed, target, split, params, tracking) for seed in seeds
-    ]
-    training += [t.train_control.submit(seed, target, split, params, tracking) for seed in seeds]
-
+    training = submit_arms(pretrain, target, split, params, tracking)
     results = [f.result() for f in training]
     pretrains = {s: f.result() for s, f in pretrain.items()}
     evaluation = t.evaluate(results, pretrains, target, split, params, tracking)

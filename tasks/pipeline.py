@@ -20,7 +20,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from warmstart import mlruns
+from warmstart import mlruns, tracking
 from warmstart import pipeline as core
 from warmstart.errors import StorageError, TrackingError
 from warmstart.params import PipelineParams
@@ -63,7 +63,7 @@ def validate_params(params: PipelineParams) -> None:
 def open_tracking(
     params: PipelineParams, target_name: str, flow_run_id: str, kind: str = "pipeline"
 ) -> dict:
-    mlruns.check_reachable()
+    tracking.configure(timeout=5)
     exp = mlruns.experiment_id(target_name)
     run_id = mlruns.start_run(
         exp,
@@ -153,11 +153,27 @@ def _log_history(run_id: str, history: list[dict]) -> None:
         mlruns.log_metrics(run_id, {k: v for k, v in row.items() if k != "epoch"}, step=step)
 
 
+def _run_stage(run_id: str, name: str, train) -> dict:
+    """Run a training stage inside its MLflow run: FAILED on error; say whether it was reused
+    from S3 (its stored history is logged again) or resumed from an epoch checkpoint."""
+    log = get_run_logger()
+    try:
+        result = train()
+    except Exception:
+        mlruns.end_run(run_id, "FAILED")
+        raise
+    if result["reused"]:
+        log.info("%s reused from %s (no training)", name, result["checkpoint_uri"])
+        _log_history(run_id, result["history"])
+    elif result.get("resumed_from"):
+        log.info("%s resumed from epoch %s checkpoint", name, result["resumed_from"])
+    return result
+
+
 @task(name="pretrain-source", task_run_name="pretrain-source[{strategy}]", **TRAIN_OPTS)
 def pretrain_source(
     strategy: str, source: dict, target: dict, split: dict, params: PipelineParams, tracking: dict
 ) -> dict:
-    log = get_run_logger()
     name = f"pretrain-source[{strategy}]"
     run_id = _stage(
         tracking,
@@ -171,16 +187,11 @@ def pretrain_source(
         {"warmstart.stage": "pretrain_source", "strategy": strategy},
     )
     progress = _Progress(run_id, params.pretrain_epochs, name)
-    try:
-        result = core.pretrain_source(strategy, source, target, split, params, report=progress)
-    except Exception:
-        mlruns.end_run(run_id, "FAILED")
-        raise
-    if result["reused"]:
-        log.info("%s reused from %s (no training)", name, result["checkpoint_uri"])
-        _log_history(run_id, result["history"])
-    elif result.get("resumed_from"):
-        log.info("%s resumed from epoch %s", name, result["resumed_from"])
+    result = _run_stage(
+        run_id,
+        name,
+        lambda: core.pretrain_source(strategy, source, target, split, params, report=progress),
+    )
     mlruns.log_metrics(run_id, {"seconds": result["seconds"]})
     from warmstart import storage
 
@@ -216,7 +227,6 @@ def _train(
     params: PipelineParams,
     tracking: dict,
 ) -> dict:
-    log = get_run_logger()
     name = f"{stage}[{arm}/seed={seed}]"
     run_id = _stage(
         tracking,
@@ -238,18 +248,13 @@ def _train(
         },
     )
     progress = _Progress(run_id, params.finetune_epochs, name)
-    try:
-        result = core.finetune_target(
+    result = _run_stage(
+        run_id,
+        name,
+        lambda: core.finetune_target(
             pretrain, mode, seed, target, split, params, arm=arm, report=progress
-        )
-    except Exception:
-        mlruns.end_run(run_id, "FAILED")
-        raise
-    if result["reused"]:
-        log.info("%s reused from %s (no training)", name, result["checkpoint_uri"])
-        _log_history(run_id, result["history"])
-    elif result.get("resumed_from"):
-        log.info("%s resumed from epoch %s checkpoint", name, result["resumed_from"])
+        ),
+    )
     mlruns.log_metrics(run_id, {"best_val_acc": result["val_acc"], "seconds": result["seconds"]})
     mlruns.client().set_tag(run_id, "checkpoint_uri", result["checkpoint_uri"])
     _curves(run_id, {arm: result["history"]})

@@ -140,7 +140,7 @@ def check_services() -> None:
     """One line per unreachable service, before any work starts."""
     import httpx
 
-    from warmstart import mlruns, storage
+    from warmstart import storage, tracking
     from warmstart.errors import StackError
 
     api = os.environ.get("PREFECT_API_URL")
@@ -154,7 +154,7 @@ def check_services() -> None:
         raise StackError(
             f"Prefect API unreachable at {api}: start it with `warmstart up` or fix PREFECT_API_URL"
         )
-    mlruns.check_reachable()
+    tracking.configure(timeout=5)
     storage.ensure_bucket()
 
 

@@ -6,16 +6,13 @@ parallel threads log into the right run. Params are the resolved configuration, 
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 from warmstart.errors import TrackingError
-from warmstart.settings import redact, secret_values
-
-_SECRETISH = ("secret", "password", "token", "access_key", "api_key")
+from warmstart.settings import redact
 
 
 def _tracked(fn):
@@ -61,39 +58,6 @@ def client():
     return MlflowClient(tracking_uri=uri)
 
 
-def check_reachable() -> str:
-    """A fast health probe so an unreachable server is one clear line, not a retry storm."""
-    import httpx
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not uri.startswith("http"):
-        return uri
-    try:
-        ok = httpx.get(uri.rstrip("/") + "/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
-        ok = False
-    if not ok:
-        raise TrackingError(
-            f"MLflow tracking server unreachable at {uri}: start it with `warmstart up` or fix "
-            "MLFLOW_TRACKING_URI"
-        )
-    return uri
-
-
-def flatten(params: dict, prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-            continue
-        text = json.dumps(value) if isinstance(value, list | tuple) else str(value)
-        if any(s in name.lower() for s in _SECRETISH) or any(v in text for v in secret_values()):
-            continue
-        out[name] = text[:6000]
-    return out
-
-
 @_tracked
 def experiment_id(target_name: str) -> str:
     c = client()
@@ -131,8 +95,9 @@ def start_run(
         experiment, tags={k: redact(str(v)) for k, v in all_tags.items()}, run_name=name
     )
     if params:
-        flat = flatten(params)
-        items = [Param(k, v) for k, v in flat.items()]
+        from warmstart.tracking import safe_params
+
+        items = [Param(k, v) for k, v in safe_params(params).items()]
         for i in range(0, len(items), 90):
             c.log_batch(run.info.run_id, params=items[i : i + 90])
     return run.info.run_id
