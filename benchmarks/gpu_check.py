@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import models as M  # noqa: E402
+from warmstart import models as M  # noqa: E402
 
 
 def peak_mib(device: str) -> float:

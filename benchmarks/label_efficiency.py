@@ -92,7 +92,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
 
-    from flows.label_efficiency import label_efficiency
+    from warmstart.flows.label_efficiency import label_efficiency
+
     from warmstart import logsafe
     from warmstart.settings import load_env
     from warmstart.sweep import SweepParams

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import get_backbone  # noqa: E402
-from models.config import default_pad  # noqa: E402
-from models.device import configure_threads  # noqa: E402
-from models.loop import Augment, train_one_epoch  # noqa: E402
+from warmstart.models import get_backbone  # noqa: E402
+from warmstart.models.config import default_pad  # noqa: E402
+from warmstart.models.device import configure_threads  # noqa: E402
+from warmstart.models.loop import Augment, train_one_epoch  # noqa: E402
 
 
 def plain_loop(model, x, y, opt, idx) -> None:

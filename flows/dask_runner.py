@@ -111,7 +111,7 @@ def run_on_dask(
     threads_per_worker: int = 1,
 ) -> dict:
     """Run ``transfer_pipeline(params)`` with its training tasks on Dask; returns its summary."""
-    from flows.pipeline import transfer_pipeline
+    from warmstart.flows.pipeline import transfer_pipeline
 
     if address:
         check_worker_env(address)

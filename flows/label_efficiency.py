@@ -7,10 +7,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from warmstart.flows.pipeline import submit_arms
+from warmstart.tasks import pipeline as t
+from warmstart.tasks import sweep as s
 
-from flows.pipeline import submit_arms
-from tasks import pipeline as t
-from tasks import sweep as s
 from warmstart.sweep import SweepParams
 
 

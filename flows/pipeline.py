@@ -12,8 +12,8 @@ import time
 from prefect import flow
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from warmstart.tasks import pipeline as t
 
-from tasks import pipeline as t
 from warmstart.params import PipelineParams
 
 

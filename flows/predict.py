@@ -4,8 +4,8 @@ It only composes the tasks of ``tasks/predict.py``."""
 from __future__ import annotations
 
 from prefect import flow
+from warmstart.tasks.predict import load_images, resolve_model, run_model, write_predictions
 
-from tasks.predict import load_images, resolve_model, run_model, write_predictions
 from warmstart import predict as core
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from infra.stack import StackConfig, _alive, _bin, _stop_pid, client_env
 from warmstart.errors import StackError
+
+from .stack import StackConfig, _alive, _bin, _stop_pid, client_env
 
 POOL = "warmstart-local"
 ROOT = Path(__file__).resolve().parent.parent

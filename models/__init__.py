@@ -2,31 +2,31 @@
 modes, the scratch baseline and a device-aware training loop. Pure torch/torchvision/numpy: this
 package never imports prefect, mlflow or boto3 (tests/models/test_import_purity.py checks)."""
 
-from models import backbones, strategies  # noqa: F401  (registration)
-from models.backbones.base import Backbone
-from models.checkpoint import (
+from . import backbones, strategies  # noqa: F401  (registration)
+from .backbones.base import Backbone
+from .checkpoint import (
     Checkpoint,
     has_checkpoint,
     load_checkpoint,
     read_meta,
     save_checkpoint,
 )
-from models.config import PretrainConfig, TrainConfig
-from models.controls import pixel_logistic_regression
-from models.device import configure_threads, seed_everything, select_device
-from models.errors import CheckpointError, ModelError, TrainingError, UnknownNameError
-from models.freezing import freeze, unfreeze
-from models.loop import evaluate, extract_features, predict_proba, train_one_epoch
-from models.pretrain import PretrainResult, pretrain
-from models.registry import (
+from .config import PretrainConfig, TrainConfig
+from .controls import pixel_logistic_regression
+from .device import configure_threads, seed_everything, select_device
+from .errors import CheckpointError, ModelError, TrainingError, UnknownNameError
+from .freezing import freeze, unfreeze
+from .loop import evaluate, extract_features, predict_proba, train_one_epoch
+from .pretrain import PretrainResult, pretrain
+from .registry import (
     get_backbone,
     list_backbones,
     list_strategies,
     register_backbone,
     register_strategy,
 )
-from models.serving import load_model
-from models.transfer import FitResult, fit_target, list_transfer_modes, load_trunk
+from .serving import load_model
+from .transfer import FitResult, fit_target, list_transfer_modes, load_trunk
 
 __all__ = [
     "Backbone",

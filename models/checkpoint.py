@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from models.errors import CheckpointError
+from .errors import CheckpointError
 
 FORMAT = "warmstart.models.checkpoint/1"
 META = "meta.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.errors import ModelError
+from .errors import ModelError
 
 
 def check_images(

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from models.errors import ModelError
+from .errors import ModelError
 
 
 def select_device(force: str | None = None) -> torch.device:

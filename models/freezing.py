@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.backbones.base import Backbone
-from models.errors import UnknownNameError
+from .backbones.base import Backbone
+from .errors import UnknownNameError
 
 
 def freeze(model: Backbone, upto: str | None = None) -> list[str]:

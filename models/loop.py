@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.augment import apply_augment, batch_indices, draw_augment, to_float
-from models.device import autocast, memory_format
-from models.errors import ModelError
+from .augment import apply_augment, batch_indices, draw_augment, to_float
+from .device import autocast, memory_format
+from .errors import ModelError
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.checkpoint import (
+from .checkpoint import (
     check_compatible,
     fingerprint,
     has_checkpoint,
@@ -24,12 +24,12 @@ from models.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from models.config import RUNTIME_FIELDS, PretrainConfig
-from models.data import check_images, to_device
-from models.device import configure_threads, seed_everything, select_device
-from models.errors import ModelError, TrainingError
-from models.grids import plot_curves
-from models.registry import backbone_class, strategy_class
+from .config import RUNTIME_FIELDS, PretrainConfig
+from .data import check_images, to_device
+from .device import configure_threads, seed_everything, select_device
+from .errors import ModelError, TrainingError
+from .grids import plot_curves
+from .registry import backbone_class, strategy_class
 
 
 @dataclass

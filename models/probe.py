@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.augment import apply_augment, draw_augment
-from models.loop import extract_features
+from .augment import apply_augment, draw_augment
+from .loop import extract_features
 
 
 @dataclass

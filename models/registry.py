@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from models.errors import ModelError, UnknownNameError
+from .errors import ModelError, UnknownNameError
 
 if TYPE_CHECKING:
-    from models.backbones.base import Backbone
-    from models.strategies.base import Strategy
+    from .backbones.base import Backbone
+    from .strategies.base import Strategy
 
 T = TypeVar("T")
 

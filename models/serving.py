@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.backbones.base import Backbone
-from models.checkpoint import load_checkpoint
-from models.errors import CheckpointError
-from models.registry import get_backbone
+from .backbones.base import Backbone
+from .checkpoint import load_checkpoint
+from .errors import CheckpointError
+from .registry import get_backbone
 
 
 def load_model(directory: Path | str, *, which: str = "best") -> Backbone:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.backbones.base import Backbone
-from models.checkpoint import (
+from .backbones.base import Backbone
+from .checkpoint import (
     check_compatible,
     fingerprint,
     has_checkpoint,
@@ -26,14 +26,14 @@ from models.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from models.config import RUNTIME_FIELDS, TrainConfig, default_pad
-from models.data import check_images, to_device
-from models.device import configure_threads, memory_format, seed_everything, select_device
-from models.errors import CheckpointError, ModelError, TrainingError, UnknownNameError
-from models.freezing import freeze, unfreeze
-from models.loop import Augment, evaluate, lr_factor, steps_per_epoch, train_one_epoch
-from models.probe import fit_probe
-from models.registry import backbone_class, get_backbone
+from .config import RUNTIME_FIELDS, TrainConfig, default_pad
+from .data import check_images, to_device
+from .device import configure_threads, memory_format, seed_everything, select_device
+from .errors import CheckpointError, ModelError, TrainingError, UnknownNameError
+from .freezing import freeze, unfreeze
+from .loop import Augment, evaluate, lr_factor, steps_per_epoch, train_one_epoch
+from .probe import fit_probe
+from .registry import backbone_class, get_backbone
 
 BASE_MODES = ("finetune", "linear_probe", "lp_ft")
 EpochCallback = Callable[[int, dict, Path | None], None]

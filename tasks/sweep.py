@@ -6,8 +6,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from warmstart.tasks.pipeline import IO_RETRIES
 
-from tasks.pipeline import IO_RETRIES
 from warmstart import mlruns, sweep
 from warmstart import pipeline as core
 from warmstart.params import PipelineParams

@@ -41,7 +41,7 @@ class RunningStack:
 
 
 def stack_config(home: Path):
-    from infra.stack import StackConfig
+    from warmstart.infra.stack import StackConfig
 
     s3, master, volume, filer = free_ports(4, grpc=True)
     mlflow_port, prefect_port = free_ports(2)
@@ -61,7 +61,7 @@ def stack_config(home: Path):
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> RunningStack:
     """The real services, started for this test session; os.environ points every client at them."""
-    from infra import stack as stack_mod
+    from warmstart.infra import stack as stack_mod
 
     home = tmp_path_factory.mktemp("warmstart-home")
     cfg = stack_config(home)

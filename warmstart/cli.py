@@ -52,7 +52,7 @@ def up() -> None:
     """Start the local stack (SeaweedFS S3, MLflow, Prefect) or reuse what is running."""
     import time
 
-    from infra import stack
+    from warmstart.infra import stack
 
     cfg = stack.StackConfig.from_env()
     t0 = time.monotonic()
@@ -68,7 +68,7 @@ def up() -> None:
 @friendly
 def down() -> None:
     """Stop the processes `warmstart up` started. All data is kept."""
-    from infra import stack
+    from warmstart.infra import stack
 
     stack.down(echo=lambda s: console.print(s, highlight=False))
 
@@ -77,7 +77,7 @@ def down() -> None:
 @friendly
 def status() -> None:
     """Each service: URL, pid, health. Exit code 1 if any is not healthy."""
-    from infra import stack
+    from warmstart.infra import stack
 
     rows = stack.status()
     table = Table("service", "url", "pid", "health", "note")
@@ -98,8 +98,8 @@ def status() -> None:
 @friendly
 def deploy() -> None:
     """Register deploy/prefect.yaml's deployments and start a process worker (stopped by `down`)."""
-    from infra import deploy as deploy_mod
-    from infra import stack
+    from warmstart.infra import deploy as deploy_mod
+    from warmstart.infra import stack
 
     cfg = stack.StackConfig.from_env()
     names, pid = deploy_mod.deploy(cfg)
@@ -226,14 +226,14 @@ def run(
 
     core.validate(params)
     check_services()
-    from flows.pipeline import transfer_pipeline
     from warmstart import logsafe
+    from warmstart.flows.pipeline import transfer_pipeline
 
     logsafe.install()
     t0 = time.monotonic()
     try:
         if dask:
-            from flows.dask_runner import run_on_dask
+            from warmstart.flows.dask_runner import run_on_dask
 
             summary = run_on_dask(params, address=None if dask == "local" else dask)
         else:
@@ -298,8 +298,8 @@ def sweep(
 
     core.validate(params.at(params.k_values[0]))
     check_services()
-    from flows.label_efficiency import label_efficiency
     from warmstart import logsafe
+    from warmstart.flows.label_efficiency import label_efficiency
 
     logsafe.install()
     out = label_efficiency(params)

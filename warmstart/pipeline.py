@@ -28,7 +28,7 @@ def _noop(epoch: int, metrics: dict) -> None:
 
 def validate(params: PipelineParams) -> None:
     """Fail before any work starts: unknown names list the valid ones."""
-    import models
+    from warmstart import models
 
     if params.backbone not in models.list_backbones():
         raise ConfigError(
@@ -114,13 +114,13 @@ def _load(target: dict, split: dict):
 
 
 def pretrain_config(params: PipelineParams, strategy: str):
-    import models
+    from warmstart import models
 
     return models.PretrainConfig(epochs=params.pretrain_epochs, seed=0, device=_device(params))
 
 
 def train_config(params: PipelineParams, seed: int):
-    import models
+    from warmstart import models
 
     return models.TrainConfig(epochs=params.finetune_epochs, seed=seed, device=_device(params))
 
@@ -131,7 +131,7 @@ def _device(params: PipelineParams) -> str | None:
 
 def _config_dict(cfg) -> dict:
     """What a stage computes from (runtime-only fields such as device and threads excluded)."""
-    from models.config import RUNTIME_FIELDS
+    from warmstart.models.config import RUNTIME_FIELDS
 
     return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
 
@@ -164,7 +164,7 @@ def pretrain_source(
     report: Report = _noop,
 ) -> dict:
     """Pretrain a backbone on the source with one strategy (cached by input hashes)."""
-    import models
+    from warmstart import models
     from warmstart.data import load_dataset
 
     cfg = pretrain_config(params, strategy)
@@ -286,7 +286,7 @@ def finetune_target(
     Scratch is ``pretrain=None, mode="finetune"``: the same backbone, epochs, steps, augmentation
     and optimiser as the transfer arms, from random init.
     """
-    import models
+    from warmstart import models
 
     cfg = train_config(params, seed)
     inputs = {
@@ -354,7 +354,7 @@ def finetune_target(
 
 def load_arm_model(result: dict, target: dict, params: PipelineParams):
     """Rebuild a trained arm's model from its stored weights (no unpickling)."""
-    import models
+    from warmstart import models
 
     model = models.get_backbone(
         params.backbone,
@@ -373,7 +373,7 @@ def load_arm_model(result: dict, target: dict, params: PipelineParams):
 def evaluate(results: list[dict], target: dict, split: dict, params: PipelineParams) -> dict:
     """Test-split predictions for every arm (the only time the test split is read), plus the
     pixel logistic-regression control. Returns per-arm accuracy and per-example correctness."""
-    import models
+    from warmstart import models
 
     ds, splits = _load(target, split)
     x_test, y_test = ds.images[splits.test], ds.labels[splits.test]

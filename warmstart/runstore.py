@@ -20,7 +20,7 @@ from warmstart.settings import state_dir
 @cache
 def code_version() -> str:
     """Hash of the training code (models/ sources): a change there invalidates cached stages."""
-    import models
+    from warmstart import models
 
     root = Path(models.__file__).parent
     h = hashlib.sha256()

@@ -1,6 +1,6 @@
 """Backbones; importing this package registers them (one file per backbone)."""
 
-from models.backbones import convnet, resnet  # noqa: F401  (registration)
-from models.backbones.base import Backbone
+from ..backbones import convnet, resnet  # noqa: F401  (registration)
+from ..backbones.base import Backbone
 
 __all__ = ["Backbone"]

@@ -9,8 +9,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from models.backbones.base import Backbone
-from models.registry import register_backbone
+from ..backbones.base import Backbone
+from ..registry import register_backbone
 
 
 def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:

@@ -9,8 +9,8 @@ from typing import ClassVar
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from models.backbones.base import Backbone
-from models.registry import register_backbone
+from ..backbones.base import Backbone
+from ..registry import register_backbone
 
 
 @register_backbone("resnet18")

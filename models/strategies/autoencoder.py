@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.augment import batch_indices, to_float
-from models.device import autocast, memory_format
-from models.grids import image_grid
-from models.loop import lr_factor, steps_per_epoch
-from models.registry import get_backbone, register_strategy
-from models.strategies.base import Strategy
+from ..augment import batch_indices, to_float
+from ..device import autocast, memory_format
+from ..grids import image_grid
+from ..loop import lr_factor, steps_per_epoch
+from ..registry import get_backbone, register_strategy
+from ..strategies.base import Strategy
 
 
 class Decoder(nn.Module):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.config import PretrainConfig
+from ..config import PretrainConfig
 
 
 class Strategy:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.config import default_pad
-from models.device import memory_format
-from models.loop import Augment, lr_factor, steps_per_epoch, train_one_epoch
-from models.registry import get_backbone, register_strategy
-from models.strategies.base import Strategy
+from ..config import default_pad
+from ..device import memory_format
+from ..loop import Augment, lr_factor, steps_per_epoch, train_one_epoch
+from ..registry import get_backbone, register_strategy
+from ..strategies.base import Strategy
 
 
 @register_strategy("supervised")

@@ -63,7 +63,7 @@ def browser(chromium: str) -> Iterator[object]:
 @pytest.fixture(scope="module")
 def deployed(stack) -> dict:
     """deploy/prefect.yaml registered on the test stack, and a process worker polling its pool."""
-    from infra.deploy import deploy
+    from warmstart.infra.deploy import deploy
 
     names, worker_pid = deploy(stack.config)
     return {"names": names, "worker_pid": worker_pid}

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def swept(stack):
-    from flows.label_efficiency import label_efficiency
+    from warmstart.flows.label_efficiency import label_efficiency
 
     params = SweepParams(
         **{**configs.TINY, "k_shot": 1, "seeds": 2, "pretrain_epochs": 2, "finetune_epochs": 3},

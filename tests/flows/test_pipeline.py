@@ -29,7 +29,7 @@ def _client():
 
 @pytest.fixture(scope="module")
 def first_run(stack):
-    from flows.pipeline import transfer_pipeline
+    from warmstart.flows.pipeline import transfer_pipeline
 
     params = PipelineParams(**TINY)
     t0 = time.monotonic()
@@ -106,7 +106,7 @@ def test_registered_version_carries_the_verdict(first_run):
 
 
 def test_rerun_is_a_cache_hit(first_run):
-    from flows.pipeline import transfer_pipeline
+    from warmstart.flows.pipeline import transfer_pipeline
 
     t0 = time.monotonic()
     summary = transfer_pipeline(first_run["params"])
@@ -122,7 +122,7 @@ def test_rerun_is_a_cache_hit(first_run):
 @pytest.fixture(scope="module")
 def promoted_run(stack):
     """MNIST digits → UCI digits at k=5: supervised transfer beats scratch by several points."""
-    from flows.pipeline import transfer_pipeline
+    from warmstart.flows.pipeline import transfer_pipeline
 
     params = PipelineParams(**configs.PROMOTING)
     return transfer_pipeline(params)
@@ -223,7 +223,7 @@ def test_prefect_artifacts_and_task_names(first_run, stack):
 def test_rerun_compares_with_the_champion_and_keeps_previous(promoted_run):
     """Same parameters again: the cached candidate ties the champion (Δ 0 ≥ 0) and is promoted;
     the old version keeps the `previous-champion` alias."""
-    from flows.pipeline import transfer_pipeline
+    from warmstart.flows.pipeline import transfer_pipeline
 
     c = _client()
     first_version = promoted_run["version"]

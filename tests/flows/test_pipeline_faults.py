@@ -114,7 +114,7 @@ def test_killed_during_training_resumes_from_checkpoint(stack):
 
 
 def test_s3_down_fails_clearly_then_rerun_completes(stack):
-    from infra import stack as stack_mod
+    from warmstart.infra import stack as stack_mod
 
     s3 = stack_mod.services(stack.config)[0]
     args = [*TINY, "--target", "builtin:uci-digits?classes=3-9", "--epochs", "3", "--json"]

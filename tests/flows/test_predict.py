@@ -119,8 +119,8 @@ def model(stack):
     """The tiny pipeline's registered version, also under a test alias (the champion exists only
     when the gate passed, which this tiny configuration does not guarantee)."""
     from mlflow import MlflowClient
+    from warmstart.flows.pipeline import transfer_pipeline
 
-    from flows.pipeline import transfer_pipeline
     from warmstart.params import PipelineParams
 
     summary = transfer_pipeline(PipelineParams(**TINY))
@@ -200,7 +200,8 @@ def test_cli_predicts_an_imagefolder_to_csv(model, digits, tmp_path):
 @pytest.mark.services
 @pytest.mark.slow
 def test_flow_predicts_from_s3_to_s3_parquet(model, digits, tmp_path):
-    from flows.predict import batch_predict
+    from warmstart.flows.predict import batch_predict
+
     from warmstart import storage
 
     prefix = storage.uri("predict-test", uuid.uuid4().hex[:8])

@@ -121,7 +121,7 @@ def test_gpu_concurrency_limit_exists(stack):
 
 
 def test_up_twice_reuses(stack):
-    from infra import stack as stack_mod
+    from warmstart.infra import stack as stack_mod
 
     lines: list[str] = []
     statuses = stack_mod.up(stack.config, echo=lines.append)
@@ -130,7 +130,7 @@ def test_up_twice_reuses(stack):
 
 
 def test_status_never_prints_secrets(stack):
-    from infra import stack as stack_mod
+    from warmstart.infra import stack as stack_mod
 
     text = repr(stack_mod.status(stack.config))
     assert stack.env["AWS_SECRET_ACCESS_KEY"] not in text
@@ -145,7 +145,8 @@ def _listener() -> tuple[socket.socket, int]:
 
 
 def test_port_conflict_is_a_one_line_error(tmp_path):
-    from infra import stack as stack_mod
+    from warmstart.infra import stack as stack_mod
+
     from tests.conftest import stack_config
 
     sock, port = _listener()
@@ -162,7 +163,8 @@ def test_port_conflict_is_a_one_line_error(tmp_path):
 
 
 def test_missing_weed_binary_is_a_clear_error(tmp_path, monkeypatch):
-    from infra import stack as stack_mod
+    from warmstart.infra import stack as stack_mod
+
     from tests.conftest import stack_config
 
     monkeypatch.setattr(stack_mod, "_bin", lambda name: None)
@@ -173,7 +175,8 @@ def test_missing_weed_binary_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_unhealthy_service_times_out_and_leaves_no_process(tmp_path, monkeypatch):
     """MLflow pointed at a port it cannot serve health on: a timeout error naming log and fix."""
-    from infra import stack as stack_mod
+    from warmstart.infra import stack as stack_mod
+
     from tests.conftest import stack_config
 
     cfg = stack_config(tmp_path / "home")
@@ -188,7 +191,8 @@ def test_unhealthy_service_times_out_and_leaves_no_process(tmp_path, monkeypatch
 
 
 def test_down_stops_only_what_it_started_and_keeps_data(tmp_path):
-    from infra import stack as stack_mod
+    from warmstart.infra import stack as stack_mod
+
     from tests.conftest import stack_config
 
     cfg = stack_config(tmp_path / "home")

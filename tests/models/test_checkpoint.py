@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from warmstart.models import transfer as transfer
 
-import models as M
-import models.transfer as transfer
+from warmstart import models as M
 
 CPU = {"num_threads": 1, "device": "cpu"}
 

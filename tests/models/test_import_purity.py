@@ -7,7 +7,16 @@ import ast
 from pathlib import Path
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
-FORBIDDEN = {"prefect", "mlflow", "boto3", "botocore", "s3transfer", "warmstart", "tasks", "flows"}
+FORBIDDEN = {
+    "prefect",
+    "mlflow",
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "warmstart",
+    "tasks",
+    "flows",
+}  # relative imports only inside models/
 
 
 def _imports(path: Path) -> set[str]:

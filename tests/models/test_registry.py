@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from warmstart.models.registry import register_backbone, register_strategy
 
-import models as M
-from models.registry import register_backbone, register_strategy
+from warmstart import models as M
 
 SIZES = (8, 28, 32)
 FAST = M.PretrainConfig(epochs=1, min_steps_per_epoch=1, batch_size=4, grid_images=8, num_threads=1)

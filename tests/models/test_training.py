@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from warmstart.models.strategies.autoencoder import Autoencoder
+from warmstart.models.strategies.gan import GAN, Generator
 
-import models as M
-from models.strategies.autoencoder import Autoencoder
-from models.strategies.gan import GAN, Generator
+from warmstart import models as M
 
 CPU = {"num_threads": 1, "device": "cpu"}
 
