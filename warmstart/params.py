@@ -60,7 +60,12 @@ class PipelineParams(BaseModel):
         "auto", description="auto = cuda > mps > cpu."
     )
     register_model: bool = Field(
-        True, description="Register candidates in the MLflow registry and run the gate."
+        True, description="Run the gate and register a promoted model in the MLflow registry."
+    )
+    keep_candidates: bool = Field(
+        False,
+        description="Also register candidates the gate refused (tagged `candidate`); by default "
+        "only promoted models become versions.",
     )
 
     @field_validator("transfer_modes")

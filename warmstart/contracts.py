@@ -1,0 +1,262 @@
+"""Typed contracts between the pipeline's stages: the only things flows pass from task to task.
+
+One name per concept, frozen so a stage cannot change what another stage handed it:
+
+- ``DatasetRef``: an ingested dataset (content hash, geometry, classes) in the object store;
+- ``SplitRef``: the stored train/val/test/k-shot split of a target dataset;
+- ``SourceModel``: a backbone's weights with architecture, input spec and provenance — whatever
+  produced it (pretraining on a dataset, or another source provider);
+- ``ArmSpec`` / ``ArmResult``: one arm (transfer, scratch or control) at one seed, before and after
+  training;
+- ``RunContext``: the tracking ids a stage logs under;
+- ``Job``: what every stage shares — the parameters, the target, its split and the run context.
+
+Each contract converts to and from plain JSON data (``to_dict`` / ``from_dict``), which is how a
+finished stage's record is stored in S3 (``result.json``) and read back on reuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from warmstart.params import PipelineParams
+
+SCRATCH = "scratch"
+CONTROL_PREFIX = "control/"
+RANDOM_INIT_CONTROL = "control/random-init-frozen"
+PIXEL_CONTROL = "control/pixel-logreg"
+
+
+class _Json:
+    """``to_dict``/``from_dict`` for frozen dataclasses of JSON-friendly fields."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class DatasetRef(_Json):
+    """An ingested dataset, stored once per content hash under ``datasets/<hash>/``."""
+
+    hash: str  # sha256 of the canonical arrays
+    uri: str  # s3://<bucket>/datasets/<hash>
+    name: str  # short task name (experiment and registered-model names derive from it)
+    spec: str  # the canonical spec it was loaded from
+    num_classes: int
+    channels: int
+    size: tuple[int, int]  # H, W
+    count: int
+    classes: tuple[str, ...] = ()
+    uploaded: bool = False  # this ingest uploaded it (False: already stored)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        data = {**data, "size": tuple(data["size"]), "classes": tuple(data.get("classes", ()))}
+        return super().from_dict(data)
+
+
+@dataclass(frozen=True)
+class SplitRef(_Json):
+    """A stored split of a target dataset (indices under ``splits/<hash>/``) and its sizes."""
+
+    hash: str
+    k_shot: int  # labelled training images per class
+    train: int
+    val: int
+    test: int
+    unlabelled: int
+
+
+@dataclass(frozen=True)
+class RunContext(_Json):
+    """Where a stage logs: the MLflow experiment and parent run, and the Prefect flow run."""
+
+    experiment_id: str
+    run_id: str
+    flow_run_id: str
+    kind: str = "pipeline"
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every stage of one pipeline run shares (the clump each task used to take apart)."""
+
+    params: PipelineParams
+    target: DatasetRef
+    split: SplitRef
+    run: RunContext
+
+
+@dataclass(frozen=True)
+class StageRecord(_Json):
+    """What any training stage reports beside its product: for reuse accounting and tracking."""
+
+    key: str  # content-hash run key: checkpoints/<key>/ in the bucket
+    checkpoint_uri: str
+    history: tuple[dict, ...] = ()  # per epoch: epoch, loss, val_acc, seconds, …
+    seconds: float = 0.0
+    reused: bool = False  # read back from S3, nothing trained
+    resumed_from: int | None = None  # epoch a killed run resumed after
+    config: dict = field(default_factory=dict)  # the resolved config it trained with
+    mlflow_run_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return super().from_dict({**data, "history": tuple(data.get("history", ()))})
+
+
+@dataclass(frozen=True)
+class SourceModel(_Json):
+    """A backbone to transfer from: weights, architecture, input spec and provenance.
+
+    ``label`` names the arms built on it (``<label>/<mode>``): the strategy for pretrained
+    sources. ``provenance`` says how it was obtained, with hashes (source dataset, target pool,
+    provider-specific ids), and is recorded on every model version trained from it.
+    """
+
+    label: str
+    provider: str  # registered source-provider name
+    backbone: str  # architecture name in the backbone registry
+    weights_uri: str  # s3://… safetensors of the trunk
+    channels: int
+    image_size: tuple[int, int]
+    provenance: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> s3:// PNG (samples, …)
+    images: int = 0  # images it was pretrained on (0: not pretrained here)
+    stage: StageRecord | None = None  # the pretraining stage, when one ran
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        stage = data.get("stage")
+        return super().from_dict(
+            {
+                **data,
+                "image_size": tuple(data["image_size"]),
+                "stage": StageRecord.from_dict(stage) if isinstance(stage, dict) else stage,
+            }
+        )
+
+    @property
+    def key(self) -> str:
+        """What identifies these weights in run keys of the stages built on them."""
+        return self.stage.key if self.stage else str(self.provenance.get("weights_sha256", ""))
+
+    @property
+    def seconds(self) -> float:
+        return self.stage.seconds if self.stage else 0.0
+
+
+@dataclass(frozen=True)
+class ArmSpec(_Json):
+    """One arm at one seed, before training: ``<label>/<mode>``, ``scratch`` or a control."""
+
+    arm: str
+    mode: str  # transfer mode name (scratch: finetune from random init; control: linear_probe)
+    seed: int
+    stage: str  # task name: finetune-target | train-scratch-baseline | train-control
+    strategy: str | None = None  # the source's label for transfer arms, None otherwise
+
+    @property
+    def is_candidate(self) -> bool:
+        """Only transfer arms can be promoted; scratch and controls are baselines."""
+        return is_candidate(self.arm)
+
+
+def is_candidate(arm: str) -> bool:
+    """The one definition of "can be promoted": not scratch, not a control."""
+    return arm != SCRATCH and not arm.startswith(CONTROL_PREFIX)
+
+
+@dataclass(frozen=True)
+class ArmResult(_Json):
+    """A trained arm at one seed: its weights, best-on-validation accuracy and stage record."""
+
+    spec: ArmSpec
+    weights_uri: str
+    val_acc: float  # best validation accuracy (selection uses only this)
+    best_epoch: int
+    stage: StageRecord
+    source_key: str | None = None  # SourceModel.key it was transferred from
+    images_per_second: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return super().from_dict(
+            {
+                **data,
+                "spec": ArmSpec.from_dict(data["spec"]),
+                "stage": StageRecord.from_dict(data["stage"]),
+            }
+        )
+
+    @property
+    def arm(self) -> str:
+        return self.spec.arm
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def key(self) -> str:
+        return self.stage.key
+
+
+@dataclass(frozen=True)
+class ArmScores(_Json):
+    """One arm over its seeds on the test split: the arrays every statistic is recomputed from."""
+
+    arm: str
+    strategy: str | None
+    mode: str
+    seeds: list[int]
+    val_acc: list[float]  # per seed, best on validation
+    test_acc: list[float]  # per seed
+    correct: list[list[bool]]  # seeds × test examples
+    pred: list[list[int]]  # seeds × test examples
+    keys: list[str] = field(default_factory=list)  # run keys of the seeds' stages
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def is_candidate(self) -> bool:
+        return is_candidate(self.arm)
+
+
+@dataclass(frozen=True)
+class Evaluation(_Json):
+    """Every arm scored on the test split (read once, here), with the labels and indices."""
+
+    arms: dict[str, ArmScores]
+    y_test: list[int]
+    test_index: list[int]
+    classes: list[str]
+    seconds: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        arms = {k: ArmScores.from_dict(v) for k, v in data["arms"].items()}
+        return super().from_dict({**data, "arms": arms})
+
+
+@dataclass(frozen=True)
+class TableRow(_Json):
+    """One row of the results table (fractions; formatting is the report's job)."""
+
+    arm: str
+    strategy: str
+    mode: str
+    seeds: int
+    val_acc: float
+    test_acc: float
+    test_ci: tuple[float, float]
+    delta_vs_scratch: float
+    delta_ci: tuple[float, float]
+    pretrain_seconds: float
+    finetune_seconds: float
