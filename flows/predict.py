@@ -4,9 +4,9 @@ It only composes the tasks of ``tasks/predict.py``."""
 from __future__ import annotations
 
 from prefect import flow
-from warmstart.tasks.predict import load_images, resolve_model, run_model, write_predictions
 
 from warmstart import predict as core
+from warmstart.tasks.predict import load_images, resolve_model, run_model, write_predictions
 
 
 @flow(name="batch-predict", log_prints=True, validate_parameters=True)

@@ -10,17 +10,21 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from warmstart import predict as core
+from warmstart import tracking
 from warmstart.errors import StorageError, TrackingError
 
 IO_RETRIES = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2))
 
 
 def _io_only(task, task_run, state) -> bool:
-    """Retry when storage or tracking failed; a refused image or bad URI fails at once."""
+    """Retry when storage or tracking failed; a refused image, a model that does not exist or
+    cannot run here fails at once."""
     try:
         state.result()
-    except (StorageError, TrackingError) as exc:
-        return "not found" not in str(exc)
+    except (tracking.NotFound, tracking.UnusableModel):
+        return False
+    except (StorageError, TrackingError):
+        return True
     except Exception:  # noqa: BLE001
         return False
     return False

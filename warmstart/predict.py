@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from warmstart import storage
+from warmstart import storage, tracking
 from warmstart.data.imagefolder import GRAY_MODES, IMAGE_EXTENSIONS, JUNK_FILES
+from warmstart.data.store import read_manifest
 from warmstart.data.transforms import resize_image
 from warmstart.errors import ConfigError, DataError, StorageError, TrackingError, WarmstartError
 from warmstart.settings import redact
@@ -71,85 +71,14 @@ class ImageBatch:
 # ------------------------------------------------------------------ the model
 
 
-_ALIAS = re.compile(r"models:/([^/@]+)@([^/@]+)")
-_VERSION = re.compile(r"models:/([^/@]+)/(\d+)")
-_LOGGED = re.compile(r"models:/(m-[0-9a-f]+)")
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     text = text.splitlines()[0] if text else type(exc).__name__
     return redact(text[:240])
 
 
-def _not_found(uri: str, exc: BaseException) -> TrackingError:
-    return TrackingError(
-        f"model {uri} not found in MLflow at {redact(os.environ.get('MLFLOW_TRACKING_URI', '?'))} "
-        f"({_first_line(exc)}): check the name and alias or version "
-        "(models:/warmstart-<target>@champion exists once a gate has passed; "
-        "models:/<name>/<version> names any registered version)"
-    )
-
-
-def _version_and_tags(uri: str) -> tuple[str, str | None, str | None, dict[str, str]]:
-    """(pinned uri, name, version, tags) for a models:/ URI; other URIs pass through untagged."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient()
-    try:
-        if m := _ALIAS.fullmatch(uri):
-            mv = client.get_model_version_by_alias(m.group(1), m.group(2))
-        elif m := _VERSION.fullmatch(uri):
-            mv = client.get_model_version(m.group(1), m.group(2))
-        elif m := _LOGGED.fullmatch(uri):
-            logged = client.get_logged_model(m.group(1))
-            return uri, logged.name, None, dict(logged.tags or {})
-        else:
-            return uri, None, None, {}
-    except MlflowException as exc:
-        raise _not_found(uri, exc) from None
-    return f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), dict(mv.tags or {})
-
-
-def _input_shape(uri: str) -> tuple[tuple[int, int, int], int | None]:
-    """((C, H, W), number of outputs or None) from the model's MLflow signature."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        info = mlflow.models.get_model_info(uri)
-    except MlflowException as exc:
-        raise _not_found(uri, exc) from None
-    except OSError as exc:  # artifact download failed (S3 behind the tracking server)
-        raise TrackingError(
-            f"could not read the MLmodel of {uri} ({_first_line(exc)}): check that the MLflow "
-            "server and its S3 store are up (`warmstart status`)"
-        ) from None
-    sig = info.signature
-    if sig is None or sig.inputs is None or not sig.inputs.is_tensor_spec():
-        raise TrackingError(
-            f"model {uri} has no tensor input signature: log it with "
-            "warmstart.tracking.log_torch_model (float32 N×C×H×W) to use it for batch prediction"
-        )
-    shape = tuple(int(s) for s in sig.inputs.inputs[0].shape)
-    if len(shape) != 4 or shape[1] not in (1, 3) or min(shape[2:]) < 1:
-        raise TrackingError(
-            f"model {uri} expects input of shape {shape}, not images N×C×H×W with 1 or 3 "
-            "channels: batch prediction supports image classifiers only"
-        )
-    outputs = None
-    if sig.outputs is not None and sig.outputs.is_tensor_spec():
-        out_shape = sig.outputs.inputs[0].shape
-        if len(out_shape) == 2 and int(out_shape[1]) > 0:
-            outputs = int(out_shape[1])
-    return (shape[1], shape[2], shape[3]), outputs
-
-
 def _class_names(tags: dict[str, str], outputs: int | None) -> tuple[list[str] | None, str]:
     """Class names from the target dataset's manifest (S3), or None and why not."""
-    from warmstart.data.store import read_manifest
-
     digest = tags.get("target_dataset_hash")
     if not digest:
         return None, "output indices (the model has no target_dataset_hash tag)"
@@ -165,37 +94,21 @@ def _class_names(tags: dict[str, str], outputs: int | None) -> tuple[list[str] |
 
 def resolve_model(model_uri: str) -> ServedModel:
     """Pin an alias to its version and read input shape and class names (no weights loaded)."""
-    from warmstart import tracking
-
-    uri = model_uri.strip()
-    if not uri:
+    if not model_uri.strip():
         raise ConfigError("--model is empty: give models:/warmstart-<target>@champion")
-    tracking.configure()
-    pinned, name, version, tags = _version_and_tags(uri)
-    (c, h, w), outputs = _input_shape(pinned)
-    classes, origin = _class_names(tags, outputs)
+    model = tracking.resolve_model(model_uri)
+    classes, origin = _class_names(model.tags, model.outputs)
     if classes is None:
-        if outputs is None:
+        if model.outputs is None:
             raise TrackingError(
-                f"model {uri} has neither class names (target_dataset_hash tag) nor an output "
-                "signature: log it with warmstart.tracking.log_torch_model"
+                f"model {model.requested} has neither class names (target_dataset_hash tag) nor "
+                "an output signature: log it with warmstart.tracking.log_model"
             )
-        classes = [str(i) for i in range(outputs)]
-    return ServedModel(uri, pinned, name, version, c, (h, w), classes, origin)
-
-
-def load_model(served: ServedModel):
-    """The pyfunc model behind ``served.uri`` (pt2 artifacts load without unpickling)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return mlflow.pyfunc.load_model(served.uri)
-    except MlflowException as exc:
-        raise TrackingError(
-            f"could not load {served.uri} ({_first_line(exc)}): a pickle-format model needs "
-            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true and the models package installed"
-        ) from None
+        classes = [str(i) for i in range(model.outputs)]
+    c, h, w = model.input_shape
+    return ServedModel(
+        model.requested, model.uri, model.name, model.version, c, (h, w), classes, origin
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -207,18 +120,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def run_model(
     served: ServedModel, images: np.ndarray, *, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(class index, probability of that class) per image, from float32 inputs in [0, 1]."""
-    model = load_model(served)
+    """(class index, probability of that class) per uint8 N×C×H×W image, in batches."""
+    model = tracking.load_pyfunc(served.uri)
     preds, probs = [], []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].astype(np.float32) / 255.0
-        try:
-            logits = np.asarray(model.predict(x), dtype=np.float64)
-        except Exception as exc:  # schema enforcement or the graph itself
-            raise TrackingError(
-                f"{served.uri} failed on a batch of shape {x.shape} ({_first_line(exc)}): the "
-                "model's signature and its graph disagree; re-log the model"
-            ) from None
+        logits = tracking.predict_logits(model, served.uri, x, batch_size=batch_size)
         if logits.ndim != 2 or logits.shape[1] != len(served.classes):
             raise TrackingError(
                 f"{served.uri} returned shape {logits.shape}, expected (N, {len(served.classes)}) "
@@ -457,6 +364,7 @@ def predict(model_uri: str, images: str, out: str, *, batch_size: int = 256) -> 
     """Predict every image under ``images`` with ``model_uri``; write ``file, class,
     probability`` to ``out`` (.csv or .parquet, local or s3://). Returns ``summary(...)``."""
     check_out(out)
+    tracking.check_server()  # a server that is not up at all is reported at once
     served = resolve_model(model_uri)
     batch = load_images(images, channels=served.channels, size=served.size)
     idx, prob = run_model(served, batch.images, batch_size=batch_size)

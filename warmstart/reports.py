@@ -1,4 +1,5 @@
-"""Report figures and text: confusion matrix, learning curves, the accuracy table, the gate report.
+"""Report figures: confusion matrix and learning curves (the results table and the gate report
+are ``warmstart.promotion``'s).
 
 Figures are built as ``matplotlib.figure.Figure`` objects with an explicit Agg canvas instead of
 through ``pyplot``: no global backend switch, no pyplot figure registry to leak, and safe to call
@@ -8,9 +9,8 @@ from the Prefect thread-pool task runner (pyplot is not thread-safe). Nothing ru
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,8 +18,6 @@ from warmstart.errors import DataError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from warmstart.gate import GateDecision
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -117,71 +115,3 @@ def learning_curves_figure(history: Mapping[str, Sequence[Mapping[str, float]]])
     if ax_acc.get_legend_handles_labels()[0]:
         ax_acc.legend(fontsize=7, loc="lower right")
     return fig
-
-
-def image_grid(images: np.ndarray, *, columns: int = 8) -> np.ndarray:
-    """Tile N×C×H×W images (uint8, or float in [0, 1]) into one H×W×C uint8 array for logging."""
-    arr = np.asarray(images)
-    if arr.ndim != 4:
-        raise DataError(f"images have shape {arr.shape}: pass N×C×H×W")
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    n, c, h, w = arr.shape
-    cols = min(columns, n)
-    rows = -(-n // cols)
-    grid = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, c), dtype=np.uint8)
-    for i in range(n):
-        r, k = divmod(i, cols)
-        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = arr[
-            i
-        ].transpose(1, 2, 0)
-    return grid[..., 0] if c == 1 else grid
-
-
-def table_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A Markdown table from display rows (e.g. ``gate.summary_table``); columns from row 1."""
-    if not rows:
-        return "_no results_\n"
-    cols = list(rows[0].keys())
-
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = [
-        "| " + " | ".join(cell(c) for c in cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-    ]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def gate_report(
-    decision: GateDecision,
-    table: Sequence[Mapping[str, Any]] = (),
-    *,
-    context: Mapping[str, Any] | None = None,
-) -> tuple[str, str]:
-    """The gate report as (JSON, Markdown): the verdict, its numbers, the accuracy table.
-
-    ``context`` (flow run id, target, source, k_shot, model version ...) is copied into both.
-    """
-    payload = {
-        "decision": decision.to_dict(),
-        "table": [dict(r) for r in table],
-        "context": dict(context or {}),
-    }
-    md = [decision.to_markdown()]
-    if context:
-        md += ["", "### Run", ""] + [f"- **{k}**: {v}" for k, v in context.items()]
-    if table:
-        md += ["", "### All arms (selection on validation; test reported once)", ""]
-        md.append(table_markdown(table))
-    return json.dumps(payload, indent=2, sort_keys=False, default=_json_default), "\n".join(md)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

@@ -1,19 +1,56 @@
-"""The promotion gate: bootstrap statistics and decisions (pure numpy, no services)."""
+"""The promotion policy, its statistics and the results table (pure numpy, no services)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 
 import numpy as np
 import pytest
 
-from warmstart import gate, reports
+from warmstart import promotion, reports
+from warmstart.contracts import (
+    SCRATCH,
+    ArmScores,
+    Evaluation,
+    SourceModel,
+    StageRecord,
+    TableRow,
+)
 from warmstart.errors import DataError
+from warmstart.promotion import Champion
 
 
 def _correct(rng: np.random.Generator, p: float, seeds: int = 3, n: int = 800) -> np.ndarray:
     return rng.random((seeds, n)) < p
+
+
+def _arm(name: str, correct: np.ndarray, val=None, mode: str = "finetune", strategy=None):
+    correct = np.atleast_2d(np.asarray(correct, dtype=bool))
+    seeds = list(range(correct.shape[0]))
+    if val is None:
+        val = [0.5] * len(seeds)
+    val = list(np.atleast_1d(val).astype(float))
+    if strategy is None and name != SCRATCH and "/" in name:
+        strategy = name.split("/")[0]
+    return ArmScores(
+        arm=name,
+        strategy=strategy,
+        mode=mode,
+        seeds=seeds,
+        val_acc=val,
+        test_acc=[float(r.mean()) for r in correct],
+        correct=correct.tolist(),
+        pred=[[0] * correct.shape[1]] * len(seeds),
+        keys=[f"{name}-{s}" for s in seeds],
+        seconds=[1.0] * len(seeds),
+    )
+
+
+def _decide(name, cand, scratch, champion=None, **kw):
+    return promotion.decide(_arm(name, cand), _arm(SCRATCH, scratch), champion=champion, **kw)
+
+
+# ------------------------------------------------------------------ statistics
 
 
 def test_bootstrap_ci_covers_true_difference_in_simulation():
@@ -31,7 +68,7 @@ def test_bootstrap_ci_covers_true_difference_in_simulation():
         base = rng.random((3, n)) < 0.80
         flip = (rng.random((3, n)) < true_diff / 0.20) & ~base  # wrong → right w.p. 0.25
         cand = base | flip
-        res = gate.paired_bootstrap(cand, base, n_boot=1000, seed=trial)
+        res = promotion.paired_bootstrap(cand, base, n_boot=1000, seed=trial)
         assert res["ci_low"] <= res["mean_diff"] <= res["ci_high"]
         covered += res["ci_low"] <= true_diff <= res["ci_high"]
         widths.append(res["ci_high"] - res["ci_low"])
@@ -43,7 +80,7 @@ def test_bootstrap_ci_covers_true_difference_in_simulation():
 def test_bootstrap_numbers_on_a_hand_checked_case():
     cand = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], dtype=bool)
     base = np.array([[1, 0, 1, 0], [1, 0, 0, 0]], dtype=bool)
-    res = gate.paired_bootstrap(cand, base, n_boot=500, seed=1)
+    res = promotion.paired_bootstrap(cand, base, n_boot=500, seed=1)
     assert res["mean_diff"] == pytest.approx(0.25)
     assert res["candidate_accuracy"] == pytest.approx(5 / 8)
     assert res["baseline_accuracy"] == pytest.approx(3 / 8)
@@ -52,14 +89,24 @@ def test_bootstrap_numbers_on_a_hand_checked_case():
     assert 0.0 <= res["ci_low"] <= 0.25 <= res["ci_high"] <= 1.0
 
 
+def test_statistics_defaults_are_pinned():
+    """The gate's numbers must not drift: same seed, resamples and level as always."""
+    assert (promotion.N_BOOT, promotion.BOOT_SEED, promotion.ALPHA) == (2000, 0, 0.05)
+    rng = np.random.default_rng(42)
+    a, b = _correct(rng, 0.9), _correct(rng, 0.85)
+    res = promotion.paired_bootstrap(a, b)
+    assert res == promotion.paired_bootstrap(a, b, n_boot=2000, seed=0, alpha=0.05)
+    assert res["mean_diff"] == pytest.approx(float(a.mean() - b.mean()))
+
+
 def test_identical_arrays_give_zero_ci_and_do_not_pass():
     rng = np.random.default_rng(0)
     same = _correct(rng, 0.9)
-    res = gate.paired_bootstrap(same, same.copy())
+    res = promotion.paired_bootstrap(same, same.copy())
     assert (res["mean_diff"], res["ci_low"], res["ci_high"]) == (0.0, 0.0, 0.0)
-    d = gate.decide("gan/finetune", same, same.copy(), champion_correct=None, margin=0.0)
+    d = _decide("gan/finetune", same, same.copy(), margin=0.0)
     assert not d.passed
-    assert d.verdict == "not promoted"
+    assert d.verdict == "not promoted" and d.rule == "below-margin"
     assert "+0.0" in d.reason and "margin" in d.reason
 
 
@@ -67,207 +114,273 @@ def test_clearly_better_candidate_passes_and_reason_has_numbers():
     rng = np.random.default_rng(1)
     scratch = _correct(rng, 0.80)
     cand = scratch | (rng.random(scratch.shape) < 0.5)  # fixes about half of scratch's errors
-    d = gate.decide("autoencoder/lp_ft", cand, scratch, champion_correct=None)
-    assert d.passed and d.verdict == "promoted"
+    d = _decide("autoencoder/lp_ft", cand, scratch)
+    assert d.passed and d.verdict == "promoted" and d.rule == "promoted"
     delta = d.delta_vs_scratch
     assert delta["ci_low"] > 0.05
     assert f"{100 * delta['mean_diff']:+.1f}" in d.reason
     assert "no champion" in d.reason
-    assert d.vs_champion is None
+    assert d.vs_champion is None and d.champion_version is None
+
+
+def test_reason_does_not_repeat_the_verdict():
+    """The CLI prints ``verdict: reason``; the reason must not start with the verdict again."""
+    rng = np.random.default_rng(2)
+    scratch = _correct(rng, 0.90)
+    worse = scratch & (rng.random(scratch.shape) < 0.9)
+    better = scratch | (rng.random(scratch.shape) < 0.5)
+    for d in (_decide("gan/finetune", worse, scratch), _decide("gan/finetune", better, scratch)):
+        line = f"{d.verdict}: {d.reason}"
+        assert line.lower().count("promoted") == 1, line
+        assert d.reason.startswith("gan/finetune vs scratch")
 
 
 def test_worse_candidate_fails():
     rng = np.random.default_rng(2)
     scratch = _correct(rng, 0.90)
     cand = scratch & (rng.random(scratch.shape) < 0.9)  # breaks 10% of scratch's right answers
-    d = gate.decide("gan/finetune", cand, scratch, champion_correct=None)
-    assert not d.passed
+    d = _decide("gan/finetune", cand, scratch)
+    assert not d.passed and d.verdict == "not promoted"
     assert d.delta_vs_scratch["ci_high"] < 0
-    assert d.reason.startswith("Not promoted")
 
 
 def test_margin_is_respected():
     rng = np.random.default_rng(3)
     scratch = _correct(rng, 0.80)
     cand = scratch | (rng.random(scratch.shape) < 0.15)  # about +3 points
-    low = gate.paired_bootstrap(cand, scratch)["ci_low"]
+    low = promotion.paired_bootstrap(cand, scratch)["ci_low"]
     assert 0 < low < 0.05
-    assert gate.decide("s/m", cand, scratch, champion_correct=None, margin=0.0).passed
-    assert not gate.decide("s/m", cand, scratch, champion_correct=None, margin=0.05).passed
+    assert _decide("s/m", cand, scratch, margin=0.0).passed
+    assert not _decide("s/m", cand, scratch, margin=0.05).passed
 
 
 def test_champion_blocks_candidate_better_than_scratch_but_worse_than_champion():
     rng = np.random.default_rng(4)
     scratch = _correct(rng, 0.70)
     cand = scratch | (rng.random(scratch.shape) < 0.5)  # ~85%
-    champion = (cand | (rng.random(cand.shape) < 0.5))[:1]  # a single model, ~92%
-    d = gate.decide(
-        "supervised/finetune", cand, scratch, champion_correct=champion, champion_version=7
-    )
+    champion = (cand | (rng.random(cand.shape) < 0.5))[0]  # a single model, ~92%
+    d = _decide("supervised/finetune", cand, scratch, Champion("7", correct=champion))
     assert d.delta_vs_scratch["ci_low"] > 0  # the scratch condition alone would pass
-    assert not d.passed
+    assert not d.passed and d.rule == "worse-than-champion"
     assert d.vs_champion is not None and d.vs_champion["mean_diff"] < 0
-    assert d.vs_champion["version"] == "7"
+    assert d.vs_champion["version"] == "7" and d.champion_version == "7"
     assert "champion v7" in d.reason and "worse than the champion" in d.reason
     # the same candidate against a weaker champion passes
-    weak = scratch[:1]
-    assert gate.decide("supervised/finetune", cand, scratch, champion_correct=weak).passed
+    weak = Champion("6", correct=scratch[0])
+    assert _decide("supervised/finetune", cand, scratch, weak).passed
 
 
 def test_champion_tie_is_not_worse():
     rng = np.random.default_rng(5)
     scratch = _correct(rng, 0.70, seeds=1)
     cand = scratch | (rng.random(scratch.shape) < 0.5)
-    d = gate.decide("a/b", cand, scratch, champion_correct=cand.copy())
+    d = _decide("a/b", cand, scratch, Champion("1", correct=cand[0].copy()))
     assert d.vs_champion["mean_diff"] == 0.0
     assert d.passed
 
 
-def test_served_row_is_used_for_champion_comparison():
+def test_incomparable_champion_blocks_promotion_inside_the_decision():
+    rng = np.random.default_rng(5)
+    scratch = _correct(rng, 0.70)
+    cand = scratch | (rng.random(scratch.shape) < 0.5)
+    champion = Champion("4", error="expects input (1, 28, 28)")
+    d = _decide("a/b", cand, scratch, champion)
+    assert d.delta_vs_scratch["ci_low"] > 0  # would pass on scratch alone
+    assert not d.passed and d.rule == "champion-incomparable"
+    assert "champion v4 cannot be compared" in d.reason and "(1, 28, 28)" in d.reason
+    assert d.vs_champion is None and d.champion_version == "4"
+    assert "| vs champion (v4) |" in d.to_markdown()
+
+
+def test_served_row_is_the_best_validation_seed_and_used_for_the_champion():
     rng = np.random.default_rng(6)
     scratch = _correct(rng, 0.70)
     cand = scratch | (rng.random(scratch.shape) < 0.5)
-    worst = cand[np.argmin(cand.mean(axis=1))][None]
-    champion = worst | (rng.random(worst.shape) < 0.02)  # slightly above the worst seed
-    d_served = gate.decide(
-        "a/b", cand, scratch, champion_correct=champion, candidate_served_correct=worst
-    )
-    assert d_served.vs_champion["candidate_accuracy"] == pytest.approx(worst.mean())
-    assert not d_served.passed
-    # judged by the mean over seeds instead, the same candidate would pass
-    assert gate.decide("a/b", cand, scratch, champion_correct=champion).passed
+    worst_i = int(np.argmin(cand.mean(axis=1)))
+    worst = cand[worst_i]
+    champion = Champion("2", correct=worst | (rng.random(worst.shape) < 0.02))
+    val = [0.5, 0.5, 0.5]
+    val[worst_i] = 0.9  # the worst test seed is the best on validation: it is served
+    arm = _arm("a/b", cand, val=val)
+    assert promotion.served_index(arm) == worst_i
+    d = promotion.decide(arm, _arm(SCRATCH, scratch), champion=champion)
+    assert d.served_seed == worst_i
+    assert d.vs_champion["candidate_accuracy"] == pytest.approx(worst.mean())
+    assert not d.passed
+    # with the best test seed served instead, the same arm would pass
+    val = [0.5, 0.5, 0.5]
+    val[int(np.argmax(cand.mean(axis=1)))] = 0.9
+    assert promotion.decide(
+        _arm("a/b", cand, val=val), _arm(SCRATCH, scratch), champion=champion
+    ).passed
 
 
 def test_deterministic_given_seed_and_varies_with_seed():
     rng = np.random.default_rng(7)
     a, b = _correct(rng, 0.85), _correct(rng, 0.83)
-    r1 = gate.paired_bootstrap(a, b, seed=11)
-    r2 = gate.paired_bootstrap(a, b, seed=11)
-    r3 = gate.paired_bootstrap(a, b, seed=12)
+    r1 = promotion.paired_bootstrap(a, b, seed=11)
+    r2 = promotion.paired_bootstrap(a, b, seed=11)
+    r3 = promotion.paired_bootstrap(a, b, seed=12)
     assert r1 == r2
     assert (r1["ci_low"], r1["ci_high"]) != (r3["ci_low"], r3["ci_high"])
-    d1 = gate.decide("x/y", a, b, champion_correct=None, seed=3).to_dict()
-    d2 = gate.decide("x/y", a, b, champion_correct=None, seed=3).to_dict()
+    d1 = _decide("x/y", a, b, seed=3).to_dict()
+    d2 = _decide("x/y", a, b, seed=3).to_dict()
     assert d1 == d2
 
 
 def test_shape_mismatches_are_data_errors():
     with pytest.raises(DataError, match="same test split"):
-        gate.paired_bootstrap(np.ones((2, 5), bool), np.ones((2, 6), bool))
+        promotion.paired_bootstrap(np.ones((2, 5), bool), np.ones((2, 6), bool))
     with pytest.raises(DataError, match="seeds"):
-        gate.paired_bootstrap(np.ones((2, 5), bool), np.ones((3, 5), bool))
+        promotion.paired_bootstrap(np.ones((2, 5), bool), np.ones((3, 5), bool))
     with pytest.raises(DataError, match="0/1"):
-        gate.paired_bootstrap(np.full((1, 3), 0.5), np.ones((1, 3), bool))
+        promotion.paired_bootstrap(np.full((1, 3), 0.5), np.ones((1, 3), bool))
+    with pytest.raises(DataError, match="baseline, not a candidate"):
+        promotion.decide(_arm(SCRATCH, np.ones((1, 3))), _arm(SCRATCH, np.ones((1, 3))))
 
 
-class NoTestAccess(dict):
-    """A result dict that fails the test if anything reads a test-split field."""
-
-    def _check(self, key):
-        if isinstance(key, str) and key.startswith("test"):
-            raise AssertionError(f"select_candidate read {key!r}")
-
-    def __getitem__(self, key):
-        self._check(key)
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        self._check(key)
-        return super().get(key, default)
-
-    def __contains__(self, key):
-        self._check(key)
-        return super().__contains__(key)
-
-    def keys(self):  # iteration over keys would expose test fields too
-        raise AssertionError("select_candidate iterated over the keys")
+# ------------------------------------------------------------------ selection
 
 
-def _res(strategy, mode, val, **extra) -> Mapping:
-    return NoTestAccess(
-        strategy=strategy,
-        transfer_mode=mode,
-        val_accuracy=val,
-        test_accuracy=1.0 - float(np.mean(val)),  # inverse of val: reading it flips the pick
-        test_correct="poison",
-        **extra,
+class ValidationOnly(ArmScores):
+    """An arm that fails the test if selection reads anything computed on the test split."""
+
+    def __getattribute__(self, name):
+        if name in ("test_acc", "correct", "pred"):
+            raise AssertionError(f"select_candidate read {name!r}")
+        return super().__getattribute__(name)
+
+
+def _val_only(name, mode, val) -> ArmScores:
+    val = list(np.atleast_1d(val).astype(float))
+    inverse = [[1.0 - v] for v in val]  # reading test would flip the pick
+    return ValidationOnly(
+        name, name.split("/")[0], mode, list(range(len(val))), val, [], inverse, []
     )
+
+
+def _evaluation(*arms: ArmScores) -> Evaluation:
+    return Evaluation(arms={a.arm: a for a in arms}, y_test=[], test_index=[], classes=[])
 
 
 def test_select_candidate_uses_validation_only():
-    results = [
-        _res("gan", "finetune", 0.80),
-        _res("autoencoder", "lp_ft", [0.90, 0.92, 0.91]),  # mean 0.91: best on validation
-        _res("supervised", "finetune", 0.905),
-        _res("scratch", "scratch", 0.99),  # the baseline is never a candidate
-        _res("supervised", "linear_probe", 0.995, control=True),  # nor a control
-    ]
-    best = gate.select_candidate(results)
-    assert (best["strategy"], best["transfer_mode"]) == ("autoencoder", "lp_ft")
+    ev = _evaluation(
+        _val_only("gan/finetune", "finetune", 0.80),
+        _val_only("autoencoder/lp_ft", "lp_ft", [0.90, 0.92, 0.91]),  # mean 0.91: best
+        _val_only("supervised/finetune", "finetune", 0.905),
+        _val_only(SCRATCH, "finetune", 0.99),  # the baseline is never a candidate
+        _val_only("control/random-init-frozen", "linear_probe", 0.995),  # nor a control
+    )
+    assert promotion.select_candidate(ev).arm == "autoencoder/lp_ft"
 
 
-def test_select_candidate_without_test_keys_and_tie_breaks():
-    results = [
-        {"strategy": "gan", "mode": "lp_ft", "val_acc": 0.9, "n_params": 1000},
-        {"strategy": "supervised", "mode": "finetune", "val_acc": 0.9, "n_params": 1000},
-        {"strategy": "autoencoder", "mode": "finetune", "val_acc": 0.9, "n_params": 5000},
-    ]
-    assert gate.select_candidate(results)["strategy"] == "supervised"  # fewer params, simpler mode
+def test_select_candidate_tie_breaks_and_errors():
+    ev = _evaluation(
+        _val_only("gan/lp_ft", "lp_ft", 0.9),
+        _val_only("supervised/finetune", "finetune", 0.9),
+        _val_only("autoencoder/finetune", "finetune", 0.9),
+        _val_only("autoencoder/linear_probe", "linear_probe", 0.9 - 1e-12),  # a tie within 1e-9
+    )
+    assert promotion.select_candidate(ev).arm == "autoencoder/linear_probe"  # simplest mode
     with pytest.raises(DataError, match="no transfer candidates"):
-        gate.select_candidate([{"strategy": "scratch", "val_acc": 1.0}])
-    with pytest.raises(DataError, match="val_accuracy"):
-        gate.select_candidate([{"strategy": "gan", "mode": "finetune"}])
+        promotion.select_candidate(_evaluation(_val_only(SCRATCH, "finetune", 1.0)))
+    with pytest.raises(DataError, match="finite numbers"):
+        promotion.select_candidate(_evaluation(_val_only("gan/finetune", "finetune", [])))
 
 
-def test_summary_table_rows_and_numbers():
+# ------------------------------------------------------------------ the results table
+
+
+def _source(label: str, seconds: float) -> SourceModel:
+    stage = StageRecord(key="k", checkpoint_uri="s3://b/c", seconds=seconds)
+    return SourceModel(label, "pretrain", "convnet-s", "s3://b/w", 1, (8, 8), stage=stage)
+
+
+def test_summarize_numbers_and_the_one_formatter():
     rng = np.random.default_rng(8)
     scratch = _correct(rng, 0.80)
     cand = scratch | (rng.random(scratch.shape) < 0.5)
-    rows = gate.summary_table(
+    control = _correct(rng, 0.6, seeds=1)
+    ev = _evaluation(
+        _arm("supervised/finetune", cand, val=[0.99, 0.98, 1.0]),
+        _arm(SCRATCH, scratch, val=[0.8, 0.8, 0.8]),
+        _arm("control/pixel-logreg", control, val=[0.6], mode="logistic_regression"),
+    )
+    rows = promotion.summarize(ev, {"supervised": _source("supervised", 6.84)})
+    assert [r.arm for r in rows] == ["supervised/finetune", SCRATCH, "control/pixel-logreg"]
+    sup, scr, ctl = rows
+    acc = promotion.accuracy_ci(cand)
+    delta = promotion.paired_bootstrap(cand, scratch)
+    assert sup.test_acc == acc["accuracy"] and sup.test_ci == (acc["ci_low"], acc["ci_high"])
+    assert sup.delta_vs_scratch == delta["mean_diff"]
+    assert sup.delta_ci == (delta["ci_low"], delta["ci_high"])
+    assert sup.val_acc == pytest.approx(0.99) and sup.pretrain_seconds == 6.84
+    assert sup.finetune_seconds == 3.0 and sup.seeds == 3 and sup.strategy == "supervised"
+    assert (scr.delta_vs_scratch, scr.delta_ci, scr.strategy) == (0.0, (0.0, 0.0), "-")
+    # a single-seed control is compared with every scratch seed
+    assert (
+        ctl.delta_vs_scratch
+        == promotion.paired_bootstrap(np.repeat(control, 3, 0), scratch)["mean_diff"]
+    )
+
+    cells = promotion.table_cells(rows)
+    assert list(cells[0]) == list(promotion.COLUMNS)
+    assert cells[0]["val acc"] == "99.0%" and cells[0]["seeds"] == "3"
+    assert cells[0]["test acc (95% CI)"] == (
+        f"{100 * acc['accuracy']:.1f}% [{100 * acc['ci_low']:.1f}, {100 * acc['ci_high']:.1f}]"
+    )
+    assert cells[0]["Δ vs scratch (95% CI)"] == (
+        f"{100 * delta['mean_diff']:+.1f} [{100 * delta['ci_low']:+.1f}, "
+        f"{100 * delta['ci_high']:+.1f}]"
+    )
+    assert cells[0]["pretrain s"] == "6.8" and cells[0]["fine-tune s"] == "3.0"
+    md = promotion.table_markdown(rows)
+    assert md.count("\n") == 5
+    assert md.splitlines()[0] == "| " + " | ".join(promotion.COLUMNS) + " |"
+    assert "| scratch | 3 | 80.0% |" in md and "| +0.0 [+0.0, +0.0] | 0.0 | 3.0 |" in md
+
+
+def test_table_cells_render_the_demo_row_exactly():
+    row = promotion.table_cells(
         [
-            {
-                "strategy": "scratch",
-                "transfer_mode": "—",
-                "val_accuracy": 0.8,
-                "test_correct": scratch,
-                "finetune_seconds": 3.21,
-            },
-            {
-                "strategy": "gan",
-                "transfer_mode": "lp_ft",
-                "val_accuracy": [0.9, 0.88],
-                "test_correct": cand,
-                "pretrain_seconds": 12.0,
-                "finetune_seconds": 4.0,
-            },
-        ],
-        scratch_correct=scratch,
+            TableRow(
+                arm="supervised/finetune",
+                strategy="supervised",
+                mode="finetune",
+                seeds=3,
+                val_acc=0.99,
+                test_acc=0.9822,
+                test_ci=(0.9681, 0.9944),
+                delta_vs_scratch=0.0426,
+                delta_ci=(0.0204, 0.0662),
+                pretrain_seconds=6.81,
+                finetune_seconds=8.24,
+            )
+        ]
     )
-    assert [r["strategy"] for r in rows] == ["scratch", "gan"]
-    assert rows[0]["Δ vs scratch pts [95% CI]"] == "—"
-    assert rows[0]["pretrain s"] == "—" and rows[0]["fine-tune s"] == "3.2"
-    assert rows[1]["val acc %"] == "89.0"
-    expected = gate.paired_bootstrap(cand, scratch)
-    assert rows[1]["Δ vs scratch pts [95% CI]"] == (
-        f"{100 * expected['mean_diff']:+.1f} [{100 * expected['ci_low']:+.1f}, "
-        f"{100 * expected['ci_high']:+.1f}]"
+    md = promotion.markdown(row)
+    assert md.splitlines()[2] == (
+        "| supervised/finetune | 3 | 99.0% | 98.2% [96.8, 99.4] | +4.3 [+2.0, +6.6] | 6.8 | 8.2 |"
     )
-    assert rows[1]["test acc % [95% CI]"].startswith(f"{100 * cand.mean():.1f} [")
-    md = reports.table_markdown(rows)
-    assert md.count("\n") == 4 and "| gan | lp_ft | 89.0 |" in md
 
 
-def test_decision_serialises_and_renders():
+def test_gate_report_json_and_markdown():
     rng = np.random.default_rng(9)
     scratch = _correct(rng, 0.8)
     cand = scratch | (rng.random(scratch.shape) < 0.4)
-    d = gate.decide("gan/lp_ft", cand, scratch, champion_correct=scratch[:1], champion_version=2)
-    as_json, as_md = reports.gate_report(d, [{"strategy": "gan"}], context={"target": "digits"})
+    d = _decide("gan/lp_ft", cand, scratch, Champion("2", correct=scratch[0]))
+    ev = _evaluation(_arm("gan/lp_ft", cand), _arm(SCRATCH, scratch))
+    rows = promotion.summarize(ev, {})
+    as_json, as_md = promotion.gate_report(d, rows, context={"target": "digits"})
     payload = json.loads(as_json)
     assert payload["decision"]["verdict"] == "promoted"
     assert payload["decision"]["vs_champion"]["version"] == "2"
     assert payload["context"] == {"target": "digits"}
-    assert "**promoted**" in as_md and "vs champion (v2)" in as_md and "| gan |" in as_md
+    assert payload["table"][0]["arm"] == "gan/lp_ft" and payload["promotion"] is None
+    assert "**promoted**" in as_md and "vs champion (v2)" in as_md and "| gan/lp_ft |" in as_md
+    tags = d.tags()
+    assert tags["gate_verdict"] == "promoted" and tags["gate_champion_version"] == "2"
+    assert float(tags["gate_delta_ci_low"]) == pytest.approx(d.delta_vs_scratch["ci_low"], 1e-3)
 
 
 def test_figures_render_to_png():
@@ -288,5 +401,3 @@ def test_figures_render_to_png():
     ax_loss, ax_acc = fig.axes
     assert len(ax_loss.lines) == 3 and len(ax_acc.lines) == 3
     assert reports.figure_png(fig).startswith(b"\x89PNG")
-    grid = reports.image_grid(np.random.default_rng(0).random((5, 1, 4, 4)), columns=3)
-    assert grid.shape == (2 * 5 + 1, 3 * 5 + 1) and grid.dtype == np.uint8

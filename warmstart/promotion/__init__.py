@@ -1,0 +1,61 @@
+"""Promotion: the pure policy (candidate on validation, paired bootstrap against scratch, the
+champion condition), the results table, the gate report, and registering the served model
+with ``champion`` moved as a compare-and-set under a per-model lock."""
+
+from warmstart.promotion.lock import lock_name, prefect_lock
+from warmstart.promotion.policy import (
+    NOT_PROMOTED,
+    PROMOTED,
+    Champion,
+    Decision,
+    decide,
+    select_candidate,
+    served_index,
+)
+from warmstart.promotion.registry import (
+    Promotion,
+    promote,
+    provenance_tags,
+    served_result,
+    test_set_scorer,
+)
+from warmstart.promotion.report import gate_report, registry_line
+from warmstart.promotion.stats import ALPHA, BOOT_SEED, N_BOOT, accuracy_ci, paired_bootstrap
+from warmstart.promotion.table import (
+    COLUMNS,
+    TITLE,
+    markdown,
+    summarize,
+    table_cells,
+    table_markdown,
+)
+
+__all__ = [
+    "ALPHA",
+    "BOOT_SEED",
+    "COLUMNS",
+    "N_BOOT",
+    "NOT_PROMOTED",
+    "PROMOTED",
+    "TITLE",
+    "Champion",
+    "Decision",
+    "Promotion",
+    "accuracy_ci",
+    "decide",
+    "gate_report",
+    "lock_name",
+    "markdown",
+    "paired_bootstrap",
+    "prefect_lock",
+    "promote",
+    "provenance_tags",
+    "registry_line",
+    "select_candidate",
+    "served_index",
+    "served_result",
+    "summarize",
+    "table_cells",
+    "table_markdown",
+    "test_set_scorer",
+]

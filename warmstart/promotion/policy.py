@@ -1,0 +1,243 @@
+"""The promotion policy, pure: which arm is the candidate, which seed would be served, and
+whether it may replace the champion. No I/O, so every verdict can be recomputed from the arrays.
+
+The rules, in the order they are applied (the first that applies decides):
+
+1. Selection uses validation only: the candidate is the transfer arm with the highest mean
+   validation accuracy (``is_candidate``: never scratch, never a control). The test split is
+   read once, by the gate, after the choice is made; choosing on test would make the gate's
+   interval optimistic.
+2. The served model is the candidate's seed with the best validation accuracy: one model is
+   registered, so the champion comparison uses that model's row, not the mean over seeds.
+3. A champion that cannot be scored on this run's test examples (different input shape or
+   classes, unloadable artifact) blocks promotion: replacing a model we cannot compare with
+   would be promotion without evidence.
+4. Scratch: the lower bound of the paired bootstrap CI of (candidate − scratch), over seeds and
+   examples, must exceed ``margin`` (a fraction: 0.01 = one point).
+5. Champion (if any): the point estimate of (served − champion) on the same test examples must
+   be ≥ 0. Deliberately the point estimate, not "not significantly worse": with the latter a
+   chain of promotions, each a non-significant drop, could walk the served accuracy down. The
+   significance requirement is carried by rule 4. The CI is reported too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from warmstart.contracts import SCRATCH, ArmScores, Evaluation
+from warmstart.errors import DataError
+from warmstart.promotion.stats import ALPHA, BOOT_SEED, N_BOOT, paired_bootstrap
+
+PROMOTED, NOT_PROMOTED = "promoted", "not promoted"
+# Simpler transfer modes first: fewer trainable parameters / fewer stages win a validation tie.
+MODE_SIMPLICITY = {"linear_probe": 0, "finetune": 1, "lp_ft": 2}
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version serving now, scored on this run's test examples, or why it could not be."""
+
+    version: str
+    correct: np.ndarray | None = None  # per test example (one row)
+    error: str | None = None  # why it could not be scored (then ``correct`` is None)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A promotion verdict with the numbers behind it (fractions; the text shows points).
+
+    ``reason`` never repeats the verdict, so ``f"{verdict}: {reason}"`` reads once.
+    """
+
+    passed: bool
+    verdict: str  # promoted | not promoted
+    rule: str  # the rule that decided: promoted | below-margin | worse-than-champion | …
+    reason: str  # one sentence with the numbers
+    candidate: str  # the arm
+    served_seed: int
+    delta_vs_scratch: dict[str, Any]
+    vs_champion: dict[str, Any] | None
+    champion_version: str | None
+    margin: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (plain floats, ints, strings)."""
+        return asdict(self)
+
+    def tags(self) -> dict[str, str]:
+        """The verdict and its CI numbers as MLflow tags (runs and model versions)."""
+        d = self.delta_vs_scratch
+        tags = {
+            "gate_verdict": self.verdict,
+            "gate_rule": self.rule,
+            "gate_reason": self.reason,
+            "gate_candidate": self.candidate,
+            "gate_margin": f"{self.margin:.4f}",
+            "gate_delta_vs_scratch": f"{d['mean_diff']:.4f}",
+            "gate_delta_ci_low": f"{d['ci_low']:.4f}",
+            "gate_delta_ci_high": f"{d['ci_high']:.4f}",
+        }
+        if self.vs_champion is not None:
+            tags["gate_delta_vs_champion"] = f"{self.vs_champion['mean_diff']:.4f}"
+            tags["gate_champion_version"] = str(self.champion_version)
+        return tags
+
+    def to_markdown(self) -> str:
+        d = self.delta_vs_scratch
+        level = round(100 * (1 - d.get("alpha", ALPHA)))
+        lines = [
+            f"## Gate: **{self.verdict}** — `{self.candidate}`",
+            "",
+            self.reason,
+            "",
+            "| comparison | candidate acc | other acc | Δ (points) | "
+            f"{level}% CI (points) | condition | met |",
+            "|---|---|---|---|---|---|---|",
+            f"| vs scratch | {_pct(d['candidate_accuracy'])} | {_pct(d['baseline_accuracy'])}"
+            f" | {_pts(d['mean_diff'])} | [{_pts(d['ci_low'])}, {_pts(d['ci_high'])}]"
+            f" | CI lower bound > {_pts(self.margin)} | "
+            f"{'yes' if d['ci_low'] > self.margin else 'no'} |",
+            self._champion_row(),
+            "",
+            f"{d['seeds']} seed(s) × {d['n']} test examples, {d['n_boot']} paired bootstrap "
+            "resamples over seeds and examples.",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _champion_row(self) -> str:
+        c = self.vs_champion
+        if c is None and self.champion_version is not None:
+            return f"| vs champion (v{self.champion_version}) | — | — | — | — | comparable | no |"
+        if c is None:
+            return "| vs champion | — | — | — | — | no champion yet | yes |"
+        return (
+            f"| vs champion (v{self.champion_version}) | {_pct(c['candidate_accuracy'])}"
+            f" | {_pct(c['baseline_accuracy'])} | {_pts(c['mean_diff'])}"
+            f" | [{_pts(c['ci_low'])}, {_pts(c['ci_high'])}] | Δ ≥ 0 | "
+            f"{'yes' if c['mean_diff'] >= 0 else 'no'} |"
+        )
+
+
+def _pts(x: float) -> str:
+    """A difference of fractions as signed percentage points."""
+    return f"{100.0 * x:+.1f}"
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.1f}%"
+
+
+def _mean_val(arm: ArmScores) -> float:
+    arr = np.asarray(arm.val_acc, dtype=np.float64)
+    if arr.size == 0 or not np.isfinite(arr).all():
+        raise DataError(
+            f"arm {arm.arm} has validation accuracies {arm.val_acc!r}: need finite numbers, one "
+            "per seed (evaluate it on the validation split)"
+        )
+    return float(arr.mean())
+
+
+def select_candidate(evaluation: Evaluation) -> ArmScores:
+    """The arm to put through the gate: highest mean validation accuracy (rule 1).
+
+    Ties (within 1e-9) go to the simpler transfer mode (linear_probe < finetune < lp_ft), then
+    the name, so the choice is deterministic. Reads only ``arm``, ``mode`` and ``val_acc``.
+    """
+    candidates = [a for a in evaluation.arms.values() if a.is_candidate]
+    if not candidates:
+        raise DataError(
+            "no transfer candidates to choose from: the evaluation holds only scratch and "
+            "controls; run at least one strategy × transfer mode"
+        )
+    return min(
+        candidates,
+        key=lambda a: (-round(_mean_val(a), 9), MODE_SIMPLICITY.get(a.mode, 99), a.arm),
+    )
+
+
+def served_index(arm: ArmScores) -> int:
+    """Which seed of the arm would be registered: the best on validation (rule 2)."""
+    _mean_val(arm)
+    return int(np.argmax(arm.val_acc))
+
+
+def _reason(rule: str, scratch: str, champion: str, margin: float) -> str:
+    """The sentence behind a verdict (without the verdict itself)."""
+    if rule == "champion-incomparable":
+        return f"{champion}; {scratch}."
+    if rule == "below-margin":
+        tail = f"; {champion}." if champion else "."
+        return f"{scratch}, lower bound not above the margin {_pts(margin)}{tail}"
+    if rule == "worse-than-champion":
+        return f"worse than the champion, {champion}; {scratch}."
+    return f"{scratch}, lower bound above the margin {_pts(margin)}; {champion or 'there is no champion yet'}."
+
+
+def _vs_champion(
+    served: np.ndarray, champion: Champion, stats: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """The champion comparison and its text ("vs champion v3 -0.4 points (95.3% vs 95.8%)")."""
+    who = f"champion v{champion.version}"
+    if champion.correct is None:
+        why = champion.error or "no predictions"
+        return None, f"the current {who} cannot be compared on this test data ({why})"
+    result = paired_bootstrap(served, np.asarray(champion.correct)[None, :], **stats)
+    result["version"] = str(champion.version)
+    text = (
+        f"vs {who} {_pts(result['mean_diff'])} points "
+        f"({_pct(result['candidate_accuracy'])} vs {_pct(result['baseline_accuracy'])})"
+    )
+    return result, text
+
+
+def decide(
+    candidate: ArmScores,
+    scratch: ArmScores,
+    *,
+    margin: float = 0.0,
+    champion: Champion | None = None,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    alpha: float = ALPHA,
+) -> Decision:
+    """Promote iff the served seed may replace the champion and the arm really beats scratch
+    (rules 2-5 of this module)."""
+    if candidate.arm == SCRATCH or not candidate.is_candidate:
+        raise DataError(f"{candidate.arm} is a baseline, not a candidate: pass a transfer arm")
+    stats = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
+    correct = np.asarray(candidate.correct, dtype=bool)
+    delta = paired_bootstrap(correct, np.asarray(scratch.correct, dtype=bool), **stats)
+    level = round(100 * (1 - alpha))
+    scratch_text = (
+        f"{candidate.arm} vs scratch {_pts(delta['mean_diff'])} points "
+        f"({level}% CI {_pts(delta['ci_low'])} to {_pts(delta['ci_high'])}, "
+        f"{delta['seeds']} seed(s) × {delta['n']} test examples)"
+    )
+    best = served_index(candidate)
+    vs, champion_text = (None, "")
+    if champion is not None:
+        vs, champion_text = _vs_champion(correct[best : best + 1], champion, stats)
+    if champion is not None and vs is None:
+        rule = "champion-incomparable"
+    elif not delta["ci_low"] > margin:
+        rule = "below-margin"
+    elif vs is not None and vs["mean_diff"] < 0.0:
+        rule = "worse-than-champion"
+    else:
+        rule = PROMOTED
+    passed = rule == PROMOTED
+    return Decision(
+        passed=passed,
+        verdict=PROMOTED if passed else NOT_PROMOTED,
+        rule=rule,
+        reason=_reason(rule, scratch_text, champion_text, margin),
+        candidate=candidate.arm,
+        served_seed=int(candidate.seeds[best]) if candidate.seeds else best,
+        delta_vs_scratch=delta,
+        vs_champion=vs,
+        champion_version=champion.version if champion is not None else None,
+        margin=float(margin),
+    )

@@ -1,0 +1,190 @@
+"""The MLflow client setup and its error mapping: the one place both are defined.
+
+Settings (an exported value always wins; set in ``os.environ`` before the first MLflow request,
+because MLflow reads them from there on every request):
+
+- one HTTP timeout: ``MLFLOW_HTTP_REQUEST_TIMEOUT`` = ``HTTP_TIMEOUT_S`` (60 s per socket
+  operation, long enough for a proxied model upload);
+- retries that outlast a server restart: MLflow retries every request it makes (tracking,
+  registry, proxied artifact uploads and downloads, model loading) through urllib3's ``Retry``
+  on connection errors and on 408/429/500/502/503/504, never on other 4xx answers. Its sleep
+  before retry *n* is ``backoff_factor * 2**(n-1)`` s (none before the first) plus up to
+  ``backoff_jitter`` s at random (each sleep capped at 120 s), so with factor 1 the retries
+  together wait ``2**n - 2`` s.
+  ``retry_settings`` picks the fewest retries whose wait covers ``WARMSTART_IO_RETRY_SECONDS``
+  (default 60: 6 retries, 62 s plus jitter). After that the caller gets one ``TrackingError``;
+- telemetry off, no "View run …" line per ended run, pickle deserialization refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import httpx
+
+from warmstart.errors import ConfigError, TrackingError
+from warmstart.settings import redact
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+HTTP_TIMEOUT_S = 60
+RETRY_SECONDS_DEFAULT = 60.0
+RETRY_VARIABLE = "WARMSTART_IO_RETRY_SECONDS"
+MAX_RETRIES_LIMIT = 10  # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
+BACKOFF_MAX_S = 120  # urllib3's Retry.DEFAULT_BACKOFF_MAX
+FIXED_DEFAULTS = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": str(HTTP_TIMEOUT_S),
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
+}
+_ours: dict[str, str] = {}  # values this module put into os.environ (so it may update them)
+
+
+class NotFound(TrackingError):
+    """The named run, model, version or alias does not exist: retrying cannot help."""
+
+
+def retry_window_s() -> float:
+    """Seconds MLflow requests keep retrying a server that does not answer."""
+    raw = os.environ.get(RETRY_VARIABLE, "").strip()
+    try:
+        value = float(raw) if raw else RETRY_SECONDS_DEFAULT
+    except ValueError:
+        raise ConfigError(f"{RETRY_VARIABLE}={raw!r}: give a number of seconds, e.g. 60") from None
+    if value < 0:
+        raise ConfigError(f"{RETRY_VARIABLE}={raw!r}: give a number of seconds >= 0")
+    return value
+
+
+def backoff_total_s(retries: int) -> float:
+    """urllib3's total sleep over ``retries`` retries with factor 1, jitter aside (no sleep
+    before the first retry, then 2, 4, 8 … s, each capped at 120 s)."""
+    return float(sum(min(BACKOFF_MAX_S, 2 ** (n - 1)) for n in range(2, retries + 1)))
+
+
+def retry_settings(window_s: float) -> dict[str, str]:
+    """The fewest MLflow retries whose total backoff covers ``window_s`` (at most 10)."""
+    retries = 0
+    while retries < MAX_RETRIES_LIMIT and backoff_total_s(retries) < window_s:
+        retries += 1
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+
+
+def apply_settings() -> None:
+    """Put the client settings into ``os.environ`` where the user has not exported their own."""
+    wanted = {**FIXED_DEFAULTS, **retry_settings(retry_window_s())}
+    for key, value in wanted.items():
+        current = os.environ.get(key)
+        if current is None or current == _ours.get(key):
+            os.environ[key] = value
+            _ours[key] = value
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not uri:
+        raise TrackingError(
+            "MLFLOW_TRACKING_URI is not set: start the stack with `warmstart up` (and "
+            "`eval $(warmstart env)`) or export the URI of your MLflow server"
+        )
+    return uri
+
+
+def safe_uri(uri: str) -> str:
+    """A URI fit for messages: no user:password, no secret values."""
+    return redact(re.sub(r"//[^/@]*@", "//", uri))
+
+
+def client() -> MlflowClient:
+    """An ``MlflowClient`` for ``MLFLOW_TRACKING_URI`` with the settings above applied.
+
+    Cheap: MLflow caches its REST store per URI. Thread-safe to use from parallel stages, since
+    every call names its run explicitly (no fluent active-run state).
+    """
+    from mlflow import MlflowClient  # deferred: heavy
+
+    uri = tracking_uri()
+    apply_settings()
+    return MlflowClient(tracking_uri=uri)
+
+
+def check_server(*, timeout: float = 3.0) -> str:
+    """Fail fast before any work: ``GET <uri>/health`` must answer 200 within ``timeout`` s.
+
+    A preflight for the CLI (not retried: a server that is not up at all should be reported at
+    once). Returns the tracking URI.
+    """
+    uri = tracking_uri()
+    apply_settings()
+    if not uri.startswith(("http://", "https://")):
+        return uri
+    try:
+        response = httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise TrackingError(
+            f"MLflow server unreachable at {safe_uri(uri)} (MLFLOW_TRACKING_URI; "
+            f"{type(exc).__name__}): start it with `warmstart up` or fix the variable"
+        ) from None
+    if response.status_code != 200:
+        raise TrackingError(
+            f"MLflow at {safe_uri(uri)} (MLFLOW_TRACKING_URI) answered /health with HTTP "
+            f"{response.status_code}: check the URI, or the server's --allowed-hosts"
+        )
+    return uri
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    text = str(exc).strip()
+    line = redact(text.splitlines()[0] if text else type(exc).__name__)
+    return line if len(line) <= limit else line[:limit] + "…"
+
+
+_AUTH = re.compile(r"\b(401|403)\b|UNAUTHENTICATED|PERMISSION_DENIED|Unauthorized|Forbidden")
+_DOWN = re.compile(r"Max retries exceeded|Connection(Error| refused|ResetError)|timed? ?out", re.I)
+_MISSING = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+def explain(exc: BaseException, what: str) -> TrackingError:
+    """One line naming the operation, MLflow's own first line, the server and the fix."""
+    where = safe_uri(os.environ.get("MLFLOW_TRACKING_URI", "?"))
+    line = first_line(exc)
+    if _AUTH.search(str(exc)):
+        fix = (
+            "check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or the token) for this server"
+        )
+    elif _DOWN.search(str(exc)):
+        fix = (
+            f"the server did not answer for {retry_window_s():.0f} s of retries: check "
+            f"`warmstart status` and MLFLOW_TRACKING_URI, or raise {RETRY_VARIABLE}"
+        )
+    else:
+        fix = "check the server and its S3 store (`warmstart status`) and rerun"
+    cls = NotFound if getattr(exc, "error_code", "") in _MISSING else TrackingError
+    return cls(f"MLflow {what} failed at {where} ({line}): {fix}")
+
+
+@contextlib.contextmanager
+def errors(what: str) -> Iterator[None]:
+    """Turn MLflow and HTTP failures into a one-line ``TrackingError`` (the one wrapper)."""
+    import requests  # deferred: only with mlflow
+    from mlflow.exceptions import MlflowException  # deferred: heavy
+
+    try:
+        yield
+    except TrackingError:
+        raise
+    except (MlflowException, requests.RequestException, ConnectionError, TimeoutError) as exc:
+        raise explain(exc, what) from None
+
+
+def error_code(exc: BaseException) -> str:
+    """MLflow's error code of an exception (``RESOURCE_DOES_NOT_EXIST`` …), or ``""``."""
+    return str(getattr(exc, "error_code", "") or "")

@@ -1,0 +1,274 @@
+"""Models in MLflow: logging a classifier into a given run, resolving ``models:/`` URIs, loading
+and running them through plain ``mlflow.pyfunc``.
+
+Serialization: ``pt2`` (``torch.export``) first. The artifact is a traced graph with its
+weights, so ``mlflow.pytorch.load_model("models:/warmstart-x@champion")`` works in a fresh
+process without our ``models`` package and without unpickling (the client settings refuse
+pickle deserialization unless the environment allows it). The loaded object is a
+``torch.fx.GraphModule`` frozen in eval mode: call it, do not call ``.eval()``/``.train()`` on
+it. A model ``torch.export`` cannot trace falls back to ``pickle``; loading that one needs the
+model code installed and ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from warmstart.errors import DataError, TrackingError
+from warmstart.tracking.client import NotFound, client, errors, explain, first_line
+from warmstart.tracking.runs import safe_tags
+
+if TYPE_CHECKING:
+    import torch
+
+Serialization = Literal["auto", "pt2", "pickle"]
+_ALIAS = re.compile(r"models:/([^/@]+)@([^/@]+)")
+_VERSION = re.compile(r"models:/([^/@]+)/(\d+)")
+_LOGGED = re.compile(r"models:/(m-[0-9a-f]+)")
+
+
+class ExportError(TrackingError):
+    """``torch.export`` could not trace a model for the pt2 format (not an I/O failure:
+    retrying will not help; ``serialization="pickle"`` may)."""
+
+
+class UnusableModel(TrackingError):
+    """A model that was found but cannot be loaded here or run on the given images (a pickle
+    artifact with pickle refused, a graph for other input shapes): retrying will not help."""
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A model logged to a run: ``uri`` is ``models:/m-…``."""
+
+    uri: str
+    model_id: str
+    run_id: str
+    serialization: str  # pt2 | pickle
+    weights_sha256: str
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model URI pinned to what will be loaded, with its input and output shapes."""
+
+    requested: str  # what the caller asked for, e.g. models:/name@champion
+    uri: str  # what is loaded, e.g. models:/name/3 (an alias pinned to its version)
+    name: str | None
+    version: str | None
+    input_shape: tuple[int, int, int]  # C, H, W from the signature
+    outputs: int | None  # classes from the output signature, if it says
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Content hash of a module's weights and buffers (names, dtypes, shapes and bytes, in name
+    order): equal for the same weights however they were stored."""
+    import torch  # deferred: heavy
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _pip_requirements() -> list[str]:
+    """Pinned requirements given explicitly: MLflow's inference would load the model in a
+    subprocess (seconds of CPU) to find the same list."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "numpy")]
+
+
+def _example(example: np.ndarray) -> np.ndarray:
+    """At least two float32 N×C×H×W rows, so ``torch.export`` keeps the batch dimension dynamic."""
+    ex = np.ascontiguousarray(np.asarray(example, dtype=np.float32)[:4])
+    if ex.ndim != 4 or ex.shape[0] == 0:
+        raise DataError(f"example has shape {ex.shape}: pass a float32 N×C×H×W batch")
+    return np.concatenate([ex, ex]) if ex.shape[0] == 1 else ex
+
+
+def _log_once(
+    run_id: str,
+    cpu_model: torch.nn.Module,
+    ex: np.ndarray,
+    name: str,
+    tags: dict[str, str],
+    serialization: str,
+) -> Any:
+    """One ``log_model`` attempt: a LoggedModel created in the run's experiment, filled by
+    ``mlflow.pytorch.log_model(model_id=, run_id=)`` (no fluent active run involved)."""
+    import mlflow  # deferred: heavy
+    import torch
+    from mlflow.models import infer_signature
+
+    with torch.no_grad():
+        out = cpu_model(torch.from_numpy(ex)).detach().numpy()
+    c = client()
+    with errors(f"creation of logged model {name!r} in run {run_id}"):
+        experiment = c.get_run(run_id).info.experiment_id
+        logged = c.create_logged_model(experiment, name=name, source_run_id=run_id, tags=tags)
+    try:
+        with errors(f"log_model {name!r} to run {run_id}"):
+            return mlflow.pytorch.log_model(
+                cpu_model,
+                name=name,
+                model_id=logged.model_id,
+                run_id=run_id,
+                input_example=ex,
+                signature=infer_signature(ex, out),
+                serialization_format=serialization,
+                pip_requirements=_pip_requirements(),
+            )
+    except TrackingError:
+        raise
+    except Exception as exc:  # torch.export tracing failures come in many types
+        if serialization != "pt2":
+            raise
+        raise ExportError(
+            f"torch.export could not trace {type(cpu_model).__name__} for {name!r} "
+            f"({first_line(exc, 200)}): make its forward export-friendly or log it with "
+            "serialization='pickle'"
+        ) from exc
+
+
+def log_model(
+    run_id: str,
+    model: torch.nn.Module,
+    *,
+    example: np.ndarray,
+    name: str = "model",
+    tags: Mapping[str, Any] | None = None,
+    serialization: Serialization = "auto",
+) -> LoggedModel:
+    """Log a classifier (float32 N×C×H×W in [0, 1] → logits) into run ``run_id``, from any thread.
+
+    Signature and input example come from ``example``. The model is copied to CPU in eval mode
+    first, so the artifact loads on any machine. ``auto``: pt2, falling back to pickle when
+    ``torch.export`` cannot trace the model.
+    """
+    ex = _example(example)
+    cpu_model = copy.deepcopy(model).to("cpu").eval()
+    digest = weights_sha256(cpu_model)
+    clean = safe_tags({**(tags or {}), "weights_sha256": digest})
+    formats = ["pt2", "pickle"] if serialization == "auto" else [serialization]
+    for fmt in formats:
+        try:
+            info = _log_once(run_id, cpu_model, ex, name, clean, fmt)
+        except ExportError:
+            if fmt == formats[-1]:
+                raise
+            continue
+        return LoggedModel(info.model_uri, info.model_id, run_id, fmt, digest)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _version_and_tags(uri: str) -> tuple[str, str | None, str | None, dict[str, str]]:
+    """(pinned uri, name, version, tags) for a models:/ URI; other URIs pass through untagged."""
+    c = client()
+    with errors(f"lookup of model {uri}"):
+        if m := _ALIAS.fullmatch(uri):
+            mv = c.get_model_version_by_alias(m.group(1), m.group(2))
+        elif m := _VERSION.fullmatch(uri):
+            mv = c.get_model_version(m.group(1), m.group(2))
+        elif m := _LOGGED.fullmatch(uri):
+            logged = c.get_logged_model(m.group(1))
+            return uri, logged.name, None, dict(logged.tags or {})
+        else:
+            return uri, None, None, {}
+    return f"models:/{mv.name}/{mv.version}", mv.name, str(mv.version), dict(mv.tags or {})
+
+
+def _shapes(uri: str) -> tuple[tuple[int, int, int], int | None]:
+    """((C, H, W), number of outputs or None) from the model's MLflow signature."""
+    import mlflow  # deferred: heavy
+
+    try:
+        with errors(f"read of the MLmodel of {uri}"):
+            sig = mlflow.models.get_model_info(uri).signature
+    except OSError as exc:  # artifact download failed (S3 behind the tracking server)
+        raise TrackingError(
+            f"could not read the MLmodel of {uri} ({first_line(exc)}): check that the MLflow "
+            "server and its S3 store are up (`warmstart status`)"
+        ) from None
+    if sig is None or sig.inputs is None or not sig.inputs.is_tensor_spec():
+        raise TrackingError(
+            f"model {uri} has no tensor input signature: log it with "
+            "warmstart.tracking.log_model (float32 N×C×H×W) to use it for prediction"
+        )
+    shape = tuple(int(s) for s in sig.inputs.inputs[0].shape)
+    if len(shape) != 4 or shape[1] not in (1, 3) or min(shape[2:]) < 1:
+        raise TrackingError(
+            f"model {uri} expects input of shape {shape}, not images N×C×H×W with 1 or 3 "
+            "channels: prediction supports image classifiers only"
+        )
+    outputs = None
+    if sig.outputs is not None and sig.outputs.is_tensor_spec():
+        out_shape = sig.outputs.inputs[0].shape
+        if len(out_shape) == 2 and int(out_shape[1]) > 0:
+            outputs = int(out_shape[1])
+    return (shape[1], shape[2], shape[3]), outputs
+
+
+def resolve_model(model_uri: str) -> ResolvedModel:
+    """Pin ``models:/name@alias`` to its version (so a concurrent promotion cannot mix two
+    models) and read the input and output shapes; ``models:/name/version`` and ``models:/m-…``
+    are read as they are. No weights are loaded."""
+    uri = model_uri.strip()
+    try:
+        pinned, name, version, tags = _version_and_tags(uri)
+        shape, outputs = _shapes(pinned)
+    except NotFound as exc:
+        raise NotFound(
+            f"model {uri} not found ({exc}); models:/warmstart-<target>@champion exists once a "
+            "gate has passed, models:/<name>/<version> names any registered version"
+        ) from None
+    return ResolvedModel(uri, pinned, name, version, shape, outputs, tags)
+
+
+def load_pyfunc(uri: str) -> Any:
+    """The ``mlflow.pyfunc`` model behind ``uri`` (pt2 artifacts load without unpickling)."""
+    import mlflow  # deferred: heavy
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as exc:
+        if "pickle" in str(exc).lower():
+            raise UnusableModel(
+                f"could not load {uri} ({first_line(exc, 240)}): a pickle-format model needs "
+                "MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true and the models package installed"
+            ) from None
+        if isinstance(exc, MlflowException | requests.RequestException | OSError):
+            raise explain(exc, f"download of {uri}") from None
+        raise UnusableModel(
+            f"could not load {uri} ({type(exc).__name__}: {first_line(exc, 200)}): re-log the "
+            "model with this version of torch and mlflow"
+        ) from None
+
+
+def predict_logits(
+    model: Any, uri: str, images: np.ndarray, *, batch_size: int = 256
+) -> np.ndarray:
+    """Logits of a loaded pyfunc model on float32 N×C×H×W images in [0, 1], in batches."""
+    x = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
+    out = []
+    for start in range(0, len(x), batch_size):
+        try:
+            out.append(np.asarray(model.predict(x[start : start + batch_size]), dtype=np.float64))
+        except Exception as exc:  # schema enforcement or the graph itself
+            raise UnusableModel(
+                f"{uri} failed on a batch of shape {x[start : start + batch_size].shape} "
+                f"({first_line(exc, 240)}): its input signature differs from these images"
+            ) from None
+    return np.concatenate(out) if out else np.zeros((0, 0))
