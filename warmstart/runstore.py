@@ -3,26 +3,41 @@
 A run key hashes the stage's real inputs (dataset and split hashes, the resolved config, the code
 version), never pickled Python objects. A finished stage has ``result.json`` (written last, so a
 reader never sees half a result); an unfinished one has epoch checkpoints to resume from.
+
+S3 is the truth; the local folder is only a cache of it. The cache is keyed by endpoint and
+bucket (``<state>/cache/checkpoints/<endpoint-id>/<bucket>/<run-key>/``) and checked against the
+store on every ``pull``: a local file whose object is gone, or whose size or content differs
+(MD5 ETag, or the sha256 recorded at upload), is dropped and, if the object exists, downloaded
+again. So another bucket trains again, a deleted prefix forces a retrain, a corrupt local copy is
+replaced, and epoch checkpoints always land in the bucket in use.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import re
 import shutil
 from functools import cache
 from pathlib import Path
 
 from warmstart import storage
+from warmstart.errors import StorageError
 from warmstart.settings import state_dir
+
+PREFIX = "checkpoints"
+RESULT = "result.json"
+_PARTIAL = (".part", ".tmp")  # files being written: never uploaded, never trusted
 
 
 @cache
 def code_version() -> str:
     """Hash of the training code (models/ sources): a change there invalidates cached stages."""
-    from warmstart import models
-
-    root = Path(models.__file__).parent
+    spec = importlib.util.find_spec("warmstart.models")  # locate without importing torch
+    if spec is None or not spec.submodule_search_locations:
+        raise StorageError("warmstart.models is not installed: run `make install`")
+    root = Path(next(iter(spec.submodule_search_locations)))
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode())
@@ -37,61 +52,110 @@ def run_key(kind: str, inputs: dict) -> str:
     return f"{kind}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
 
 
-class RunStore:
-    """Local mirror of ``s3://<bucket>/checkpoints/<key>/`` under the state folder."""
+def store_id(endpoint: str | None) -> str:
+    """A folder name for one S3 endpoint: readable host part plus a hash of the full URL."""
+    url = endpoint or "aws"
+    host = re.sub(r"^[a-z0-9+.-]+://", "", url.lower()).split("/")[0]
+    slug = re.sub(r"[^a-z0-9.-]+", "_", host).strip("_") or "s3"
+    return f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
-    def __init__(self, key: str):
+
+def cache_dir(bucket: str, key: str) -> Path:
+    """The local cache folder of one stage, keyed by endpoint, bucket and run key."""
+    return state_dir() / "cache" / PREFIX / store_id(storage.endpoint()) / bucket / key
+
+
+def matches(path: Path, info: storage.ObjectInfo, target: storage.S3Uri) -> bool:
+    """True when the local file holds exactly the object's content: same size, and the same MD5
+    (single-part ETag) or the same sha256 (recorded at upload). Unverifiable counts as no."""
+    if not path.is_file() or path.stat().st_size != info.size:
+        return False
+    if info.md5 is not None:
+        return storage.file_digest(path, "md5") == info.md5
+    recorded = info.sha256 or getattr(storage.head(target), "sha256", None)
+    return recorded is not None and storage.file_digest(path) == recorded
+
+
+class RunStore:
+    """A stage's ``s3://<bucket>/checkpoints/<key>/`` and its verified local cache."""
+
+    def __init__(self, key: str, *, bucket: str | None = None):
         self.key = key
-        self.prefix = storage.uri("checkpoints", key)
-        self.local = state_dir() / "cache" / "checkpoints" / key
+        self.prefix = storage.uri(PREFIX, key, bucket=bucket)
+        self.local = cache_dir(self.prefix.bucket, key)
 
     @property
     def uri(self) -> str:
         return str(self.prefix)
 
+    def _object(self, rel: str) -> storage.S3Uri:
+        return self.prefix.child(rel)
+
+    def _remote(self) -> dict[str, storage.ObjectInfo]:
+        """The stage's objects by path relative to the prefix."""
+        start = len(self.prefix.key) + 1
+        return {o.key[start:]: o for o in storage.list_objects(self.prefix.child(""))}
+
     def finished(self) -> dict | None:
         """The stored result if this stage already completed, else None."""
-        target = self.prefix.child("result.json")
+        target = self.prefix.child(RESULT)
         if not storage.exists(target):
             return None
         return json.loads(storage.get_bytes(target))
 
     def pull(self) -> Path:
-        """Download whatever is stored (epoch checkpoints, final weights) into the local mirror."""
+        """Make the local cache equal to what S3 holds now and return its folder: local files
+        whose object is gone or differs are dropped, missing or dropped ones are downloaded."""
         self.local.mkdir(parents=True, exist_ok=True)
-        for key in storage.list_keys(self.prefix.child("")):
-            name = key[len(self.prefix.key) + 1 :]
-            dest = self.local / name
-            if dest.exists():
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(dest.name + ".part")
-            storage.download_file(storage.S3Uri(self.prefix.bucket, key), tmp)
-            tmp.replace(dest)
+        remote = self._remote()
+        for path in [p for p in self.local.rglob("*") if p.is_file()]:
+            rel = path.relative_to(self.local).as_posix()
+            info = remote.get(rel)
+            if info is None or not matches(path, info, self._object(rel)):
+                path.unlink()
+        for rel, info in remote.items():
+            dest = self.local / rel
+            if not dest.exists():
+                self._download(rel, info, dest)
         return self.local
 
+    def _download(self, rel: str, info: storage.ObjectInfo, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        storage.download_file(self._object(rel), tmp)
+        if not matches(tmp, info, self._object(rel)):
+            tmp.unlink(missing_ok=True)
+            raise StorageError(
+                f"{self._object(rel)} changed or arrived corrupt while downloading to {dest}: "
+                "rerun; if it persists, delete the stage's prefix to retrain"
+            )
+        tmp.replace(dest)
+
     def push(self, path: Path) -> str:
+        """Upload one file of the local cache to the same relative path in S3."""
         rel = path.relative_to(self.local).as_posix()
-        target = self.prefix.child(rel)
+        target = self._object(rel)
         storage.put_file(target, path)
         return str(target)
 
     def push_checkpoint_dir(self, ckpt_dir: Path) -> None:
-        """Upload the checkpoint files written so far (meta.json last)."""
+        """Upload the checkpoint files that S3 lacks or holds differently (meta.json last)."""
         files = sorted(
-            p for p in ckpt_dir.rglob("*") if p.is_file() and not p.name.endswith(".part")
+            p for p in ckpt_dir.rglob("*") if p.is_file() and not p.name.endswith(_PARTIAL)
         )
-        remote = {k[len(self.prefix.key) + 1 :] for k in storage.list_keys(self.prefix.child(""))}
-        metas = [p for p in files if p.suffix == ".json"]
-        for p in [p for p in files if p.suffix != ".json"] + metas:
-            rel = p.relative_to(self.local).as_posix()
-            if p.suffix == ".json" or rel not in remote:
-                self.push(p)
+        remote = self._remote()
+        for path in [p for p in files if p.suffix != ".json"] + [
+            p for p in files if p.suffix == ".json"
+        ]:
+            rel = path.relative_to(self.local).as_posix()
+            info = remote.get(rel)
+            if info is None or not matches(path, info, self._object(rel)):
+                self.push(path)
 
     def finish(self, result: dict) -> dict:
         """Write result.json last: the stage counts as done only once it exists."""
         storage.put_bytes(
-            self.prefix.child("result.json"),
+            self.prefix.child(RESULT),
             json.dumps(result, indent=2, sort_keys=True).encode(),
             content_type="application/json",
         )

@@ -61,6 +61,20 @@ def tar_folder(folder: Path, archive: Path) -> Path:
     return archive
 
 
+def gzip_with_flipped_pixel(tar_bytes: bytes) -> bytes:
+    """The tar gzipped with stored (level 0) deflate blocks and one byte of data_batch_2's pixels
+    flipped: it decompresses without error, and only gzip's CRC-32 at the end can tell."""
+    import gzip
+
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("data_batch_2"))
+    start = member.offset_data + member.size // 2
+    packed = bytearray(gzip.compress(tar_bytes, compresslevel=0))
+    at = bytes(packed).index(tar_bytes[start : start + 64]) + 10
+    packed[at] ^= 0xFF
+    return bytes(packed)
+
+
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 

@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from tests.data.helpers import BATCHES, tar_folder, write_cifar, write_tree
+from tests.data.helpers import (
+    BATCHES,
+    gzip_with_flipped_pixel,
+    tar_folder,
+    write_cifar,
+    write_tree,
+)
 from warmstart import storage
 from warmstart.data import (
     DatasetRef,
@@ -162,9 +168,15 @@ def test_imagefolder_from_s3_matches_local(bucket, tmp_path):
 
 
 def test_s3_source_errors_name_the_input(bucket, monkeypatch):
-    with pytest.raises(StorageError) as err:
-        load_source("imagefolder:s3://no-such-bucket-xyz/pets")
-    assert "no-such-bucket-xyz" in str(err.value)
+    for spec in ("imagefolder:s3://no-such-bucket-xyz/pets", "cifar10:s3://no-such-bucket-xyz/c"):
+        with pytest.raises(StorageError) as err:
+            load_source(spec)
+        message = str(err.value)
+        # the source's own bucket and how to fix the spec or the credentials; WARMSTART_BUCKET
+        # has nothing to do with where a source is read from
+        assert "'no-such-bucket-xyz'" in message and "s3://no-such-bucket-xyz/" in message
+        assert "source spec" in message and "credentials" in message
+        assert "WARMSTART_BUCKET" not in message
     with pytest.raises(DataError) as err:
         load_source(f"imagefolder:s3://{bucket}/nothing-here")
     assert "nothing-here" in str(err.value) and "no objects" in str(err.value)
@@ -173,3 +185,37 @@ def test_s3_source_errors_name_the_input(bucket, monkeypatch):
         load_source(f"cifar10:s3://{bucket}/src/cifar")
     assert f"s3://{bucket}/src/cifar" in str(err.value) and "credentials" in str(err.value)
     assert "wrong-secret-key" not in str(err.value)
+
+
+def test_corrupt_archive_in_s3_is_named_by_its_address_and_not_stored(bucket, tmp_path):
+    import gzip
+
+    folder = write_cifar(tmp_path, per_batch=4, seed=8)
+    archive = tar_folder(folder, tmp_path / "cifar.tar.gz")
+    packed = gzip_with_flipped_pixel(gzip.decompress(archive.read_bytes()))
+    target = storage.uri("src/corrupt/cifar-10-python.tar.gz", bucket=bucket)
+    storage.put_bytes(target, packed)
+    before = set(storage.list_keys(storage.uri("datasets/", bucket=bucket)))
+    for spec in (f"cifar10:{target}", f"cifar10:s3://{bucket}/src/corrupt"):
+        with pytest.raises(DataError) as err:
+            store_dataset(load_source(spec))
+        message = str(err.value)
+        assert f"archive {target} is corrupt" in message and "CRC" in message
+        assert "warmstart-cifar-" not in message and "/tmp" not in message
+    assert set(storage.list_keys(storage.uri("datasets/", bucket=bucket))) == before
+
+
+def test_imagefolder_fetch_threads_fit_the_connection_pool(bucket, tmp_path, caplog):
+    from warmstart.data.imagefolder import _fetch_s3_bytes, list_s3
+
+    assert storage.client().meta.config.max_pool_connections >= storage.POOL_CONNECTIONS
+    root = write_tree(tmp_path / "many", classes=("a", "b", "c"), per_class=40, size=(6, 6))
+    for path in root.rglob("*.png"):
+        rel = path.relative_to(root).as_posix()
+        storage.put_file(storage.uri("src/many", rel, bucket=bucket), path)
+    items = list_s3(f"s3://{bucket}/src/many")
+    assert len(items) == 120
+    with caplog.at_level("WARNING", logger="urllib3.connectionpool"):
+        for _ in range(3):
+            assert len(_fetch_s3_bytes(items)) == 120
+    assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]

@@ -88,7 +88,7 @@ def _s3_tar(obj: storage.S3Uri, location: str) -> dict[str, bytes]:
             raise DataError(
                 f"CIFAR-10 source {obj} is not a tar archive: give cifar-10-python.tar.gz"
             )
-        return _by_basename(read_tar(local, wanted=set(FILES)), location)
+        return _by_basename(read_tar(local, wanted=set(FILES), name=str(obj)), location)
 
 
 def _str_keys(obj: object, where: str) -> dict[str, object]:

@@ -43,7 +43,8 @@ class Item:
     relpath: tuple[str, str]  # (folder relative to the class, file name): sort key
 
 
-def _hidden(part: str) -> bool:
+def is_hidden(part: str) -> bool:
+    """Hidden files and folders and OS litter: never samples, never class folders."""
     return part.startswith(".") or part.lower() in JUNK_FILES or part == "__MACOSX"
 
 
@@ -69,21 +70,21 @@ def list_local(location: str) -> list[Item]:
         raise DataError(
             f"imagefolder source {location} is not a folder: give the folder of class sub-folders"
         )
-    top = {p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name)}
+    top = {p.name for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)}
     trees = [("train", False), ("test", True)] if _split_layout(top) else [("", False)]
     items: list[Item] = []
     for sub, is_test in trees:
         base = root / sub if sub else root
         if not base.is_dir():
             continue
-        for cls in sorted(p.name for p in base.iterdir() if p.is_dir() and not _hidden(p.name)):
+        for cls in sorted(p.name for p in base.iterdir() if p.is_dir() and not is_hidden(p.name)):
             found: list[Item] = []
             for dirpath, dirnames, filenames in os.walk(base / cls):
-                dirnames[:] = [d for d in dirnames if not _hidden(d)]
+                dirnames[:] = [d for d in dirnames if not is_hidden(d)]
                 rel = os.path.relpath(dirpath, base / cls)
                 rel = "" if rel == "." else rel.replace(os.sep, "/")
                 for fname in filenames:
-                    if _hidden(fname):
+                    if is_hidden(fname):
                         continue
                     path = os.path.join(dirpath, fname)
                     _check_ext(path, location)
@@ -108,7 +109,7 @@ def list_s3(location: str) -> list[Item]:
         )
     rels = [k[len(prefix) :].split("/") for k in keys]
     visible = [
-        (k, parts) for k, parts in zip(keys, rels, strict=True) if not any(map(_hidden, parts))
+        (k, parts) for k, parts in zip(keys, rels, strict=True) if not any(map(is_hidden, parts))
     ]
     top = {parts[0] for _, parts in visible if len(parts) >= 2}
     split = _split_layout(top)
@@ -188,11 +189,111 @@ def decode_all(
 
 
 def _fetch_s3_bytes(items: list[Item]) -> list[bytes]:
+    """Download every item in ``storage.POOL_CONNECTIONS`` threads (one connection each)."""
+
     def get(item: Item) -> bytes:
         return storage.get_bytes(storage.parse_s3_uri(item.name))
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=storage.POOL_CONNECTIONS) as pool:
         return list(pool.map(get, items))
+
+
+def _select(
+    items: list[Item], classes: tuple[str, ...] | None, location: str
+) -> tuple[list[Item], list[str], list[dict]]:
+    """Keep the selected classes (before any decoding); the class names in label order."""
+    names = sorted({it.class_name for it in items})
+    conversions: list[dict] = []
+    if classes is not None:
+        where = f"imagefolder {location}"
+        picked = [names[i] for i in resolve_classes(classes, names, where=where)]
+        conversions.append(
+            {
+                "op": "select_classes",
+                "classes": picked,
+                "source_indices": [names.index(c) for c in picked],
+            }
+        )
+        items = [it for it in items if it.class_name in picked]
+        names = picked
+    if len(names) < 2:
+        raise DataError(
+            f"imagefolder {location} has a single class ({names[0]}); classification needs at "
+            "least two class folders: add one or select more classes"
+        )
+    return items, names, conversions
+
+
+Decoded = tuple[Item, np.ndarray, str]  # item, C×H×W array, the file's PIL mode
+
+
+def _decode_items(
+    items: list[Item], location: str, skip_corrupt: bool, **decode: object
+) -> tuple[list[Decoded], list[str]]:
+    """Decode every item; a corrupt file fails the load unless ``skip_corrupt`` (then counted)."""
+    sources: list[str | bytes] = (
+        _fetch_s3_bytes(items) if location.startswith("s3://") else [it.name for it in items]
+    )
+    results = decode_all(sources, **decode)  # type: ignore[arg-type]
+    keep: list[Decoded] = []
+    bad: list[str] = []
+    for item, (arr, info) in zip(items, results, strict=True):
+        if arr is not None:
+            keep.append((item, arr, info))
+        elif skip_corrupt:
+            bad.append(item.name)
+        else:
+            raise DataError(
+                f"imagefolder {location}: {item.name} is corrupt or unreadable ({info}); "
+                "replace or delete it, or pass skip_corrupt=true to skip such files"
+            )
+    if bad:
+        log.warning(
+            "imagefolder %s: skipped %d corrupt image(s), first: %s", location, len(bad), bad[0]
+        )
+    if not keep:
+        raise DataError(f"imagefolder {location}: no decodable images; check the files")
+    return keep, bad
+
+
+def _stack(keep: list[Decoded], location: str, channels: int | None) -> np.ndarray:
+    """One N×C×H×W array; differing sizes are refused with the fix (``size=``)."""
+    shapes = Counter(arr.shape[1:] for _, arr, _ in keep)
+    if len(shapes) > 1:
+        (common, _), (other, _) = shapes.most_common(2)
+        odd = next(it.name for it, arr, _ in keep if arr.shape[1:] == other)
+        raise DataError(
+            f"imagefolder {location}: images differ in size ({common[0]}x{common[1]} and "
+            f"{other[0]}x{other[1]}, e.g. {odd}); add ?size=HxW to the spec to resize them"
+        )
+    images = np.stack([arr for _, arr, _ in keep])
+    if channels is None and all(mode in GRAY_MODES for _, _, mode in keep):
+        images = np.ascontiguousarray(images[:, :1])  # gray decoded as RGB has R = G = B
+    return images
+
+
+def _conversion_records(
+    modes: Counter, images: np.ndarray, channels: int | None, size: tuple | None, crop: str | None
+) -> list[dict]:
+    out: list[dict] = []
+    if channels is not None or any(m not in ("RGB", "L") for m in modes):
+        out.append(
+            {
+                "op": "decode",
+                "modes": dict(modes),
+                "to_channels": int(images.shape[1]),
+                "method": "PIL convert",
+            }
+        )
+    if crop == "content":
+        out.append(
+            {"op": "crop", "mode": "content", "shape": "square bounding box of non-background"}
+        )
+    if size is not None:
+        out.append(
+            {"op": "resize", "to": list(size), "method": "box when shrinking, else bilinear"}
+        )
+    return out
 
 
 def load_imagefolder(
@@ -212,77 +313,14 @@ def load_imagefolder(
             f"imagefolder {location} has no class sub-folders with images: put images in "
             f"{location}/<class>/ (one folder per class)"
         )
-    names = sorted({it.class_name for it in items})
-    conversions: list[dict] = []
-    if classes is not None:
-        picked = [
-            names[i] for i in resolve_classes(classes, names, where=f"imagefolder {location}")
-        ]
-        conversions.append(
-            {
-                "op": "select_classes",
-                "classes": picked,
-                "source_indices": [names.index(c) for c in picked],
-            }
-        )
-        items = [it for it in items if it.class_name in picked]
-        names = picked
-    if len(names) < 2:
-        raise DataError(
-            f"imagefolder {location} has a single class ({names[0]}); classification needs at "
-            "least two class folders: add one or select more classes"
-        )
-    index = {c: i for i, c in enumerate(names)}
-    sources: list[str | bytes] = (
-        _fetch_s3_bytes(items) if location.startswith("s3://") else [it.name for it in items]
+    items, names, conversions = _select(items, classes, location)
+    keep, bad = _decode_items(
+        items, location, skip_corrupt, channels=channels, size=size, crop=crop, workers=workers
     )
-    results = decode_all(sources, channels=channels, size=size, crop=crop, workers=workers)
-    keep, bad = [], []
-    for item, (arr, info) in zip(items, results, strict=True):
-        if arr is None:
-            if not skip_corrupt:
-                raise DataError(
-                    f"imagefolder {location}: {item.name} is corrupt or unreadable ({info}); "
-                    "replace or delete it, or pass skip_corrupt=true to skip such files"
-                )
-            bad.append(item.name)
-        else:
-            keep.append((item, arr, info))
-    if bad:
-        log.warning(
-            "imagefolder %s: skipped %d corrupt image(s), first: %s", location, len(bad), bad[0]
-        )
-    if not keep:
-        raise DataError(f"imagefolder {location}: no decodable images; check the files")
-    shapes = Counter(arr.shape[1:] for _, arr, _ in keep)
-    if len(shapes) > 1:
-        (common, _), (other, _) = shapes.most_common(2)
-        odd = next(it.name for it, arr, _ in keep if arr.shape[1:] == other)
-        raise DataError(
-            f"imagefolder {location}: images differ in size ({common[0]}x{common[1]} and "
-            f"{other[0]}x{other[1]}, e.g. {odd}); add ?size=HxW to the spec to resize them"
-        )
+    images = _stack(keep, location, channels)
     modes = Counter(mode for _, _, mode in keep)
-    images = np.stack([arr for _, arr, _ in keep])
-    if channels is None and all(m in GRAY_MODES for m in modes):
-        images = np.ascontiguousarray(images[:, :1])  # gray decoded as RGB has R = G = B
-    if channels is not None or any(m not in ("RGB", "L") for m in modes):
-        conversions.append(
-            {
-                "op": "decode",
-                "modes": dict(modes),
-                "to_channels": int(images.shape[1]),
-                "method": "PIL convert",
-            }
-        )
-    if crop == "content":
-        conversions.append(
-            {"op": "crop", "mode": "content", "shape": "square bounding box of non-background"}
-        )
-    if size is not None:
-        conversions.append(
-            {"op": "resize", "to": list(size), "method": "box when shrinking, else bilinear"}
-        )
+    conversions += _conversion_records(modes, images, channels, size, crop)
+    index = {c: i for i, c in enumerate(names)}
     predefined = np.array([it.test for it, _, _ in keep])
     prov = {
         "origin": "imagefolder",

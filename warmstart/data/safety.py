@@ -1,13 +1,19 @@
 """Untrusted-input readers: a restricted unpickler for CIFAR's python batches and a tar reader
-that refuses links, absolute paths and ``..`` members and caps sizes."""
+that refuses links, absolute paths and ``..`` members, caps sizes, and treats a damaged header
+or a failed compression checksum as a corrupt archive instead of a shorter one."""
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import pickle
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from warmstart.errors import DataError
 
@@ -92,56 +98,131 @@ def check_member(member: tarfile.TarInfo, *, archive: str) -> str | None:
     return str(path)
 
 
+_COMPRESSED = (
+    (b"\x1f\x8b", lambda raw: gzip.GzipFile(fileobj=raw, mode="rb")),
+    (b"BZh", bz2.BZ2File),
+    (b"\xfd7zXZ\x00", lzma.LZMAFile),
+)
+# what a damaged archive raises while being read (BadGzipFile and bz2 errors are OSErrors)
+_READ_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _decompressor(raw: BinaryIO) -> BinaryIO | None:
+    """A decompressing reader when the file starts with a gzip, bzip2 or xz signature."""
+    magic = raw.read(6)
+    raw.seek(0)
+    for signature, opener in _COMPRESSED:
+        if magic.startswith(signature):
+            return opener(raw)
+    return None
+
+
+def _corrupt(archive: str, detail: str) -> DataError:
+    return DataError(f"archive {archive} is corrupt ({detail}); re-download it")
+
+
+def _choose(
+    members: list[tarfile.TarInfo], archive: str, wanted: set[str] | None, caps: tuple[int, int]
+) -> list[tuple[str, tarfile.TarInfo]]:
+    """Check every member, then pick the wanted regular files within the size caps."""
+    max_member, max_total = caps
+    total, chosen = 0, []
+    for member in members:
+        name = check_member(member, archive=archive)
+        if name is None or (wanted is not None and PurePosixPath(name).name not in wanted):
+            continue
+        if member.size > max_member:
+            raise DataError(
+                f"archive {archive} member {name!r} is {member.size} bytes, over the "
+                f"{max_member}-byte cap; this is not a CIFAR-10 archive"
+            )
+        total += member.size
+        if total > max_total:
+            raise DataError(f"archive {archive} holds over {max_total} bytes; refusing to read it")
+        chosen.append((name, member))
+    return chosen
+
+
+def _read_members(
+    tar: tarfile.TarFile, chosen: list[tuple[str, tarfile.TarInfo]], archive: str
+) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for name, member in chosen:
+        try:
+            fh = tar.extractfile(member)
+            if fh is not None:
+                out[name] = fh.read()
+        except _READ_ERRORS as exc:
+            raise _corrupt(archive, f"member {name!r}: {exc}") from None
+    return out
+
+
+def _check_end(tar: tarfile.TarFile, stream: BinaryIO, archive: str) -> None:
+    """tarfile takes a damaged header after the first for the end of the archive; the block
+    where the listing stopped must be the zero end marker (or the end of the file)."""
+    try:
+        stream.seek(tar.offset)
+        block = stream.read(tarfile.BLOCKSIZE)
+    except _READ_ERRORS as exc:
+        raise _corrupt(archive, str(exc)) from None
+    if block.strip(b"\0"):
+        raise _corrupt(
+            archive, f"damaged tar header at byte {tar.offset}; the members after it are lost"
+        )
+
+
+def _drain(packed: BinaryIO, archive: str) -> None:
+    """Decompress to the end of the stream so its checksum (gzip CRC-32 and length, bzip2 and
+    xz checks) is verified; tarfile stops at the end-of-archive marker and never gets there."""
+    try:
+        while packed.read(1 << 20):
+            pass
+    except _READ_ERRORS as exc:
+        raise _corrupt(archive, str(exc)) from None
+
+
 def read_tar(
     path: str | os.PathLike,
     *,
     wanted: set[str] | None = None,
     max_member: int = MAX_MEMBER_BYTES,
     max_total: int = MAX_TOTAL_BYTES,
+    name: str | None = None,
 ) -> dict[str, bytes]:
-    """Read regular files from a tar archive into memory (no extraction), keyed by their path.
+    """Read regular files from a tar archive (plain, gzip, bzip2 or xz) into memory (no
+    extraction), keyed by their path. ``name`` is what messages call the archive (e.g. the
+    s3:// address a temporary copy came from).
 
-    Every member is checked before anything is read; ``wanted`` (basenames) limits what is read.
+    Every member is checked before anything is read; ``wanted`` (basenames) limits what is
+    read. A damaged header or a failed compression checksum raises DataError: nothing is
+    returned from a corrupt archive.
     """
-    archive = str(path)
+    archive = name or str(path)
     try:
-        tar = tarfile.open(archive, mode="r:*")
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(
-            f"archive {archive} cannot be opened ({exc}); check it is a .tar or .tar.gz"
-        ) from None
-    with tar:
+        raw = open(path, "rb")  # noqa: SIM115 - closed below, after the decompressor
+    except OSError as exc:
+        raise DataError(f"archive {archive} cannot be opened ({exc}); check the path") from None
+    with raw:
+        packed = _decompressor(raw)
+        stream = packed or raw
         try:
-            members = tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DataError(f"archive {archive} is corrupt ({exc}); re-download it") from None
-        total, chosen = 0, []
-        for member in members:
-            name = check_member(member, archive=archive)
-            if name is None or (wanted is not None and PurePosixPath(name).name not in wanted):
-                continue
-            if member.size > max_member:
-                raise DataError(
-                    f"archive {archive} member {name!r} is {member.size} bytes, over the "
-                    f"{max_member}-byte cap; this is not a CIFAR-10 archive"
-                )
-            total += member.size
-            if total > max_total:
-                raise DataError(
-                    f"archive {archive} holds over {max_total} bytes; refusing to read it"
-                )
-            chosen.append((name, member))
-        out: dict[str, bytes] = {}
-        for name, member in chosen:
-            fh = tar.extractfile(member)
-            if fh is None:
-                continue
+            tar = tarfile.open(fileobj=stream, mode="r:")
+        except _READ_ERRORS as exc:
+            raise DataError(
+                f"archive {archive} cannot be opened ({exc}); check it is a .tar or .tar.gz, "
+                "or re-download it"
+            ) from None
+        with tar:
             try:
-                out[name] = fh.read()
-            except (tarfile.TarError, OSError, EOFError) as exc:
-                raise DataError(
-                    f"archive {archive} member {name!r} is corrupt ({exc}); re-download it"
-                ) from None
+                members = tar.getmembers()
+            except _READ_ERRORS as exc:
+                raise _corrupt(archive, str(exc)) from None
+            chosen = _choose(members, archive, wanted, (max_member, max_total))
+            out = _read_members(tar, chosen, archive)
+            _check_end(tar, stream, archive)
+        if packed is not None:
+            _drain(packed, archive)
+            packed.close()
     return out
 
 

@@ -88,6 +88,39 @@ def _parse_size(spec: str, value: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
+def _parse_option(spec: str, key: str, value: str) -> object:
+    """The typed value of one known option; a malformed value raises DataError with the fix."""
+    if key == "size":
+        return _parse_size(spec, value)
+    if key == "channels":
+        if value not in ("1", "3"):
+            raise _fail(spec, f"channels={value!r}", "write channels=1 (gray) or channels=3 (RGB)")
+        return int(value)
+    if key == "classes":
+        tokens = tuple(t.strip() for t in value.split(","))
+        if any(not t for t in tokens):
+            raise _fail(
+                spec,
+                f"classes={value!r} has an empty entry",
+                "write classes=0-4 or classes=cat,dog",
+            )
+        return tokens
+    if key in ("n", "num_classes"):
+        return _positive_int(spec, key, value)
+    if key == "seed":
+        try:
+            return int(value)
+        except ValueError:
+            raise _fail(spec, f"seed={value!r} is not an integer", "write seed=<int>") from None
+    if key == "crop":
+        if value.lower() != "content":
+            raise _fail(spec, f"crop={value!r}", "the only crop is crop=content")
+        return "content"
+    if value.lower() not in _TRUE + _FALSE:  # skip_corrupt
+        raise _fail(spec, f"skip_corrupt={value!r}", "write skip_corrupt=true or false")
+    return value.lower() in _TRUE
+
+
 def parse_spec(spec: str) -> SourceSpec:
     """Parse ``kind:location?opt=value&...``; unknown kinds or options raise DataError."""
     if isinstance(spec, SourceSpec):
@@ -116,38 +149,7 @@ def parse_spec(spec: str) -> SourceSpec:
             raise _fail(spec, f"option {key!r} has no value", f"write {key}=<value>")
         if key in fields:
             raise _fail(spec, f"option {key!r} given twice", "give each option once")
-        if key == "size":
-            fields["size"] = _parse_size(spec, value)
-        elif key == "channels":
-            if value not in ("1", "3"):
-                raise _fail(
-                    spec, f"channels={value!r}", "write channels=1 (gray) or channels=3 (RGB)"
-                )
-            fields["channels"] = int(value)
-        elif key == "classes":
-            tokens = tuple(t.strip() for t in value.split(","))
-            if any(not t for t in tokens):
-                raise _fail(
-                    spec,
-                    f"classes={value!r} has an empty entry",
-                    "write classes=0-4 or classes=cat,dog",
-                )
-            fields["classes"] = tokens
-        elif key in ("n", "num_classes"):
-            fields[key] = _positive_int(spec, key, value)
-        elif key == "seed":
-            try:
-                fields["seed"] = int(value)
-            except ValueError:
-                raise _fail(spec, f"seed={value!r} is not an integer", "write seed=<int>") from None
-        elif key == "crop":
-            if value.lower() != "content":
-                raise _fail(spec, f"crop={value!r}", "the only crop is crop=content")
-            fields["crop"] = "content"
-        elif key == "skip_corrupt":
-            if value.lower() not in _TRUE + _FALSE:
-                raise _fail(spec, f"skip_corrupt={value!r}", "write skip_corrupt=true or false")
-            fields["skip_corrupt"] = value.lower() in _TRUE
+        fields[key] = _parse_option(spec, key, value)
     if kind == "builtin":
         location = location.lower()
     return SourceSpec(kind=kind, location=location, **fields)  # type: ignore[arg-type]
