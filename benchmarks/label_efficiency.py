@@ -96,7 +96,7 @@ def main() -> None:
 
     from warmstart import logsafe
     from warmstart.settings import load_env
-    from warmstart.sweep import SweepParams
+    from warmstart.params import SweepParams
 
     load_env()
     logsafe.install()

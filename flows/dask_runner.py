@@ -18,6 +18,7 @@ import os
 from prefect_dask import DaskTaskRunner
 
 from warmstart.errors import ConfigError
+from warmstart.flows.pipeline import transfer_pipeline
 from warmstart.params import PipelineParams
 
 # What a worker needs to find the services (settings.py, CONVENTIONS.md).
@@ -111,8 +112,6 @@ def run_on_dask(
     threads_per_worker: int = 1,
 ) -> dict:
     """Run ``transfer_pipeline(params)`` with its training tasks on Dask; returns its summary."""
-    from warmstart.flows.pipeline import transfer_pipeline
-
     if address:
         check_worker_env(address)
     runner = dask_task_runner(

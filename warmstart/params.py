@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-Strategy = Literal["supervised", "gan", "autoencoder"]
+from warmstart.models import list_backbones, list_strategies, list_transfer_modes
 
 
 class PipelineParams(BaseModel):
@@ -26,9 +26,15 @@ class PipelineParams(BaseModel):
         description="Target dataset spec: the small labelled task we transfer to.",
     )
     k_shot: int = Field(10, ge=1, le=10_000, description="Labelled target images per class.")
-    strategies: list[Strategy] = Field(
+    backbone: str = Field(
+        "convnet-s",
+        description="Backbone from the model registry: " + ", ".join(list_backbones()) + ".",
+    )
+    strategies: list[str] = Field(
         default_factory=lambda: ["supervised", "gan", "autoencoder"],
-        description="Pretraining strategies on the source.",
+        description="Pretraining strategies on the source (the strategy registry: "
+        + ", ".join(list_strategies())
+        + ").",
     )
     transfer_modes: list[str] = Field(
         default_factory=lambda: ["finetune", "lp_ft"],
@@ -37,7 +43,6 @@ class PipelineParams(BaseModel):
     seeds: int = Field(
         3, ge=1, le=20, description="Seeds 0..n-1 for every fine-tuned arm and scratch."
     )
-    backbone: str = Field("convnet-s", description="Backbone from the model registry.")
     pretrain_epochs: int = Field(
         16, ge=1, le=500, description="Source pretraining epochs per strategy."
     )
@@ -68,11 +73,28 @@ class PipelineParams(BaseModel):
         "only promoted models become versions.",
     )
 
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, value: str) -> str:
+        if value not in list_backbones():
+            raise ValueError(
+                f"unknown backbone {value!r}: choose from {', '.join(list_backbones())}"
+            )
+        return value
+
     @field_validator("transfer_modes")
     @classmethod
-    def _modes(cls, value: list[str]) -> list[str]:
+    def _modes(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        """Modes depend on the backbone (``freeze=<stage>`` names one of its stages)."""
         if not value:
             raise ValueError("at least one transfer mode is needed")
+        backbone = info.data.get("backbone")
+        valid = list_transfer_modes(backbone) if backbone else list_transfer_modes()
+        for mode in value:
+            if backbone and mode not in valid:
+                raise ValueError(
+                    f"unknown transfer mode {mode!r} for {backbone}: choose from {', '.join(valid)}"
+                )
         return value
 
     @field_validator("strategies")
@@ -80,4 +102,35 @@ class PipelineParams(BaseModel):
     def _strategies(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one strategy is needed")
+        for name in value:
+            if name not in list_strategies():
+                raise ValueError(
+                    f"unknown strategy {name!r}: choose from {', '.join(list_strategies())}"
+                )
         return list(dict.fromkeys(value))
+
+
+class SweepParams(PipelineParams):
+    """The pipeline's parameters plus the k values to sweep (``k_shot`` is ignored)."""
+
+    k_values: list[int] = Field(
+        default_factory=lambda: [1, 5, 10, 20, 50],
+        description="Labelled target images per class, one point of the curve each.",
+    )
+    transfer_modes: list[str] = Field(
+        default_factory=lambda: ["finetune", "linear_probe", "lp_ft"],
+        description="`finetune`, `linear_probe`, `lp_ft` or `freeze=STAGE`",
+    )
+    register_model: bool = Field(False, description="The sweep measures; it never registers.")
+
+    @field_validator("k_values")
+    @classmethod
+    def _k_values(cls, value: list[int]) -> list[int]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError("k_values needs at least one k >= 1")
+        return sorted(set(value))
+
+    def at(self, k: int) -> PipelineParams:
+        data = self.model_dump(exclude={"k_values"})
+        data["k_shot"] = k
+        return PipelineParams(**data)

@@ -8,62 +8,38 @@ per strategy and reused across every k and seed.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import numpy as np
-from pydantic import Field, field_validator
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from warmstart.params import PipelineParams
-
-
-class SweepParams(PipelineParams):
-    """The pipeline's parameters plus the k values to sweep (``k_shot`` is ignored)."""
-
-    k_values: list[int] = Field(
-        default_factory=lambda: [1, 5, 10, 20, 50],
-        description="Labelled target images per class, one point of the curve each.",
-    )
-    transfer_modes: list[str] = Field(
-        default_factory=lambda: ["finetune", "linear_probe", "lp_ft"],
-        description="`finetune`, `linear_probe`, `lp_ft` or `freeze=STAGE`",
-    )
-    register_model: bool = Field(False, description="The sweep measures; it never registers.")
-
-    @field_validator("k_values")
-    @classmethod
-    def _k_values(cls, value: list[int]) -> list[int]:
-        if not value or any(k < 1 for k in value):
-            raise ValueError("k_values needs at least one k >= 1")
-        return sorted(set(value))
-
-    def at(self, k: int) -> PipelineParams:
-        data = self.model_dump(exclude={"k_values"})
-        data["k_shot"] = k
-        return PipelineParams(**data)
+from warmstart.contracts import ArmResult, Evaluation
+from warmstart.promotion import accuracy_ci
+from warmstart.reports import figure_png as to_png
 
 
-def curve_rows(k: int, evaluation: dict, results: list[dict] | None = None) -> list[dict]:
+def curve_rows(k: int, evaluation: Evaluation, results: Sequence[ArmResult] = ()) -> list[dict]:
     """One row per arm at this k: mean test accuracy over seeds with a bootstrap 95% CI, and each
     seed's per-epoch validation history (for compute-to-accuracy comparisons)."""
-    from warmstart import gate
-
     rows = []
-    for name, arm in evaluation["arms"].items():
+    for name, arm in evaluation.arms.items():
         histories = [
-            [[h.get("epoch", 0), h.get("val_acc"), h.get("seconds")] for h in r["history"]]
-            for r in results or []
-            if r["arm"] == name
+            [[h.get("epoch", 0), h.get("val_acc"), h.get("seconds")] for h in r.stage.history]
+            for r in results
+            if r.arm == name
         ]
-        acc = gate.accuracy_ci(np.asarray(arm["correct"], dtype=bool))
+        acc = accuracy_ci(np.asarray(arm.correct, dtype=bool))
         rows.append(
             {
                 "k": k,
                 "arm": name,
-                "seeds": len(arm["seeds"]),
-                "val_acc": float(np.mean(arm["val_acc"])),
+                "seeds": len(arm.seeds),
+                "val_acc": float(np.mean(arm.val_acc)),
                 "test_acc": float(acc["accuracy"]),
                 "ci_low": float(acc["ci_low"]),
                 "ci_high": float(acc["ci_high"]),
-                "train_seconds": float(np.sum(arm["seconds"])),
+                "train_seconds": float(np.sum(arm.seconds)),
                 "histories": histories,
             }
         )
@@ -91,11 +67,6 @@ def markdown(rows: list[dict]) -> str:
 
 def figure_png(rows: list[dict], title: str = "") -> bytes:
     """Accuracy vs k (log axis) with a 95% CI band per arm."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from warmstart.reports import figure_png as to_png
-
     fig = Figure(figsize=(7.5, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.flows import configs
-from warmstart.sweep import SweepParams
+from warmstart.params import SweepParams
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

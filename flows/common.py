@@ -1,0 +1,71 @@
+"""What both flows share: the preamble (validate, ingest, track, split), the training fan-out,
+and gathering results so that the first real error — not an arm that never started — is raised.
+Flows only compose tasks: no tensors, no loops over batches."""
+
+from __future__ import annotations
+
+from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
+
+from warmstart import stages
+from warmstart.contracts import ArmResult, DatasetRef, Job, SourceModel
+from warmstart.errors import WarmstartError
+from warmstart.params import PipelineParams
+from warmstart.tasks import pipeline as t
+
+
+def prepare(params: PipelineParams, kind: str) -> tuple[Job, DatasetRef | None]:
+    """Validate, ingest the target (and the source, when its provider pretrains on a dataset),
+    open the MLflow parent run, make the split and log the inputs."""
+    t.validate_params(params)
+    target = t.ingest(params.target, "target")
+    source = None
+    if stages.provider_for(params.source).needs_dataset:
+        source = t.ingest(params.source, "source", like=target)
+    run = t.open_tracking(params, target, str(flow_run.get_id() or "local"), kind)
+    job = Job(params=params, target=target, split=t.make_splits(target, params), run=run)
+    t.log_inputs(job, source)
+    return job, source
+
+
+def submit_sources(job: Job, dataset: DatasetRef | None) -> dict[str, PrefectFuture]:
+    """One source model per label of the source's provider (one pretraining per strategy)."""
+    labels = stages.provider_for(job.params.source).labels(job.params)
+    return {label: t.pretrain_source.submit(label, dataset, job) for label in labels}
+
+
+def submit_arms(sources: dict[str, PrefectFuture], job: Job) -> list[PrefectFuture]:
+    """Every arm at one k: source × mode × seed, scratch and the control per seed."""
+    return [
+        t.TRAIN_TASKS[spec.stage].submit(spec, sources.get(spec.strategy), job)
+        for spec in stages.arm_specs(job.params, list(sources))
+    ]
+
+
+def gather(futures: list[PrefectFuture]) -> list:
+    """Results in submission order. On failure, raise the root cause: the first failed task whose
+    error is ours (storage, tracking, data, config…), never an arm that could not start because
+    its upstream failed."""
+    first: BaseException | None = None
+    for future in as_completed(futures):
+        if future.state.is_completed():
+            continue
+        try:
+            future.result()
+        except WarmstartError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - keep looking for the root cause
+            first = first or exc
+    if first is not None:
+        raise first
+    return [f.result() for f in futures]
+
+
+def sources_by_label(futures: dict[str, PrefectFuture]) -> dict[str, SourceModel]:
+    return dict(zip(futures, gather(list(futures.values())), strict=True))
+
+
+def train_all(sources: dict[str, PrefectFuture], job: Job) -> list[ArmResult]:
+    """Submit every arm and gather them together with their sources (root cause first)."""
+    arms = submit_arms(sources, job)
+    return gather([*sources.values(), *arms])[len(sources) :]

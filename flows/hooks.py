@@ -1,0 +1,36 @@
+"""Flow-run naming and the hooks that make every run end: a failed, crashed or cancelled flow
+run ends its MLflow runs (parent and stages) as FAILED or KILLED, with the reason as a tag."""
+
+from __future__ import annotations
+
+from prefect.runtime import flow_run
+
+from warmstart.params import PipelineParams
+from warmstart.tasks import stage_runs
+
+
+def run_name() -> str:
+    """``<target> · k=<k> · <strategies> × <modes> · <n> seeds``: what ran, at a glance."""
+    raw = flow_run.parameters.get("params") or {}
+    params = raw if isinstance(raw, PipelineParams) else PipelineParams(**raw)
+    target = params.target.split("?")[0].split(":")[-1].rstrip("/").rsplit("/", 1)[-1]
+    k = getattr(params, "k_values", None) or params.k_shot
+    return (
+        f"{target} · k={k} · {','.join(params.strategies)} × {','.join(params.transfer_modes)}"
+        f" · {params.seeds} seeds"
+    )
+
+
+def _ender(status: str):
+    def hook(flow, run, state) -> None:
+        reason = f"flow run {state.type.value.lower()}: {state.message or state.name}"
+        stage_runs.end_flow_runs(str(run.id), status, reason)
+
+    return hook
+
+
+END_HOOKS = dict(
+    on_failure=[_ender("FAILED")],
+    on_crashed=[_ender("KILLED")],
+    on_cancellation=[_ender("KILLED")],
+)

@@ -1,0 +1,213 @@
+"""`warmstart run` and `warmstart sweep`: validate everything, check the services, run the flow,
+print the table and the verdict. Ctrl-C and SIGTERM end the flow run and its MLflow runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import httpx
+import typer
+from pydantic import BaseModel, ValidationError
+
+from warmstart import settings
+from warmstart.cli.app import app, config_error, console, err_console, friendly, split_list
+from warmstart.errors import ConfigError, StackError, WarmstartError
+
+FLAGS = {
+    "strategies": "--strategies",
+    "transfer_modes": "--modes",
+    "finetune_epochs": "--epochs",
+    "k_values": "--k-values",
+}
+
+
+def build_params(cls: type[BaseModel], overrides: dict[str, Any]) -> Any:
+    """The flow's parameter model from the flags given (None = the model's default)."""
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise config_error(exc, FLAGS) from None
+
+
+def prefect_auth() -> tuple[str, str] | None:
+    """HTTP basic credentials from PREFECT_API_AUTH_STRING (``user:password``), if set."""
+    raw = os.environ.get("PREFECT_API_AUTH_STRING", "")
+    return tuple(raw.split(":", 1)) if ":" in raw else None  # type: ignore[return-value]
+
+
+def check_prefect() -> None:
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        raise StackError("PREFECT_API_URL is not set: run `warmstart up` or export it")
+    try:
+        response = httpx.get(api.rstrip("/") + "/health", timeout=5, auth=prefect_auth())
+        ok = response.status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    if not ok:
+        raise StackError(
+            f"Prefect API unreachable at {api}: start it with `warmstart up` or fix "
+            "PREFECT_API_URL (and PREFECT_API_AUTH_STRING)"
+        )
+
+
+@contextmanager
+def ending_runs_on_signals() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C: the flow run crashes, its hooks end the MLflow runs."""
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_flow(call: Callable[[], Any]) -> Any:
+    """Run a flow; one line for any failure; on Ctrl-C/SIGTERM exit at once, without waiting
+    for training threads (their flow run and MLflow runs are already ended by the hooks)."""
+    try:
+        with ending_runs_on_signals():
+            return call()
+    except WarmstartError:
+        raise
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the flow run and its MLflow runs were ended")
+        flush_prefect_logs()
+        sys.stdout.flush()
+        os._exit(130)
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback from deep inside a library
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        raise WarmstartError(f"pipeline failed: {type(exc).__name__}: {first}") from None
+
+
+def flush_prefect_logs() -> None:
+    from prefect.logging.handlers import APILogWorker  # deferred: heavy (prefect)
+
+    APILogWorker.drain_all(timeout=5)
+
+
+Opt = typer.Option
+SourceOpt = Annotated[str | None, Opt(help="Source: a dataset spec, or another provider's spec.")]
+TargetOpt = Annotated[str | None, Opt(help="Target dataset spec.")]
+KShotOpt = Annotated[int | None, Opt("--k-shot", help="Labelled target images per class.")]
+StrategiesOpt = Annotated[str | None, Opt(help="Comma list from the strategy registry.")]
+ModesOpt = Annotated[
+    str | None, Opt(help="Comma list: finetune,linear_probe,lp_ft,freeze=<stage>.")
+]
+SeedsOpt = Annotated[int | None, Opt(help="Number of seeds (>= 3 for honest CIs).")]
+EpochsOpt = Annotated[int | None, Opt(help="Target epochs (every arm, scratch included).")]
+PretrainOpt = Annotated[int | None, Opt(help="Source pretraining epochs.")]
+BackboneOpt = Annotated[str | None, Opt(help="Backbone from the registry.")]
+DeviceOpt = Annotated[str | None, Opt(help="auto | cpu | cuda | mps.")]
+MarginOpt = Annotated[float | None, Opt(help="Gate margin (fraction).")]
+KeepOpt = Annotated[
+    bool | None,
+    Opt("--keep-candidates", help="Register refused candidates too (tagged candidate)."),
+]
+JsonOpt = Annotated[bool, Opt("--json", help="Print the summary as JSON (for scripts).")]
+DaskOpt = Annotated[
+    str | None,
+    Opt(help="Training on Dask: 'local' (a temporary 2-worker cluster) or tcp://host:8786."),
+]
+KValuesOpt = Annotated[str, Opt("--k-values", help="Comma list of labelled images per class.")]
+
+
+def check_services() -> None:
+    """One line per unreachable service, before any work starts."""
+    from warmstart import storage, tracking  # deferred: heavy (mlflow, boto3)
+
+    check_prefect()
+    tracking.configure(timeout=5)
+    storage.ensure_bucket()
+
+
+def start(params: Any) -> None:
+    """Everything checked before anything is ingested or trained, then log hygiene on."""
+    from warmstart import stages  # deferred: heavy (torch)
+    from warmstart.logsafe import install  # deferred: with prefect's loggers
+
+    stages.validate(params)
+    check_services()
+    install()
+
+
+@app.command()
+@friendly
+def run(
+    source: SourceOpt = None,
+    target: TargetOpt = None,
+    k_shot: KShotOpt = None,
+    strategies: StrategiesOpt = None,
+    modes: ModesOpt = None,
+    seeds: SeedsOpt = None,
+    epochs: EpochsOpt = None,
+    pretrain_epochs: PretrainOpt = None,
+    backbone: BackboneOpt = None,
+    device: DeviceOpt = None,
+    margin: MarginOpt = None,
+    keep_candidates: KeepOpt = None,
+    json_out: JsonOpt = False,
+    dask: DaskOpt = None,
+) -> None:
+    """Run the transfer pipeline once against the configured services; print the table and verdict.
+    Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=10)."""
+    from warmstart.cli.summary import print_summary  # deferred: heavy (promotion, numpy)
+    from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
+    from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)
+    from warmstart.params import PipelineParams  # deferred: heavy (the registries import torch)
+
+    settings.load_env()
+    flags = dict(source=source, target=target, k_shot=k_shot, seeds=seeds, backbone=backbone)
+    flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
+    flags |= dict(finetune_epochs=epochs, pretrain_epochs=pretrain_epochs, device=device)
+    flags |= dict(margin=margin, keep_candidates=keep_candidates)
+    params = build_params(PipelineParams, flags)
+    start(params)
+    t0 = time.monotonic()
+    if dask:
+        address = None if dask == "local" else dask
+        summary = run_flow(lambda: run_on_dask(params, address=address))
+    else:
+        summary = run_flow(lambda: transfer_pipeline(params))
+    if json_out:
+        sys.stdout.write(json.dumps(summary, default=str) + "\n")
+    else:
+        print_summary(summary, time.monotonic() - t0)
+
+
+@app.command()
+@friendly
+def sweep(
+    source: SourceOpt = None,
+    target: TargetOpt = None,
+    k_values: KValuesOpt = "1,5,10,20,50",
+    strategies: StrategiesOpt = None,
+    modes: ModesOpt = None,
+    seeds: SeedsOpt = None,
+    epochs: EpochsOpt = None,
+) -> None:
+    """Label efficiency: every arm at every k, mean [95% CI]; table and plot in MLflow and Prefect."""
+    from warmstart.flows.label_efficiency import label_efficiency  # deferred: heavy (prefect)
+    from warmstart.params import SweepParams  # deferred: heavy (the registries import torch)
+
+    settings.load_env()
+    try:
+        ks = [int(k) for k in k_values.split(",") if k.strip()]
+    except ValueError:
+        raise ConfigError(f"--k-values {k_values!r}: write integers like 1,5,10") from None
+    flags = dict(source=source, target=target, seeds=seeds, finetune_epochs=epochs, k_values=ks)
+    flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
+    params = build_params(SweepParams, flags)
+    start(params.at(params.k_values[0]))
+    out = run_flow(lambda: label_efficiency(params))
+    console.print(out["markdown"], highlight=False)

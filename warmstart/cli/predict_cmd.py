@@ -1,0 +1,54 @@
+"""`warmstart predict`: classify a folder of images with a registered model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from warmstart import settings
+from warmstart.cli.app import app, console, friendly
+from warmstart.errors import ConfigError
+
+ImagesArg = Annotated[
+    str,
+    typer.Argument(
+        help="Images to classify: a folder (class sub-folders optional), one file, or "
+        "s3://bucket/prefix."
+    ),
+]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        help="Model URI: models:/warmstart-<target>@champion or models:/<name>/<version>."
+    ),
+]
+OutOpt = Annotated[
+    str, typer.Option(help="Where to write file,class,probability: .csv or .parquet, or s3://.")
+]
+
+
+@app.command()
+@friendly
+def predict(
+    images: ImagesArg,
+    model: ModelOpt,
+    out: OutOpt,
+    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 256,
+) -> None:
+    """Classify a folder of images with a registered model; write one row per image."""
+    from warmstart import predict as predict_mod  # deferred: heavy (mlflow, torch)
+
+    settings.load_env()
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: use a positive number of images")
+    result = predict_mod.predict(model, images, out, batch_size=batch_size)
+    converted = ", ".join(f"{k} x{v}" for k, v in sorted(result["conversions"].items()))
+    shape = "x".join(str(s) for s in result["input_shape"])
+    console.print(
+        f"{result['images']} predictions by {result['model_uri']} (input {shape}, classes from "
+        f"{result['classes_from']}) -> {result['out']}",
+        highlight=False,
+    )
+    if converted:
+        console.print(f"  converted: {converted}", highlight=False)

@@ -1,0 +1,85 @@
+"""Data stages: ingest a dataset spec into the store, make the target's split, load them back."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from warmstart.contracts import DatasetRef, Job, SplitRef
+from warmstart.data import (
+    ImageDataset,
+    Splits,
+    load_dataset,
+    load_source,
+    load_splits,
+    make_splits,
+    parse_spec,
+    store_dataset,
+    store_splits,
+)
+from warmstart.params import PipelineParams
+
+SPLIT_SEED = 0  # one split for the whole run: every arm and seed sees exactly the same examples
+
+
+def ingest(spec: str, *, like: DatasetRef | None = None) -> DatasetRef:
+    """Load a dataset spec, convert it to ``like``'s geometry if given, store it by content hash."""
+    parsed = parse_spec(spec)
+    if like is not None:
+        changes: dict = {}
+        if parsed.size is None:
+            changes["size"] = tuple(like.size)
+        if parsed.channels is None:
+            changes["channels"] = like.channels
+        parsed = parsed.with_options(**changes)
+    ds = load_source(parsed)
+    stored = store_dataset(ds)
+    # A class selection is a different task: it gets its own experiment and registered model.
+    name = stored.name + ("-" + "-".join(parsed.classes) if parsed.classes else "")
+    return DatasetRef(
+        hash=stored.hash,
+        uri=stored.uri,
+        name=name,
+        spec=parsed.canonical(),
+        num_classes=stored.num_classes,
+        channels=stored.channels,
+        size=(int(stored.size[0]), int(stored.size[1])),
+        count=stored.count,
+        classes=tuple(ds.classes),
+        uploaded=stored.uploaded,
+    )
+
+
+def make_target_splits(target: DatasetRef, params: PipelineParams) -> SplitRef:
+    """The stratified train/val/test split with ``k_shot`` labelled images per class."""
+    splits = make_splits(
+        load_dataset(target.hash),
+        seed=SPLIT_SEED,
+        val_fraction=params.val_fraction,
+        test_fraction=params.test_fraction,
+        k_shot=params.k_shot,
+    )
+    return SplitRef(
+        hash=store_splits(splits),
+        k_shot=params.k_shot,
+        train=len(splits.train),
+        val=len(splits.val),
+        test=len(splits.test),
+        unlabelled=len(splits.unlabelled),
+    )
+
+
+def load_target(job: Job) -> tuple[ImageDataset, Splits]:
+    return load_dataset(job.target.hash), load_splits(job.split.hash)
+
+
+def unlabelled_pool(split: SplitRef) -> np.ndarray:
+    """Every target training image, labels unused (the k-shot images are unlabelled data too).
+    It does not depend on k, so one unsupervised pretraining serves every k and seed."""
+    splits = load_splits(split.hash)
+    return np.union1d(splits.train, splits.unlabelled)
+
+
+def index_hash(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:20]

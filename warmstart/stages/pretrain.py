@@ -1,0 +1,136 @@
+"""The ``pretrain`` source provider: pretrain a backbone on a source dataset with a strategy.
+
+Supervised strategies train on the labelled source; label-free ones (gan, autoencoder) on the
+source, the target's unlabelled pool, or both (``unsupervised_data``). Cached in S3 by the hashes
+of everything it is computed from, and resumed from its last epoch checkpoint when interrupted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from warmstart import models
+from warmstart.contracts import DatasetRef, Job, SourceModel, StageRecord
+from warmstart.data import load_dataset
+from warmstart.models.config import RUNTIME_FIELDS
+from warmstart.models.registry import strategy_class
+from warmstart.params import PipelineParams
+from warmstart.runstore import RunStore, run_key
+from warmstart.stages.data import index_hash, unlabelled_pool
+from warmstart.stages.sources import DEFAULT_PROVIDER, SourceProvider, register_source_provider
+from warmstart.stages.weights import (
+    Report,
+    epoch_pusher,
+    mark_reused,
+    no_report,
+    save_png,
+    save_state,
+)
+
+WEIGHTS = "backbone.safetensors"
+
+
+def device(params: PipelineParams) -> str | None:
+    return None if params.device == "auto" else params.device
+
+
+def config_dict(cfg) -> dict:
+    """What a stage computes from (runtime-only fields such as device and threads excluded)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+def pretrain_config(params: PipelineParams, strategy: str) -> models.PretrainConfig:
+    return models.PretrainConfig(epochs=params.pretrain_epochs, seed=0, device=device(params))
+
+
+def data_needs(strategy: str, params: PipelineParams) -> tuple[bool, bool]:
+    """(uses the source, uses the target pool), from the strategy's declared needs."""
+    labelled = strategy_class(strategy).needs_labels
+    uses_target = not labelled and params.unsupervised_data in ("target_pool", "both")
+    uses_source = labelled or params.unsupervised_data in ("source", "both")
+    return uses_source, uses_target
+
+
+@register_source_provider(DEFAULT_PROVIDER)
+class PretrainProvider(SourceProvider):
+    """Dataset specs (``builtin:``, ``cifar10:``, ``imagefolder:``): one source per strategy."""
+
+    needs_dataset = True
+
+    def labels(self, params: PipelineParams) -> list[str]:
+        return list(params.strategies)
+
+    def resolve(
+        self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
+    ) -> SourceModel:
+        assert dataset is not None, "the pretrain provider needs the ingested source dataset"
+        params, target = job.params, job.target
+        cfg = pretrain_config(params, label)
+        uses_source, uses_target = data_needs(label, params)
+        pool = unlabelled_pool(job.split) if uses_target else None
+        provenance = {
+            "strategy": label,
+            "backbone": params.backbone,
+            "geometry": [target.channels, *target.size],
+            "source": dataset.hash if uses_source else None,
+            "target_pool": index_hash(pool) if pool is not None else None,
+            "config": config_dict(cfg),
+        }
+        store = RunStore(run_key(f"pretrain-{label}", provenance))
+        done = store.finished()
+        if done is not None:
+            return mark_reused(SourceModel.from_dict(done))
+        images, labels = _images(label, dataset, job, pool, uses_source)
+        stage_dir = store.pull()
+        result = models.pretrain(
+            label,
+            backbone=params.backbone,
+            in_channels=target.channels,
+            image_size=tuple(target.size),
+            images=images,
+            labels=labels,
+            num_classes=dataset.num_classes if labels is not None else None,
+            config=cfg,
+            checkpoint_dir=stage_dir / "ckpt",
+            on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
+        )
+        save_state(stage_dir / WEIGHTS, result.backbone_state)
+        artifacts = {}
+        for name, image in (result.artifacts or {}).items():
+            save_png(stage_dir / f"{name}.png", image)
+            artifacts[name] = store.push(stage_dir / f"{name}.png")
+        source = SourceModel(
+            label=label,
+            provider=self.name,
+            backbone=params.backbone,
+            weights_uri=store.push(stage_dir / WEIGHTS),
+            channels=target.channels,
+            image_size=tuple(target.size),
+            provenance={**provenance, "source_dataset_hash": dataset.hash},
+            artifacts=artifacts,
+            images=int(len(images)),
+            stage=StageRecord(
+                key=store.key,
+                checkpoint_uri=store.uri,
+                history=tuple(result.history),
+                seconds=float(result.seconds),
+                resumed_from=result.resumed_from,
+                config=config_dict(cfg),
+            ),
+        )
+        store.finish(source.to_dict())
+        return source
+
+
+def _images(
+    strategy: str, dataset: DatasetRef, job: Job, pool: np.ndarray | None, uses_source: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pretraining images (source and/or target pool) and the labels if the strategy uses them."""
+    parts, labels = [], None
+    if uses_source:
+        src = load_dataset(dataset.hash)
+        parts.append(src.images)
+        labels = src.labels if strategy_class(strategy).needs_labels else None
+    if pool is not None:
+        parts.append(load_dataset(job.target.hash).images[pool])
+    return (np.concatenate(parts) if len(parts) > 1 else parts[0]), labels

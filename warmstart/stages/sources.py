@@ -1,0 +1,87 @@
+"""Source providers: the seam where a source spec becomes a ``SourceModel``.
+
+A provider is registered by name (``@register_source_provider``) and says which specs it takes.
+Specs that no other provider claims are dataset specs, resolved by ``pretrain``: pretrain a
+backbone on the dataset with each requested strategy. The flow does not care which one ran: it
+gets ``SourceModel``s (weights + architecture + input spec + provenance) and builds arms on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from warmstart.contracts import DatasetRef, Job, SourceModel
+from warmstart.errors import ConfigError
+from warmstart.params import PipelineParams
+from warmstart.stages.weights import Report, no_report
+
+DEFAULT_PROVIDER = "pretrain"
+
+
+class SourceProvider:
+    """Base class of a source provider. Subclass it, set ``name``, register it.
+
+    ``needs_dataset``: the flow ingests ``params.source`` as a dataset (converted to the target's
+    geometry) and passes it to ``resolve``. ``labels`` names one SourceModel per label (the arms
+    ``<label>/<mode>`` are built on it). ``resolve`` may train (it runs as a ``gpu`` task).
+    """
+
+    name: ClassVar[str] = ""
+    needs_dataset: ClassVar[bool] = False
+
+    @classmethod
+    def accepts(cls, spec: str) -> bool:
+        return spec.startswith(f"{cls.name}:")
+
+    def labels(self, params: PipelineParams) -> list[str]:
+        return [self.name]
+
+    def validate(self, params: PipelineParams) -> None:
+        """Refuse bad parameters before anything is ingested or trained (one line, the fix)."""
+
+    def resolve(
+        self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
+    ) -> SourceModel:
+        raise NotImplementedError
+
+
+_PROVIDERS: dict[str, type[SourceProvider]] = {}
+
+
+def register_source_provider(name: str) -> Callable[[type[SourceProvider]], type[SourceProvider]]:
+    """Class decorator: register a provider under ``name``; a duplicate name is refused."""
+
+    def wrap(cls: type[SourceProvider]) -> type[SourceProvider]:
+        if name in _PROVIDERS:
+            raise ValueError(f"source provider {name!r} is already registered")
+        cls.name = name
+        _PROVIDERS[name] = cls
+        return cls
+
+    return wrap
+
+
+def unregister_source_provider(name: str) -> None:
+    _PROVIDERS.pop(name, None)
+
+
+def list_source_providers() -> list[str]:
+    return list(_PROVIDERS)
+
+
+def get_source_provider(name: str) -> SourceProvider:
+    try:
+        return _PROVIDERS[name]()
+    except KeyError:
+        raise ConfigError(
+            f"unknown source provider {name!r}: choose from {', '.join(_PROVIDERS)}"
+        ) from None
+
+
+def provider_for(spec: str) -> SourceProvider:
+    """The provider that claims ``spec``; dataset specs fall to the ``pretrain`` provider."""
+    for name, cls in _PROVIDERS.items():
+        if name != DEFAULT_PROVIDER and cls.accepts(spec):
+            return cls()
+    return get_source_provider(DEFAULT_PROVIDER)
