@@ -1,96 +1,121 @@
 """Hyperparameters as frozen dataclasses (nanoGPT `GPTConfig` style). Comments give units and why.
 
+Shared pieces are small bases: `RunConfig` (budget, seed, where a run goes), `OptimConfig` (AdamW
+with a schedule) and `ClassifierConfig` (cross-entropy with augmentation). `TrainConfig` (target
+training) combines all three; `PretrainConfig` is a RunConfig plus the chosen strategy's own config
+(each strategy declares its dataclass as `Strategy.config_class`, e.g. `GANConfig`).
+
 Defaults are tuned for small grey/RGB images on a 2-core CPU (MNIST-5k -> UCI digits 8×8 demo);
 they are the same for transfer and scratch runs so the comparison is fair."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Target training (fine-tuning, probing, scratch) with a budget in optimisation steps."""
+class ConfigBase:
+    """to_dict / from_dict for every config (tuples become lists, nested configs dicts)."""
 
-    epochs: int = 12  # passes over the target train set; best-on-validation picks the epoch
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        names = {f.name for f in fields(cls)}
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class RunConfig(ConfigBase):
+    """What every training run has: its budget, its seed and where it runs."""
+
+    epochs: int = 12  # passes over the train set
     min_steps_per_epoch: int = 25  # a 10-image k-shot set still gets 25 updates per epoch
     batch_size: int = 64  # images per step (capped at the train-set size)
-    lr: float = 3e-3  # peak AdamW learning rate of the head (and of a scratch trunk)
-    backbone_lr_scale: float = 0.1  # pretrained trunk lr = lr × this (discriminative LRs)
-    lp_ft_lr_scale: float = 0.3  # lp_ft fine-tunes at lr × this: the probed head is already good
-    weight_decay: float = 5e-4  # AdamW decoupled weight decay
-    schedule: str = "onecycle"  # "onecycle" (linear warm-up, cosine down) or "cosine"
-    warmup_frac: float = 0.15  # fraction of all steps spent warming up (onecycle only)
-    label_smoothing: float = 0.0  # cross-entropy smoothing; 0 keeps probabilities honest
-    pad: int | None = None  # random-crop padding in px; None: 1 for <= 16 px, 2 to 32 px, else 4
-    hflip: bool = False  # horizontal flips; never for digits (a flipped 2 is not a 2)
-    probe_views: int = 8  # linear probe: augmented views per train image (1 = no augmentation)
-    probe_weight_decays: tuple[float, ...] = (1e-3, 1e-2, 1e-1)  # L2 grid, chosen on validation
-    probe_max_iter: int = 200  # LBFGS iterations per L2 value on cached, standardised features
-    eval_batch_size: int = 512  # images per evaluation batch
     seed: int = 0  # seeds torch, numpy, random, data order and augmentation
     device: str | None = None  # "cuda", "mps", "cpu"; None = best available (cuda > mps > cpu)
     num_threads: int | None = None  # CPU threads; None = the CPU count unless OMP_NUM_THREADS set
 
-    def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return _from_dict(cls, d)
+@dataclass(frozen=True)
+class OptimConfig(ConfigBase):
+    """AdamW with a learning-rate schedule."""
+
+    lr: float = 3e-3  # peak AdamW learning rate
+    weight_decay: float = 5e-4  # AdamW decoupled weight decay
+    schedule: str = "onecycle"  # "onecycle" (linear warm-up, cosine down) or "cosine"
+    warmup_frac: float = 0.15  # fraction of all steps spent warming up (onecycle only)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """Source pretraining for every strategy; strategy-specific fields are prefixed."""
+class ClassifierConfig(OptimConfig):
+    """Cross-entropy training on labelled images with random-crop (and flip) augmentation."""
 
-    epochs: int = (
-        16  # source passes; MNIST-5k 8×8 on 2 cores ≈ 0.3 s each; 8 gave a 1 pt weaker probe
-    )
+    label_smoothing: float = 0.0  # cross-entropy smoothing; 0 keeps probabilities honest
+    pad: int | None = None  # random-crop padding in px; None: 1 for <= 16 px, 2 to 32 px, else 4
+    hflip: bool = False  # horizontal flips; never for digits (a flipped 2 is not a 2)
+
+    def crop_pad(self, image_size: tuple[int, int]) -> int:
+        """`pad`, or the default for `image_size` when it is None."""
+        return self.pad if self.pad is not None else default_pad(image_size)
+
+
+@dataclass(frozen=True)
+class TrainConfig(ClassifierConfig, RunConfig):
+    """Target training (fine-tuning, probing, scratch) with a budget in optimisation steps; `lr` is
+    the head's (and a scratch trunk's) peak rate, and best-on-validation picks the epoch."""
+
+    backbone_lr_scale: float = 0.1  # pretrained trunk lr = lr × this (discriminative LRs)
+    lp_ft_lr_scale: float = 0.3  # lp_ft fine-tunes at lr × this: the probed head is already good
+    probe_views: int = 8  # linear probe: augmented views per train image (1 = no augmentation)
+    probe_weight_decays: tuple[float, ...] = (1e-3, 1e-2, 1e-1)  # L2 grid, chosen on validation
+    probe_max_iter: int = 200  # LBFGS iterations per L2 value on cached, standardised features
+    eval_batch_size: int = 512  # images per evaluation batch
+
+
+@dataclass(frozen=True)
+class PretrainConfig(RunConfig):
+    """Source pretraining: the run's budget plus the strategy's own hyper-parameters."""
+
+    epochs: int = 16  # source passes; MNIST-5k 8×8 on 2 cores ≈ 0.3 s each; 8: 1 pt weaker probe
     min_steps_per_epoch: int = 20  # lower bound on updates per epoch for tiny unlabelled pools
-    batch_size: int = 64  # images per step
-    lr: float = 3e-3  # supervised / autoencoder peak AdamW learning rate
-    weight_decay: float = 5e-4  # AdamW decoupled weight decay (supervised, autoencoder)
-    schedule: str = "onecycle"  # supervised / autoencoder schedule: "onecycle" or "cosine"
-    warmup_frac: float = 0.15  # fraction of steps warming up (onecycle)
-    label_smoothing: float = 0.0  # supervised cross-entropy smoothing
-    pad: int | None = None  # random-crop padding (supervised); None: by image size as TrainConfig
-    hflip: bool = False  # horizontal flips (supervised); never for digits
-    gan_lr: float = 2e-4  # DCGAN: Adam lr for generator and discriminator (Radford et al.)
-    gan_beta1: float = 0.5  # DCGAN: Adam β1; 0.9 makes the game oscillate
-    gan_latent_dim: int = 64  # generator input noise dimension
-    gan_width: int = 64  # generator channels at its last hidden layer (doubles per level up)
-    gan_real_label: float = 0.9  # one-sided label smoothing for real images (stabiliser)
-    ae_noise_std: float = 0.1  # denoising autoencoder: Gaussian noise σ on [0, 1] inputs (0: off)
-    ae_mask_frac: float = 0.0  # denoising autoencoder: fraction of pixels zeroed (0: off)
-    ae_width: int = 64  # decoder channels
     grid_images: int = 64  # samples / reconstructions shown in the artifact grids
-    seed: int = 0  # seeds torch, numpy, random, data order and augmentation
-    device: str | None = None  # "cuda", "mps", "cpu"; None = best available
-    num_threads: int | None = None  # CPU threads; None = the CPU count unless OMP_NUM_THREADS set
-
-    def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+    strategy: ConfigBase | None = None  # the strategy's config_class instance; None: its defaults
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PretrainConfig:
-        return _from_dict(cls, d)
+    def from_dict(cls, d: dict[str, Any], strategy_config: type[ConfigBase] | None = None) -> Self:
+        """Inverse of to_dict; a nested strategy dict needs its class (`Strategy.config_class`)."""
+        sub = d.get("strategy")
+        base = super().from_dict({k: v for k, v in d.items() if k != "strategy"})
+        if isinstance(sub, dict):
+            if strategy_config is None:
+                raise TypeError("PretrainConfig.from_dict: pass strategy_config= for 'strategy'")
+            base = base.with_strategy(strategy_config.from_dict(sub))
+        return base
+
+    def with_strategy(self, strategy: ConfigBase) -> PretrainConfig:
+        """A copy with `strategy` set."""
+        return replace(self, strategy=strategy)
 
 
 # Fields that change where/how fast a run goes, not what it computes: ignored when resuming.
 RUNTIME_FIELDS = frozenset({"device", "num_threads", "eval_batch_size"})
 
 
-def _to_dict(cfg: Any) -> dict[str, Any]:
-    d = asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+def identity_dict(cfg: ConfigBase) -> dict[str, Any]:
+    """cfg.to_dict() without RUNTIME_FIELDS: what a run's results depend on."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
 
 
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
-    return cls(**kw)
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    return v
 
 
 def default_pad(image_size: tuple[int, int]) -> int:

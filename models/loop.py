@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import apply_augment, batch_indices, draw_augment, to_float
+from .config import ClassifierConfig, OptimConfig
 from .device import autocast, memory_format
 from .errors import ModelError
 
@@ -93,6 +94,44 @@ def train_one_epoch(
         "steps": steps,
         "images": n,
     }
+
+
+def adamw(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
+    """One-group AdamW at the config's peak lr (the group's `peak_lr` drives lr schedules)."""
+    return torch.optim.AdamW(
+        [{"params": params, "peak_lr": config.lr}], lr=config.lr, weight_decay=config.weight_decay
+    )
+
+
+def classifier_epoch(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
+    epoch: int,
+    steps: int,
+    total_steps: int,
+    batch_size: int,
+    config: ClassifierConfig,
+    pad: int,
+) -> dict[str, float]:
+    """Epoch `epoch` (1-based) of `total_steps` / `steps` epochs: train_one_epoch with the
+    config's schedule, label smoothing and crop/flip augmentation."""
+    return train_one_epoch(
+        model,
+        x,
+        y,
+        optimizer=optimizer,
+        gen=gen,
+        steps=steps,
+        batch_size=batch_size,
+        augment=Augment(pad=pad, hflip=config.hflip),
+        lr_at=lambda s: lr_factor(s, total_steps, config.schedule, config.warmup_frac),
+        step0=(epoch - 1) * steps,
+        label_smoothing=config.label_smoothing,
+    )
 
 
 def _batches(

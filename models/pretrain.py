@@ -1,35 +1,24 @@
-"""`pretrain(strategy, ...)`: source pretraining with any registered strategy, with per-epoch
-checkpoints, resume, divergence checks and artifact images. Returns the trunk weights only."""
+"""`pretrain(strategy, ...)`: source pretraining with any registered strategy. The epoch driver
+checkpoints, resumes and stops on divergence; this module checks the inputs, builds the strategy
+and hands back the trunk weights with the strategy's artifact images."""
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoint import (
-    check_compatible,
-    fingerprint,
-    has_checkpoint,
-    load_checkpoint,
-    load_optimizer_state,
-    load_rng_state,
-    optimizer_state,
-    read_meta,
-    rng_state,
-    save_checkpoint,
-)
-from .config import RUNTIME_FIELDS, PretrainConfig
+from .checkpoint import fingerprint
+from .config import PretrainConfig, identity_dict
 from .data import check_images, to_device
-from .device import configure_threads, seed_everything, select_device
-from .errors import ModelError, TrainingError
+from .driver import EpochCallback, EpochTask, run_epochs, start_run
+from .errors import ModelError
 from .grids import plot_curves
 from .registry import backbone_class, strategy_class
+from .strategies.base import Strategy
 
 
 @dataclass
@@ -45,6 +34,37 @@ class PretrainResult:
     images_per_second: float = 0.0  # training images per second of training time
 
 
+class _StrategyTask(EpochTask):
+    """A strategy on its (device-resident) data, as the epoch driver sees it."""
+
+    def __init__(
+        self, strategy: Strategy, data: tuple[torch.Tensor, torch.Tensor | None], ident: dict
+    ) -> None:
+        super().__init__(ident)
+        x, y = data
+        self.strategy, self.x, self.y = strategy, x, y
+        self.modules, self.optimizers = strategy.modules, strategy.optimizers
+        self.label = f"{strategy.name} pretraining"
+        cfg = type(strategy.config).__name__
+        self.hint = f"lower the strategy's lr: PretrainConfig(strategy={cfg}(lr=...))"
+
+    def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
+        return self.strategy.train_epoch(self.x, self.y, gen=gen, epoch=epoch)
+
+
+def _labels(
+    cls: type[Strategy], labels: np.ndarray | None, num_classes: int | None
+) -> tuple[np.ndarray | None, int | None]:
+    """The labels and class count the strategy uses: none unless it declares needs_labels."""
+    if not cls.needs_labels:
+        return None, None
+    if labels is None:
+        raise ModelError(
+            f"strategy {cls.name!r} needs labels; pass labels= or use a label-free one"
+        )
+    return labels, int(num_classes if num_classes is not None else int(np.max(labels)) + 1)
+
+
 def pretrain(
     strategy: str,
     *,
@@ -56,46 +76,29 @@ def pretrain(
     num_classes: int | None = None,
     config: PretrainConfig | None = None,
     checkpoint_dir: Path | str | None = None,
-    on_epoch_end: Callable[[int, dict, Path | None], None] | None = None,
+    on_epoch_end: EpochCallback | None = None,
 ) -> PretrainResult:
-    """Pretrain `backbone` on uint8 N×C×H×W `images` with `strategy` (supervised needs labels; gan
-    and autoencoder ignore them, so the caller may pass source images, the target's unlabelled
-    pool, or both concatenated). A compatible checkpoint in `checkpoint_dir` is resumed."""
+    """Pretrain `backbone` on uint8 N×C×H×W `images` with `strategy` (one that needs_labels uses
+    `labels`; label-free ones ignore them, so the caller may pass source images, the target's
+    unlabelled pool, or both). `config.strategy` None takes the strategy's default config. A
+    compatible checkpoint in `checkpoint_dir` is resumed."""
     t_start = time.perf_counter()
-    config = config or PretrainConfig()
     cls = strategy_class(strategy)
     backbone_class(backbone)
+    config = cls.resolve(config or PretrainConfig())
     image_size = (int(image_size[0]), int(image_size[1]))
-    if cls.needs_labels:
-        if labels is None:
-            raise ModelError(
-                f"strategy {strategy!r} needs labels; pass labels= or use gan/autoencoder"
-            )
-        num_classes = int(num_classes if num_classes is not None else int(np.max(labels)) + 1)
-    else:
-        labels, num_classes = None, None
-    check_images(
-        "pretraining",
-        images,
-        in_channels=in_channels,
-        image_size=image_size,
-        labels=labels,
-        num_classes=num_classes,
-    )
-    configure_threads(config.num_threads)
-    device = select_device(config.device)
-    seed_everything(config.seed)
+    labels, num_classes = _labels(cls, labels, num_classes)
+    geometry = {"in_channels": in_channels, "image_size": image_size}
+    check_images("pretraining", images, **geometry, labels=labels, num_classes=num_classes)
+    device = start_run(config)
     strat = cls(
         backbone=backbone,
-        in_channels=in_channels,
-        image_size=image_size,
+        **geometry,
         num_classes=num_classes,
         num_images=len(images),
         config=config,
         device=device,
     )
-    x, y = to_device(images, labels, device)
-    gen = torch.Generator().manual_seed(config.seed)
     ident = {
         "kind": f"pretrain:{strategy}",
         "backbone": backbone,
@@ -103,96 +106,26 @@ def pretrain(
         "num_classes": num_classes,
         "image_size": list(image_size),
         "data": fingerprint(images, labels),
-        "config": {k: v for k, v in config.to_dict().items() if k not in RUNTIME_FIELDS},
+        "config": identity_dict(config),
     }
-    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    start, history, resumed_from, images_seen, train_seconds = 0, [], None, 0, 0.0
-    if has_checkpoint(ckdir):
-        meta = read_meta(ckdir)
-        check_compatible(
-            meta,
-            {k: ident[k] for k in ("backbone", "in_channels", "num_classes", "image_size")},
-            ckdir,
-        )
-        check_compatible(meta, {k: ident[k] for k in ("kind", "data")}, ckdir)
-        check_compatible(
-            {f"config.{k}": v for k, v in meta["config"].items()},
-            {f"config.{k}": v for k, v in ident["config"].items()},
-            ckdir,
-        )
-        ck = load_checkpoint(ckdir)
-        for name, mod in strat.modules.items():
-            mod.load_state_dict(
-                {k[len(name) + 1 :]: v for k, v in ck.weights.items() if k.startswith(name + ".")}
-            )
-        for name, opt in strat.optimizers.items():
-            load_optimizer_state(opt, name, ck.state, meta["optimizers"][name])
-        load_rng_state(gen, ck.state, meta["rng"])
-        start = resumed_from = meta["epoch"]
-        history, images_seen, train_seconds = (
-            meta["history"],
-            meta["train_images"],
-            meta["train_seconds"],
-        )
-    for epoch in range(start + 1, config.epochs + 1):
-        t0 = time.perf_counter()
-        m = strat.train_epoch(x, y, gen=gen, epoch=epoch)
-        secs = time.perf_counter() - t0
-        bad = {k: v for k, v in m.items() if "loss" in k and not math.isfinite(v)}
-        if bad:
-            kept = (
-                f"last good checkpoint (epoch {epoch - 1}) kept in {ckdir}"
-                if ckdir and epoch > 1
-                else "no checkpoint written"
-            )
-            raise TrainingError(
-                f"{strategy} pretraining diverged in epoch {epoch}: {bad}; {kept}; "
-                "lower PretrainConfig.lr (or gan_lr)"
-            )
-        images_seen, train_seconds = images_seen + int(m.pop("images", 0)), train_seconds + secs
-        row = {"epoch": epoch, **m, "seconds": secs}
-        history.append(row)
-        path = None
-        if ckdir is not None:
-            weights = {
-                f"{n}.{k}": v
-                for n, mod in strat.modules.items()
-                for k, v in mod.state_dict().items()
-            }
-            state, opt_js = {}, {}
-            for n, opt in strat.optimizers.items():
-                t, js = optimizer_state(opt, n)
-                state.update(t)
-                opt_js[n] = js
-            rt, rj = rng_state(gen)
-            path = save_checkpoint(
-                ckdir,
-                epoch=epoch,
-                weights=weights,
-                state={**state, **rt},
-                meta={
-                    **ident,
-                    "history": history,
-                    "optimizers": opt_js,
-                    "rng": rj,
-                    "epochs_total": config.epochs,
-                    "train_images": images_seen,
-                    "train_seconds": train_seconds,
-                },
-            )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row, path)
+    task = _StrategyTask(strat, to_device(images, labels, device), ident)
+    progress = run_epochs(task, config, checkpoint_dir, on_epoch_end)
+    return PretrainResult(
+        backbone_state=strat.backbone_state(),
+        history=progress.history,
+        artifacts=_artifacts(strat, task.x, progress.history),
+        seconds=time.perf_counter() - t_start,
+        epochs_done=len(progress.history),
+        resumed_from=progress.resumed_from,
+        images_per_second=progress.images_per_second,
+    )
+
+
+def _artifacts(strat: Strategy, x: torch.Tensor, history: list[dict]) -> dict[str, np.ndarray]:
+    """The strategy's images plus a loss-curve plot (GAN: d_loss and g_loss, not their sum)."""
     artifacts = strat.artifacts(x)
     curves = {k: [r[k] for r in history] for k in (history[0] if history else {}) if "loss" in k}
     if len(curves) > 1:
-        curves.pop("loss", None)  # GAN: show d_loss and g_loss, not their sum
+        curves.pop("loss", None)
     artifacts["loss_curve"] = plot_curves(curves)
-    return PretrainResult(
-        backbone_state=strat.backbone_state(),
-        history=history,
-        artifacts=artifacts,
-        seconds=time.perf_counter() - t_start,
-        epochs_done=len(history),
-        resumed_from=resumed_from,
-        images_per_second=images_seen / max(train_seconds, 1e-9),
-    )
+    return artifacts

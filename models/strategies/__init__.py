@@ -6,6 +6,9 @@ from ..strategies import gan  # noqa: F401
 from ..strategies import autoencoder  # noqa: F401
 
 # isort: on
+from ..strategies.autoencoder import AutoencoderConfig
 from ..strategies.base import Strategy
+from ..strategies.gan import GANConfig
+from ..strategies.supervised import SupervisedConfig
 
-__all__ = ["Strategy"]
+__all__ = ["AutoencoderConfig", "GANConfig", "Strategy", "SupervisedConfig"]

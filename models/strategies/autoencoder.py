@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,10 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import batch_indices, to_float
+from ..config import OptimConfig
 from ..device import autocast, memory_format
 from ..grids import image_grid
-from ..loop import lr_factor, steps_per_epoch
-from ..registry import get_backbone, register_strategy
+from ..loop import adamw, lr_factor
+from ..registry import register_strategy
 from ..strategies.base import Strategy
 
 
@@ -56,25 +58,30 @@ class Decoder(nn.Module):
         return torch.sigmoid(y)
 
 
+@dataclass(frozen=True)
+class AutoencoderConfig(OptimConfig):
+    """Denoising autoencoder: AdamW + one-cycle (OptimConfig's defaults) on the MSE of the clean
+    image reconstructed from a corrupted copy."""
+
+    noise_std: float = 0.1  # Gaussian noise σ on [0, 1] inputs (0: off)
+    mask_frac: float = 0.0  # fraction of pixels zeroed (0: off)
+    width: int = 64  # decoder channels
+
+
 @register_strategy("autoencoder")
 class Autoencoder(Strategy):
     """Encoder = backbone trunk; input corrupted by Gaussian noise / pixel masking when set."""
 
-    def __init__(self, **kw) -> None:
-        super().__init__(**kw)
-        c, dev = self.config, self.device
-        self.encoder = get_backbone(
-            self.backbone, in_channels=self.in_channels, num_classes=0, image_size=self.image_size
-        ).to(dev, memory_format=memory_format(dev))
+    config_class = AutoencoderConfig
+
+    def build(self) -> None:
+        self.encoder = self.build_backbone(num_classes=0)
         ch, h, w = self.encoder.trunk_shape()
-        self.decoder = Decoder(ch, (h, w), self.in_channels, self.image_size, c.ae_width).to(dev)
-        params = [*self.encoder.parameters(), *self.decoder.parameters()]
-        self.opt = torch.optim.AdamW(
-            [{"params": params, "peak_lr": c.lr}], lr=c.lr, weight_decay=c.weight_decay
-        )
+        width = self.config.width
+        self.decoder = Decoder(ch, (h, w), self.in_channels, self.image_size, width).to(self.device)
+        self.opt = adamw([*self.encoder.parameters(), *self.decoder.parameters()], self.config)
         self.modules = {"encoder": self.encoder, "decoder": self.decoder}
         self.optimizers = {"opt": self.opt}
-        self.steps = steps_per_epoch(self.num_images, c.batch_size, c.min_steps_per_epoch)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self.device):
@@ -82,16 +89,16 @@ class Autoencoder(Strategy):
 
     def corrupt(self, x: torch.Tensor, noise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         c = self.config
-        if c.ae_noise_std > 0:
-            x = (x + c.ae_noise_std * noise.to(x.device)).clamp(0, 1)
-        if c.ae_mask_frac > 0:
-            x = x * (mask.to(x.device) >= c.ae_mask_frac)
+        if c.noise_std > 0:
+            x = (x + c.noise_std * noise.to(x.device)).clamp(0, 1)
+        if c.mask_frac > 0:
+            x = x * (mask.to(x.device) >= c.mask_frac)
         return x
 
     def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
         c, dev = self.config, self.device
-        idx = batch_indices(len(x), c.batch_size, self.steps, gen).to(dev)
-        total = self.steps * c.epochs
+        idx = batch_indices(len(x), self.run.batch_size, self.steps, gen).to(dev)
+        total = self.total_steps
         shape = (idx.shape[1], *x.shape[1:])
         mf = memory_format(dev)
         self.encoder.train()
@@ -102,8 +109,8 @@ class Autoencoder(Strategy):
             lr = c.lr * lr_factor((epoch - 1) * self.steps + s, total, c.schedule, c.warmup_frac)
             self.opt.param_groups[0]["lr"] = lr
             clean = to_float(x[idx[s]]).contiguous(memory_format=mf)
-            noise = torch.randn(shape, generator=gen) if c.ae_noise_std > 0 else None
-            mask = torch.rand(shape, generator=gen) if c.ae_mask_frac > 0 else None
+            noise = torch.randn(shape, generator=gen) if c.noise_std > 0 else None
+            mask = torch.rand(shape, generator=gen) if c.mask_frac > 0 else None
             loss = F.mse_loss(self.reconstruct(self.corrupt(clean, noise, mask)), clean)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -113,7 +120,7 @@ class Autoencoder(Strategy):
 
     @torch.no_grad()
     def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        k = min(self.config.grid_images // 2, len(x))
+        k = min(self.run.grid_images // 2, len(x))
         k = k - k % 8 if k >= 8 else k
         self.encoder.eval()
         self.decoder.eval()

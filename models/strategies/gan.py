@@ -5,6 +5,7 @@ BatchNorm in both nets, one-sided label smoothing (real = 0.9), Tanh generator o
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -12,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..augment import batch_indices, to_float
+from ..config import ConfigBase
 from ..device import autocast, memory_format
 from ..grids import image_grid
-from ..loop import steps_per_epoch
-from ..registry import get_backbone, register_strategy
+from ..registry import register_strategy
 from ..strategies.base import Strategy
 
 
@@ -56,30 +57,37 @@ class Generator(nn.Module):
         return (x[..., top : top + h, left : left + w] + 1) / 2
 
 
+@dataclass(frozen=True)
+class GANConfig(ConfigBase):
+    """DCGAN hyper-parameters (Radford et al.): Adam for both nets, no weight decay, no schedule."""
+
+    lr: float = 2e-4  # Adam lr for generator and discriminator
+    beta1: float = 0.5  # Adam β1; 0.9 makes the game oscillate
+    latent_dim: int = 64  # generator input noise dimension
+    width: int = 64  # generator channels at its last hidden layer (doubles per level up)
+    real_label: float = 0.9  # one-sided label smoothing for real images (stabiliser)
+
+
 @register_strategy("gan")
 class GAN(Strategy):
     """Alternating D and G Adam steps with the non-saturating generator loss."""
 
-    def __init__(self, **kw) -> None:
-        super().__init__(**kw)
+    config_class = GANConfig
+
+    def build(self) -> None:
         c, dev = self.config, self.device
-        self.disc = get_backbone(
-            self.backbone, in_channels=self.in_channels, num_classes=1, image_size=self.image_size
-        ).to(dev, memory_format=memory_format(dev))
-        self.gen_net = Generator(
-            c.gan_latent_dim, self.in_channels, self.image_size, c.gan_width
-        ).to(dev)
-        betas = (c.gan_beta1, 0.999)
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=c.gan_lr, betas=betas)
-        self.opt_g = torch.optim.Adam(self.gen_net.parameters(), lr=c.gan_lr, betas=betas)
+        self.disc = self.build_backbone(num_classes=1)
+        self.gen_net = Generator(c.latent_dim, self.in_channels, self.image_size, c.width).to(dev)
+        betas = (c.beta1, 0.999)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=c.lr, betas=betas)
+        self.opt_g = torch.optim.Adam(self.gen_net.parameters(), lr=c.lr, betas=betas)
         self.modules = {"disc": self.disc, "gen": self.gen_net}
         self.optimizers = {"opt_d": self.opt_d, "opt_g": self.opt_g}
-        self.steps = steps_per_epoch(self.num_images, c.batch_size, c.min_steps_per_epoch)
 
     def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
         c, dev = self.config, self.device
-        idx = batch_indices(len(x), c.batch_size, self.steps, gen).to(dev)
-        z_all = torch.randn(self.steps, idx.shape[1], c.gan_latent_dim, generator=gen).to(dev)
+        idx = batch_indices(len(x), self.run.batch_size, self.steps, gen).to(dev)
+        z_all = torch.randn(self.steps, idx.shape[1], c.latent_dim, generator=gen).to(dev)
         mf = memory_format(dev)
         self.disc.train()
         self.gen_net.train()
@@ -91,7 +99,7 @@ class GAN(Strategy):
                 d_real = self.disc(real).float().squeeze(1)
                 d_fake = self.disc(fake.detach()).float().squeeze(1)
             loss_d = F.binary_cross_entropy_with_logits(
-                d_real, torch.full_like(d_real, c.gan_real_label)
+                d_real, torch.full_like(d_real, c.real_label)
             ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
@@ -123,14 +131,12 @@ class GAN(Strategy):
     @torch.no_grad()
     def samples(self, n: int) -> torch.Tensor:
         """n generator samples from a fixed noise seed (comparable across epochs and runs)."""
-        z = torch.randn(
-            n, self.config.gan_latent_dim, generator=torch.Generator().manual_seed(1234)
-        )
+        z = torch.randn(n, self.config.latent_dim, generator=torch.Generator().manual_seed(1234))
         self.gen_net.eval()
         return self.gen_net(z.to(self.device)).float()
 
     def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        return {"gan_samples": image_grid(self.samples(self.config.grid_images))}
+        return {"gan_samples": image_grid(self.samples(self.run.grid_images))}
 
     def backbone_state(self) -> dict[str, torch.Tensor]:
         return self.disc.trunk_state_dict()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+
 import torch
 
-from ..config import default_pad
-from ..device import memory_format
-from ..loop import Augment, lr_factor, steps_per_epoch, train_one_epoch
-from ..registry import get_backbone, register_strategy
+from ..config import ClassifierConfig
+from ..loop import adamw, classifier_epoch
+from ..registry import register_strategy
 from ..strategies.base import Strategy
+
+
+@dataclass(frozen=True)
+class SupervisedConfig(ClassifierConfig):
+    """AdamW + one-cycle on source cross-entropy with random-crop augmentation (the defaults of
+    ClassifierConfig: lr 3e-3, weight decay 5e-4, warm-up 15%, pad by image size, no flips)."""
 
 
 @register_strategy("supervised")
@@ -17,42 +23,27 @@ class Supervised(Strategy):
     """The backbone with a source-class head, AdamW + one-cycle, random-crop augmentation."""
 
     needs_labels = True
+    config_class = SupervisedConfig
 
-    def __init__(self, **kw) -> None:
-        super().__init__(**kw)
-        c = self.config
-        self.model = get_backbone(
-            self.backbone,
-            in_channels=self.in_channels,
-            num_classes=int(self.num_classes or 0),
-            image_size=self.image_size,
-        )
-        self.model.to(self.device, memory_format=memory_format(self.device))
-        self.opt = torch.optim.AdamW(
-            [{"params": self.model.parameters(), "peak_lr": c.lr}],
-            lr=c.lr,
-            weight_decay=c.weight_decay,
-        )
+    def build(self) -> None:
+        self.model = self.build_backbone(int(self.num_classes or 0))
+        self.opt = adamw(self.model.parameters(), self.config)
         self.modules, self.optimizers = {"model": self.model}, {"opt": self.opt}
-        self.steps = steps_per_epoch(self.num_images, c.batch_size, c.min_steps_per_epoch)
-        self.aug = Augment(
-            pad=c.pad if c.pad is not None else default_pad(self.image_size), hflip=c.hflip
-        )
+        self.pad = self.config.crop_pad(self.image_size)
 
     def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
-        c, total = self.config, self.steps * self.config.epochs
-        m = train_one_epoch(
+        m = classifier_epoch(
             self.model,
             x,
             y,
             optimizer=self.opt,
             gen=gen,
+            epoch=epoch,
             steps=self.steps,
-            batch_size=c.batch_size,
-            augment=self.aug,
-            lr_at=lambda s: lr_factor(s, total, c.schedule, c.warmup_frac),
-            step0=(epoch - 1) * self.steps,
-            label_smoothing=c.label_smoothing,
+            total_steps=self.total_steps,
+            batch_size=self.run.batch_size,
+            config=self.config,
+            pad=self.pad,
         )
         return {
             "loss": m["train_loss"],
@@ -60,9 +51,6 @@ class Supervised(Strategy):
             "lr": m["lr"],
             "images": m["images"],
         }
-
-    def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        return {}
 
     def backbone_state(self) -> dict[str, torch.Tensor]:
         return self.model.trunk_state_dict()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from warmstart.models import transfer as transfer
+from warmstart.models import loop as loop
 
 from warmstart import models as M
 
@@ -160,7 +160,7 @@ def test_init_state_mismatch_names_both_sides():
 
 def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, data, monkeypatch):
     train, val = data
-    real = transfer.train_one_epoch
+    real = loop.train_one_epoch
 
     def poisoned(model, *a, step0=0, **kw):  # fault injection: NaN weights from epoch 2 on
         if step0 > 0:
@@ -168,7 +168,7 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path, data, monkeypa
                 model.stage1[0].weight.fill_(float("nan"))
         return real(model, *a, step0=step0, **kw)
 
-    monkeypatch.setattr(transfer, "train_one_epoch", poisoned)
+    monkeypatch.setattr(loop, "train_one_epoch", poisoned)
     cfg = M.TrainConfig(epochs=3, min_steps_per_epoch=2, batch_size=16, **CPU)
     with pytest.raises(M.TrainingError, match=r"nan in epoch 2.*last good checkpoint \(epoch 1\)"):
         M.fit_target(
