@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from warmstart import storage, tracking
-from warmstart.data.imagefolder import GRAY_MODES, IMAGE_EXTENSIONS, JUNK_FILES
+from warmstart.data.imagefolder import GRAY_MODES, IMAGE_EXTENSIONS, is_hidden
 from warmstart.data.store import read_manifest
 from warmstart.data.transforms import resize_image
 from warmstart.errors import ConfigError, DataError, StorageError, TrackingError, WarmstartError
@@ -143,10 +143,6 @@ def run_model(
 # ------------------------------------------------------------------ the images
 
 
-def _hidden(part: str) -> bool:
-    return part.startswith(".") or part.lower() in JUNK_FILES or part == "__MACOSX"
-
-
 def _check_image_name(name: str, where: str) -> None:
     if not name.lower().endswith(IMAGE_EXTENSIONS):
         raise DataError(
@@ -177,9 +173,9 @@ def _list_local(images: str) -> list[tuple[str, str]]:
         return [(root.name, str(root))]
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
         for fname in filenames:
-            if not _hidden(fname):
+            if not is_hidden(fname):
                 path = Path(dirpath) / fname
                 out.append((path.relative_to(root).as_posix(), str(path)))
     return sorted(out)
@@ -193,7 +189,7 @@ def _list_s3(images: str) -> list[tuple[str, str]]:
     out = []
     for key in storage.list_keys(storage.S3Uri(root.bucket, prefix)):
         rel = key[len(prefix) :]
-        if rel and not key.endswith("/") and not any(map(_hidden, rel.split("/"))):
+        if rel and not key.endswith("/") and not any(map(is_hidden, rel.split("/"))):
             out.append((rel, f"s3://{root.bucket}/{key}"))
     return sorted(out)
 
@@ -204,37 +200,34 @@ def _read(location: str) -> bytes:
     return Path(location).read_bytes()
 
 
-def convert_image(
-    data: bytes, name: str, *, channels: int, size: tuple[int, int]
-) -> tuple[np.ndarray, list[str]]:
-    """Decode one image and convert it to C×H×W uint8, or refuse it with a DataError naming it.
+def _to_channels(img, name: str, channels: int, done: list[str]):
+    """The decoded image in the model's channel count (gray → RGB replicates, RGB → gray is
+    luma); deeper than 8 bits is refused, since converting would clip it."""
+    if img.mode in DEEP_MODES:
+        raise DataError(
+            f"{name} is a {img.mode} (more than 8 bits per pixel) image: converting it to the "
+            "model's 8-bit input would clip it; save it as 8-bit PNG/JPEG first"
+        )
+    gray = img.mode in GRAY_MODES
+    if channels == 1:
+        if not gray:
+            done.append("rgb->gray")
+        return img.convert("L") if gray else img.convert("RGB").convert("L")
+    if gray:
+        done.append("gray->rgb")
+    return img.convert("RGB")
 
-    Returns the array and the conversions applied (``"gray->rgb"``, ``"resize 28x28->8x8"`` ...).
-    """
-    from PIL import Image, UnidentifiedImageError
 
-    done: list[str] = []
+def _decode(data: bytes, name: str, channels: int, done: list[str]) -> np.ndarray:
+    """H×W or H×W×C uint8 pixels, or a DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError  # deferred: heavy
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
-                mode, (w, h) = img.mode, img.size
-                if mode in DEEP_MODES:
-                    raise DataError(
-                        f"{name} is a {mode} (more than 8 bits per pixel) image: converting it to "
-                        "the model's 8-bit input would clip it; save it as 8-bit PNG/JPEG first"
-                    )
-                if channels == 1:
-                    gray = mode in GRAY_MODES
-                    img = img.convert("L") if gray else img.convert("RGB").convert("L")
-                    if not gray:
-                        done.append("rgb->gray")
-                else:
-                    if mode in GRAY_MODES:
-                        done.append("gray->rgb")
-                    img = img.convert("RGB")
-                arr = np.asarray(img)
+                return np.asarray(_to_channels(img, name, channels, done))
     except WarmstartError:
         raise
     except (
@@ -248,23 +241,39 @@ def convert_image(
             f"{name} is not a readable image ({type(exc).__name__}: {_first_line(exc)[:120]}): "
             "replace it or remove it from the folder"
         ) from None
+
+
+def _check_resize(name: str, h: int, w: int, th: int, tw: int) -> None:
+    """Refuse enlargements over MAX_UPSCALE and aspect distortions over MAX_ASPECT_DISTORTION."""
+    scale = max(th / h, tw / w)
+    if scale > MAX_UPSCALE:
+        raise DataError(
+            f"{name} is {w}x{h} pixels: the model's {tw}x{th} input would need "
+            f"{scale:.1f}x enlargement (at most {MAX_UPSCALE:g}x); use images of at least "
+            f"{-(-tw // int(MAX_UPSCALE))}x{-(-th // int(MAX_UPSCALE))} pixels"
+        )
+    distortion = (w / h) / (tw / th)
+    if max(distortion, 1 / distortion) > MAX_ASPECT_DISTORTION:
+        raise DataError(
+            f"{name} is {w}x{h} pixels: squeezing it into the model's {tw}x{th} input "
+            f"distorts its aspect ratio {max(distortion, 1 / distortion):.1f}x (at most "
+            f"{MAX_ASPECT_DISTORTION:g}x); crop it closer to {tw}:{th} first"
+        )
+
+
+def convert_image(
+    data: bytes, name: str, *, channels: int, size: tuple[int, int]
+) -> tuple[np.ndarray, list[str]]:
+    """Decode one image and convert it to C×H×W uint8, or refuse it with a DataError naming it.
+
+    Returns the array and the conversions applied (``"gray->rgb"``, ``"resize 28x28->8x8"`` ...).
+    """
+    done: list[str] = []
+    arr = _decode(data, name, channels, done)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    th, tw = size
+    (h, w), (th, tw) = arr.shape[1:], size
     if (h, w) != (th, tw):
-        scale = max(th / h, tw / w)
-        if scale > MAX_UPSCALE:
-            raise DataError(
-                f"{name} is {w}x{h} pixels: the model's {tw}x{th} input would need "
-                f"{scale:.1f}x enlargement (at most {MAX_UPSCALE:g}x); use images of at least "
-                f"{-(-tw // int(MAX_UPSCALE))}x{-(-th // int(MAX_UPSCALE))} pixels"
-            )
-        distortion = (w / h) / (tw / th)
-        if max(distortion, 1 / distortion) > MAX_ASPECT_DISTORTION:
-            raise DataError(
-                f"{name} is {w}x{h} pixels: squeezing it into the model's {tw}x{th} input "
-                f"distorts its aspect ratio {max(distortion, 1 / distortion):.1f}x (at most "
-                f"{MAX_ASPECT_DISTORTION:g}x); crop it closer to {tw}:{th} first"
-            )
+        _check_resize(name, h, w, th, tw)
         arr = resize_image(np.ascontiguousarray(arr), (th, tw))
         done.append(f"resize {w}x{h}->{tw}x{th}")
     return np.ascontiguousarray(arr), done

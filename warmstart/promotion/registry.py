@@ -182,8 +182,10 @@ def _compare_and_set(model_name: str, expected: str | None, new: str) -> bool:
     return True
 
 
-def _round(req: _Request, attempt: int) -> Promotion | None:
-    """One gate + compare-and-set round; None when the champion moved since it was read."""
+def _round(req: _Request, attempt: int, made: list[VersionRef]) -> Promotion | None:
+    """One gate + compare-and-set round; None when the champion moved since it was read.
+    ``made`` collects the versions this call registered (an earlier round may have registered
+    the served model before it lost the race: it then records the later verdict)."""
     ref = tracking.version_by_alias(req.model_name, CHAMPION)
     decision = decide(req.candidate, req.scratch, margin=req.margin, champion=_score(req, ref))
     current = ref.version if ref else None
@@ -194,16 +196,18 @@ def _round(req: _Request, attempt: int) -> Promotion | None:
             decision, req.model_name, version, champion, previous, registered, req.digest, attempt
         )
 
-    if not decision.passed and not req.keep_candidates:
+    if not decision.passed and not req.keep_candidates and not made:
         return result(None, False)
     version, registered = _version_for(req, decision)
-    if not registered and version.version != current:  # a reused version records this gate
+    if registered:
+        made.append(version)
+    elif version.version != current:  # a reused version records this gate
         tracking.set_version_tags(req.model_name, version.version, _version_tags(req, decision))
     if not decision.passed or current == version.version:
-        return result(version.version, registered)
+        return result(version.version, bool(made))
     if not _compare_and_set(req.model_name, current, version.version):
         return None
-    return result(version.version, registered, previous=current)
+    return result(version.version, bool(made), previous=current)
 
 
 def promote(
@@ -246,9 +250,10 @@ def promote(
         keep_candidates=job.params.keep_candidates,
         score_version=score_version,
     )
+    made: list[VersionRef] = []
     with lock(req.model_name):
         for attempt in range(1, attempts + 1):
-            outcome = _round(req, attempt)
+            outcome = _round(req, attempt, made)
             if outcome is not None:
                 return outcome
     raise TrackingError(

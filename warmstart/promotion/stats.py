@@ -10,6 +10,7 @@ examples. A single model (the current champion) is one row; it is broadcast agai
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,18 @@ def _ci(dist: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _interval(values: np.ndarray, *, n_boot: int, seed: int, alpha: float) -> dict[str, Any]:
+    """Mean of a (seeds, examples) matrix, its percentile bootstrap CI and its size."""
+    low, high = _ci(_bootstrap_means(values, n_boot=n_boot, seed=seed), alpha)
+    return {
+        "mean": float(values.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "n": int(values.shape[1]),
+        "seeds": int(values.shape[0]),
+    }
+
+
 def paired_bootstrap(
     candidate_correct: np.ndarray,
     baseline_correct: np.ndarray,
@@ -95,16 +108,12 @@ def paired_bootstrap(
     ``seeds``, ``candidate_accuracy``, ``baseline_accuracy``, ``n_boot`` and ``alpha``.
     """
     diff = _paired(candidate_correct, baseline_correct)
-    dist = _bootstrap_means(diff, n_boot=n_boot, seed=seed)
-    low, high = _ci(dist, alpha)
+    interval = _interval(diff, n_boot=n_boot, seed=seed, alpha=alpha)
     c = _as_matrix(candidate_correct, "candidate_correct")
     b = _as_matrix(baseline_correct, "baseline_correct")
     return {
-        "mean_diff": float(diff.mean()),
-        "ci_low": low,
-        "ci_high": high,
-        "n": int(diff.shape[1]),
-        "seeds": int(diff.shape[0]),
+        "mean_diff": interval.pop("mean"),
+        **interval,
         "candidate_accuracy": float(c.mean()),
         "baseline_accuracy": float(b.mean()),
         "n_boot": int(n_boot),
@@ -117,11 +126,5 @@ def accuracy_ci(
 ) -> dict[str, float | int]:
     """Mean accuracy over seeds and examples with a bootstrap CI (same resampling as the gate)."""
     values = _as_matrix(correct, "correct").astype(np.float64)
-    low, high = _ci(_bootstrap_means(values, n_boot=n_boot, seed=seed), alpha)
-    return {
-        "accuracy": float(values.mean()),
-        "ci_low": low,
-        "ci_high": high,
-        "n": int(values.shape[1]),
-        "seeds": int(values.shape[0]),
-    }
+    interval = _interval(values, n_boot=n_boot, seed=seed, alpha=alpha)
+    return {"accuracy": interval.pop("mean"), **interval}

@@ -141,9 +141,10 @@ def check_server(*, timeout: float = 3.0) -> str:
     return uri
 
 
-def first_line(exc: BaseException, limit: int = 300) -> str:
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an error, without credentials in URLs or secret values."""
     text = str(exc).strip()
-    line = redact(text.splitlines()[0] if text else type(exc).__name__)
+    line = safe_uri(text.splitlines()[0] if text else type(exc).__name__)
     return line if len(line) <= limit else line[:limit] + "…"
 
 

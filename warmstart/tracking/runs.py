@@ -225,21 +225,21 @@ def close_stale_runs(experiment_id: str, older_than_s: float = STALE_AFTER_S) ->
     """
     now = int(time.time() * 1000)
     limit = now - int(older_than_s * 1000)
-    closed: list[str] = []
     with errors(f"search of stale runs in experiment {experiment_id}"):
-        running = list(_search(experiment_id, "attributes.status = 'RUNNING'"))
-        for run in running:
-            run_id = run.info.run_id
-            children = _search(experiment_id, f"tags.mlflow.parentRunId = '{run_id}'")
-            latest = max([last_activity_ms(run), *(last_activity_ms(r) for r in children)])
-            if latest >= limit:
-                continue
-            idle = (now - latest) / 1000
-            end_run(
-                run_id,
-                "KILLED",
-                reason=f"stale: no sign of life for {idle:.0f} s (limit {older_than_s:.0f} s); "
-                "closed by close_stale_runs",
+        latest = {}
+        for run in _search(experiment_id, "attributes.status = 'RUNNING'"):
+            children = _search(experiment_id, f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+            latest[run.info.run_id] = max(
+                [last_activity_ms(run), *(last_activity_ms(r) for r in children)]
             )
-            closed.append(run_id)
-    return closed
+    # decided before closing any: closing a child must not count as its parent's activity
+    stale = [run_id for run_id, last in latest.items() if last < limit]
+    for run_id in stale:
+        idle = (now - latest[run_id]) / 1000
+        end_run(
+            run_id,
+            "KILLED",
+            reason=f"stale: no sign of life for {idle:.0f} s (limit {older_than_s:.0f} s); "
+            "closed by close_stale_runs",
+        )
+    return stale
