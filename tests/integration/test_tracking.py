@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from warmstart import promotion, storage, tracking
+from warmstart import promotion, reports, storage, tracking
 from warmstart.contracts import (
     SCRATCH,
     ArmResult,
@@ -260,6 +260,8 @@ def test_runs_by_id_from_parallel_threads_with_inputs_and_reasons(mlflow_env):
     )
     split = SplitRef("12" * 32, 5, 50, 270, 360, 1117)
     tracking.log_dataset_inputs(parent, {"target": target, "split": split})
+    figure = reports.confusion_matrix_figure(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
+    tracking.log_figure(parent, "figures/confusion_matrix.png", figure)
 
     def stage(i: int) -> str:
         run_id = tracking.start_run(exp, f"stage-{i}", parent=parent, params={"seed": i})
@@ -289,6 +291,8 @@ def test_runs_by_id_from_parallel_threads_with_inputs_and_reasons(mlflow_env):
     assert run.info.status == "KILLED"
     assert run.data.tags[tracking.END_REASON_TAG] == "cancelled by the user"
     assert run.data.params == {"k_shot": "5", "note": "x***"}
+    png = c.download_artifacts(parent, "figures/confusion_matrix.png")
+    assert open(png, "rb").read(4) == b"\x89PNG"
     inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
     assert inputs["target"].source_type == "s3" and inputs["target"].digest == "ef" * 16
     assert json.loads(inputs["target"].source)["uri"] == f"s3://b/datasets/{'ef' * 32}/"
@@ -326,6 +330,28 @@ def test_close_stale_runs_closes_only_silent_runs(mlflow_env):
     statuses = {r: c.get_run(r).info.status for r in (beating, parent, child, done)}
     assert statuses == {beating: "RUNNING", parent: "RUNNING", child: "RUNNING", done: "FINISHED"}
     assert set(tracking.close_stale_runs(exp, older_than_s=0.0)) == {beating, parent, child}
+
+
+@pytest.mark.services
+def test_end_runs_of_flow_ends_its_running_runs_only(mlflow_env):
+    exp = tracking.experiment_id(f"itest-flow-{uuid.uuid4().hex[:8]}")
+    flow = {tracking.FLOW_RUN_TAG: f"flow-{uuid.uuid4().hex}"}
+    parent = tracking.start_run(exp, "pipeline", tags=flow)
+    stage = tracking.start_run(exp, "stage", parent=parent, tags=flow)
+    done = tracking.start_run(exp, "done", parent=parent, tags=flow)
+    tracking.end_run(done)
+    other = tracking.start_run(exp, "other", tags={tracking.FLOW_RUN_TAG: "another-flow"})
+    ended = tracking.end_runs_of_flow(flow[tracking.FLOW_RUN_TAG], "KILLED", "flow cancelled")
+    assert sorted(ended) == sorted([parent, stage])
+    c = _client()
+    assert [c.get_run(r).info.status for r in (parent, stage, done, other)] == [
+        "KILLED",
+        "KILLED",
+        "FINISHED",
+        "RUNNING",
+    ]
+    assert c.get_run(stage).data.tags[tracking.END_REASON_TAG] == "flow cancelled"
+    tracking.end_run(other)
 
 
 # ------------------------------------------------------------------ models

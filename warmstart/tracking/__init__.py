@@ -15,7 +15,7 @@ MLflow 3 only: logged models are first-class (``models:/m-…``), aliases instea
 ``MetaDataset`` inputs.
 """
 
-from warmstart.tracking.artifacts import log_bytes, log_dataset_inputs, log_text
+from warmstart.tracking.artifacts import log_bytes, log_dataset_inputs, log_figure, log_text
 from warmstart.tracking.client import (
     NotFound,
     check_server,
@@ -48,10 +48,12 @@ from warmstart.tracking.registry import (
 )
 from warmstart.tracking.runs import (
     END_REASON_TAG,
+    FLOW_RUN_TAG,
     HEARTBEAT_TAG,
     STALE_AFTER_S,
     close_stale_runs,
     end_run,
+    end_runs_of_flow,
     experiment_id,
     experiment_name,
     heartbeat,
@@ -65,6 +67,7 @@ from warmstart.tracking.runs import (
 __all__ = [
     "CHAMPION",
     "END_REASON_TAG",
+    "FLOW_RUN_TAG",
     "HEARTBEAT_TAG",
     "PREVIOUS_CHAMPION",
     "STALE_AFTER_S",
@@ -79,6 +82,7 @@ __all__ = [
     "close_stale_runs",
     "create_version",
     "end_run",
+    "end_runs_of_flow",
     "ensure_registered_model",
     "errors",
     "experiment_id",
@@ -88,6 +92,7 @@ __all__ = [
     "load_pyfunc",
     "log_bytes",
     "log_dataset_inputs",
+    "log_figure",
     "log_metrics",
     "log_model",
     "log_text",

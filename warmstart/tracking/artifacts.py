@@ -5,12 +5,17 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from warmstart.contracts import DatasetRef, SplitRef
+from warmstart.reports import figure_png
 from warmstart.settings import bucket, redact
 from warmstart.tracking.client import client, errors
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DIGEST_LENGTH = 32  # MLflow keeps dataset digests short (at most 36 characters)
 
@@ -28,6 +33,11 @@ def log_bytes(run_id: str, artifact_file: str, data: bytes) -> None:
 def log_text(run_id: str, artifact_file: str, text: str) -> None:
     """A text artifact (Markdown, JSON …) with secret values replaced by ``***``."""
     log_bytes(run_id, artifact_file, redact(text).encode())
+
+
+def log_figure(run_id: str, artifact_file: str, figure: Figure) -> None:
+    """A matplotlib figure (``warmstart.reports`` builds them) as a PNG artifact."""
+    log_bytes(run_id, artifact_file, figure_png(figure))
 
 
 def _dataset_entity(ref: DatasetRef | SplitRef):

@@ -29,6 +29,7 @@ MAX_TAG_LENGTH = 5000  # and on a tag value
 BATCH = 90  # params per log_batch call (MLflow accepts 100)
 HEARTBEAT_TAG = "warmstart.heartbeat"  # epoch milliseconds of the last sign of life
 END_REASON_TAG = "warmstart.end_reason"
+FLOW_RUN_TAG = "warmstart.flow_run_id"  # the Prefect flow run a run belongs to
 STALE_AFTER_S = 3600.0  # default for close_stale_runs: an hour without any sign of life
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 _SECRET_KEY = re.compile(
@@ -243,3 +244,19 @@ def close_stale_runs(experiment_id: str, older_than_s: float = STALE_AFTER_S) ->
             "closed by close_stale_runs",
         )
     return stale
+
+
+def end_runs_of_flow(flow_run_id: str, status: str, reason: str) -> list[str]:
+    """End every RUNNING run (parent and stages) tagged ``warmstart.flow_run_id = flow_run_id``
+    in the ``warmstart/`` experiments: for a flow's failure, crash and cancellation hooks.
+    Returns the ids it ended."""
+    if status not in STATUSES:
+        raise ConfigError(f"run status {status!r}: use one of {', '.join(STATUSES)}")
+    where = f"tags.`{FLOW_RUN_TAG}` = '{flow_run_id}' and attributes.status = 'RUNNING'"
+    c = client()
+    with errors(f"search of the runs of flow run {flow_run_id}"):
+        experiments = c.search_experiments(filter_string=f"name LIKE '{EXPERIMENT_PREFIX}%'")
+        running = [r.info.run_id for e in experiments for r in _search(e.experiment_id, where)]
+    for run_id in running:
+        end_run(run_id, status, reason)
+    return running
