@@ -124,6 +124,16 @@ def test_model_name_for_targets():
     assert tracking.model_name_for("s3://b/data/cifar10") == "warmstart-s3-b-data-cifar10"
 
 
+def test_promotion_lock_needs_a_prefect_api():
+    """Without a Prefect server every process would lock its own temporary one: refused."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with pytest.raises(ConfigError, match="needs PREFECT_API_URL"):
+            with promotion.prefect_lock("warmstart-x"):
+                pass
+
+
 # ------------------------------------------------------------------ helpers for real services
 
 

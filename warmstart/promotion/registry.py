@@ -80,6 +80,7 @@ class _Request:
     margin: float
     keep_candidates: bool
     score_version: ScoreVersion
+    fallback_run_id: str  # the pipeline's parent run
 
 
 def provenance_tags(served: ArmResult, job: Job, source: SourceModel | None) -> dict[str, str]:
@@ -148,15 +149,16 @@ def _version_tags(req: _Request, decision: Decision) -> dict[str, str]:
 
 def _version_for(req: _Request, decision: Decision) -> tuple[VersionRef, bool]:
     """The served model's version: an existing one with the same weights, else a new one
-    logged into the run that trained it (its ``run_id``)."""
+    logged into the run that trained it, which becomes its ``run_id`` (the pipeline's parent
+    run when the training run is unknown)."""
     existing = tracking.find_versions(req.model_name, "weights_sha256", req.digest)
     if existing:
         return existing[0], False
-    run_id = req.served.stage.mlflow_run_id
+    run_id = req.served.stage.mlflow_run_id or req.fallback_run_id
     if not run_id:
         raise DataError(
-            f"served result {req.served.arm}/seed={req.served.seed} has no MLflow run id: "
-            "record the training stage's run (StageRecord.mlflow_run_id) before promotion"
+            f"served result {req.served.arm}/seed={req.served.seed} has no MLflow run id and the "
+            "job no parent run: record StageRecord.mlflow_run_id (or RunContext.run_id)"
         )
     logged = tracking.log_model(run_id, req.model, example=req.example, tags=req.tags)
     tracking.ensure_registered_model(req.model_name, DESCRIPTION)
@@ -249,6 +251,7 @@ def promote(
         margin=job.params.margin,
         keep_candidates=job.params.keep_candidates,
         score_version=score_version,
+        fallback_run_id=job.run.run_id,
     )
     made: list[VersionRef] = []
     with lock(req.model_name):

@@ -126,13 +126,20 @@ def check_server(*, timeout: float = 3.0) -> str:
     apply_settings()
     if not uri.startswith(("http://", "https://")):
         return uri
+    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
+    auth = (user, password) if user and password else None
     try:
-        response = httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+        response = httpx.get(uri.rstrip("/") + "/health", timeout=timeout, auth=auth)
     except httpx.HTTPError as exc:
         raise TrackingError(
             f"MLflow server unreachable at {safe_uri(uri)} (MLFLOW_TRACKING_URI; "
             f"{type(exc).__name__}): start it with `warmstart up` or fix the variable"
         ) from None
+    if response.status_code in (401, 403):
+        raise TrackingError(
+            f"MLflow at {safe_uri(uri)} refused the credentials (HTTP {response.status_code}): "
+            "check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
     if response.status_code != 200:
         raise TrackingError(
             f"MLflow at {safe_uri(uri)} (MLFLOW_TRACKING_URI) answered /health with HTTP "
@@ -168,7 +175,7 @@ def explain(exc: BaseException, what: str) -> TrackingError:
         )
     else:
         fix = "check the server and its S3 store (`warmstart status`) and rerun"
-    cls = NotFound if getattr(exc, "error_code", "") in _MISSING else TrackingError
+    cls = NotFound if error_code(exc) in _MISSING else TrackingError
     return cls(f"MLflow {what} failed at {where} ({line}): {fix}")
 
 

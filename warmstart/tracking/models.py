@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from warmstart.tracking.runs import safe_tags
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
 Serialization = Literal["auto", "pt2", "pickle"]
 _ALIAS = re.compile(r"models:/([^/@]+)@([^/@]+)")
 _VERSION = re.compile(r"models:/([^/@]+)/(\d+)")
@@ -164,9 +166,10 @@ def log_model(
     for fmt in formats:
         try:
             info = _log_once(run_id, cpu_model, ex, name, clean, fmt)
-        except ExportError:
+        except ExportError as exc:
             if fmt == formats[-1]:
                 raise
+            log.warning("%s; logging it as pickle instead", exc)
             continue
         return LoggedModel(info.model_uri, info.model_id, run_id, fmt, digest)
     raise AssertionError("unreachable")  # pragma: no cover
