@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from warmstart.models import loop as loop
 
 from warmstart import models as M
+from warmstart.models import loop as loop
 
 CPU = {"num_threads": 1, "device": "cpu"}
 
@@ -223,3 +223,28 @@ def test_no_pickle_in_checkpoint(tmp_path, data):
         head = p.read_bytes()[:2]
         assert head != b"\x80\x04" and not p.name.endswith((".pt", ".pth", ".pkl")), p
     json.loads((tmp_path / "meta.json").read_text())
+
+
+def test_pretrain_divergence_names_the_strategy_config(data):
+    (x, y), _ = data
+    cfg = M.PretrainConfig(
+        epochs=2,
+        min_steps_per_epoch=3,
+        strategy=M.SupervisedConfig(lr=1e30, warmup_frac=0.0),
+        **CPU,
+    )
+    with pytest.raises(
+        M.TrainingError,
+        match=r"^supervised pretraining: loss became nan in epoch 1; no checkpoint written; "
+        r"lower the strategy's lr: PretrainConfig\(strategy=SupervisedConfig\(lr=\.\.\.\)\)$",
+    ):
+        M.pretrain(
+            "supervised",
+            backbone="convnet-s",
+            in_channels=1,
+            image_size=(8, 8),
+            images=x,
+            labels=y,
+            num_classes=10,
+            config=cfg,
+        )

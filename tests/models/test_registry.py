@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from warmstart.models.registry import register_backbone, register_strategy
 
 from warmstart import models as M
+from warmstart.models.registry import register_backbone, register_strategy
 
 SIZES = (8, 28, 32)
 FAST = M.PretrainConfig(epochs=1, min_steps_per_epoch=1, batch_size=4, grid_images=8, num_threads=1)
@@ -22,7 +22,7 @@ def test_names():
     assert "freeze=layer3" in M.list_transfer_modes("resnet18")
 
 
-@pytest.mark.parametrize("backbone", ["convnet-s", "resnet18"])
+@pytest.mark.parametrize("backbone", M.list_backbones())
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", SIZES)
 def test_backbone_contract(backbone, channels, size):
@@ -41,12 +41,17 @@ def test_backbone_contract(backbone, channels, size):
     assert m.stage_names and all(hasattr(m, s) for s in m.stage_names)
     c, h, w = m.trunk_shape()
     assert c == m.num_features and h >= 1 and w >= 1
-    if backbone == "convnet-s":  # 8 px digits keep a 4×4 map before pooling
-        assert h == max(4, size // 4)
 
 
-@pytest.mark.parametrize("backbone", ["convnet-s", "resnet18"])
-@pytest.mark.parametrize("strategy", ["supervised", "gan", "autoencoder"])
+@pytest.mark.parametrize("size", SIZES)
+def test_convnet_keeps_a_4x4_map(size):
+    """8 px digits keep a 4×4 map before pooling (pooling stops below 8 px)."""
+    m = M.get_backbone("convnet-s", in_channels=1, num_classes=2, image_size=(size, size))
+    assert m.trunk_shape()[1:] == (max(4, size // 4),) * 2
+
+
+@pytest.mark.parametrize("backbone", M.list_backbones())
+@pytest.mark.parametrize("strategy", M.list_strategies())
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", SIZES)
 def test_strategy_sweep(backbone, strategy, channels, size):
@@ -79,6 +84,58 @@ def test_duplicate_registration_raises():
         register_backbone("convnet-s")(type("X", (), {}))
     with pytest.raises(M.ModelError, match="already registered"):
         register_strategy("gan")(type("Y", (), {}))
+    with pytest.raises(M.ModelError, match="already registered by Freeze"):
+        M.register_transfer_mode("freeze")(type("Z", (), {}))
+    assert M.transfer_mode_class("freeze").__name__ == "Freeze"  # the original stays
+
+
+def test_strategy_defaults_are_the_published_hyperparameters():
+    """The demo's numbers depend on these: PretrainConfig(epochs, seed, device) + each strategy's
+    default config must give exactly these hyper-parameters."""
+    run = M.PretrainConfig(epochs=16, seed=0, device="cpu")
+    assert (run.min_steps_per_epoch, run.batch_size, run.grid_images, run.strategy) == (
+        20,
+        64,
+        64,
+        None,
+    )
+    assert M.strategy_class("supervised").config_class().to_dict() == {
+        "lr": 3e-3,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "warmup_frac": 0.15,
+        "label_smoothing": 0.0,
+        "pad": None,
+        "hflip": False,
+    }
+    assert M.strategy_class("gan").config_class().to_dict() == {
+        "lr": 2e-4,
+        "beta1": 0.5,
+        "latent_dim": 64,
+        "width": 64,
+        "real_label": 0.9,
+    }
+    assert M.strategy_class("autoencoder").config_class().to_dict() == {
+        "lr": 3e-3,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "warmup_frac": 0.15,
+        "noise_std": 0.1,
+        "mask_frac": 0.0,
+        "width": 64,
+    }
+    assert [M.strategy_class(s).needs_labels for s in M.list_strategies()] == [True, False, False]
+    t = M.TrainConfig(epochs=12, seed=1)
+    assert (t.lr, t.min_steps_per_epoch, t.backbone_lr_scale, t.lp_ft_lr_scale) == (
+        3e-3,
+        25,
+        0.1,
+        0.3,
+    )
+    assert M.TrainConfig.from_dict(t.to_dict()) == t
+    assert M.PretrainConfig.from_dict(
+        M.strategy_class("gan").resolve(run).to_dict(), M.GANConfig
+    ) == run.with_strategy(M.GANConfig())
 
 
 def test_unknown_names_list_valid_ones():

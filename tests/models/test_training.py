@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from warmstart.models.strategies.autoencoder import Autoencoder
-from warmstart.models.strategies.gan import GAN, Generator
 
 from warmstart import models as M
+from warmstart.models.strategies.autoencoder import Autoencoder
+from warmstart.models.strategies.gan import GAN, Generator
 
 CPU = {"num_threads": 1, "device": "cpu"}
 
