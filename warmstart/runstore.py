@@ -67,11 +67,12 @@ def cache_dir(bucket: str, key: str) -> Path:
 
 def matches(path: Path, info: storage.ObjectInfo, target: storage.S3Uri) -> bool:
     """True when the local file holds exactly the object's content: same size, and the same MD5
-    (single-part ETag) or the same sha256 (recorded at upload). Unverifiable counts as no."""
+    (single-part ETag) or else the same sha256 (recorded at upload; one HEAD). An ETag that is no
+    MD5 (multipart, SSE-KMS) falls through to the sha256; unverifiable counts as no."""
     if not path.is_file() or path.stat().st_size != info.size:
         return False
-    if info.md5 is not None:
-        return storage.file_digest(path, "md5") == info.md5
+    if info.md5 is not None and storage.file_digest(path, "md5") == info.md5:
+        return True
     recorded = info.sha256 or getattr(storage.head(target), "sha256", None)
     return recorded is not None and storage.file_digest(path) == recorded
 
@@ -94,7 +95,8 @@ class RunStore:
     def _remote(self) -> dict[str, storage.ObjectInfo]:
         """The stage's objects by path relative to the prefix."""
         start = len(self.prefix.key) + 1
-        return {o.key[start:]: o for o in storage.list_objects(self.prefix.child(""))}
+        objects = storage.list_objects(self.prefix.child(""))
+        return {o.key[start:]: o for o in objects if not o.key.endswith("/")}  # no dir markers
 
     def finished(self) -> dict | None:
         """The stored result if this stage already completed, else None."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import stack_config
+from warmstart import storage
 from warmstart.infra import stack as stack_mod
 
 
@@ -54,6 +55,9 @@ def seaweed(tmp_path_factory) -> Iterator[Seaweed]:
     os.environ["WARMSTART_HOME"] = str(home)
     os.environ.pop("AWS_ENDPOINT_URL_S3", None)
     try:
+        # `weed mini -bucket=` creates the bucket a moment after the port answers (403):
+        # under load a test can get there first, so make sure it exists.
+        storage.ensure_bucket(cfg.bucket)
         yield store
     finally:
         store.stop()

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from tests.integration.seaweed import seaweed  # noqa: F401 - fixture
 from warmstart import models, storage
+from warmstart.data import load_source
 from warmstart.models.config import TrainConfig
 from warmstart.runstore import RunStore, cache_dir, matches, store_id
 
@@ -29,8 +30,6 @@ class Crash(Exception):
 
 @pytest.fixture(scope="module")
 def digits():
-    from warmstart.data import load_source
-
     ds = load_source("builtin:uci-digits")
     return ds.images[:80], ds.labels[:80]
 
