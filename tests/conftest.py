@@ -1,5 +1,8 @@
 """Shared fixtures. `stack` starts the real local services (SeaweedFS, MLflow, Prefect) once per
-test session, on free ports in a temporary state folder, and stops them at the end."""
+test session, on free ports in a temporary state folder, and stops them at the end. Every service
+asks for credentials: os.environ gets them (MLFLOW_TRACKING_USERNAME/PASSWORD,
+PREFECT_API_AUTH_STRING, the S3 keys), and raw HTTP calls pass ``auth=stack.prefect_auth`` or
+``auth=stack.mlflow_auth``."""
 
 from __future__ import annotations
 
@@ -38,6 +41,8 @@ class RunningStack:
     config: object  # infra.stack.StackConfig
     env: dict[str, str]
     home: Path
+    prefect_auth: tuple[str, str]  # httpx auth for the Prefect API (its PREFECT_API_AUTH_STRING)
+    mlflow_auth: tuple[str, str]  # httpx auth for the MLflow server (basic auth)
 
 
 def stack_config(home: Path):
@@ -62,6 +67,7 @@ def stack_config(home: Path):
 def stack(tmp_path_factory) -> RunningStack:
     """The real services, started for this test session; os.environ points every client at them."""
     from warmstart.infra import stack as stack_mod
+    from warmstart.infra.credentials import mlflow_auth, prefect_auth
 
     home = tmp_path_factory.mktemp("warmstart-home")
     cfg = stack_config(home)
@@ -74,13 +80,21 @@ def stack(tmp_path_factory) -> RunningStack:
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     # Prefect snapshots its settings when first imported: point the live context at this server.
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        temporary_settings,
+    )
 
+    updates = {
+        PREFECT_API_URL: env["PREFECT_API_URL"],
+        PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"],
+        PREFECT_HOME: home / "prefect-client",
+    }
     try:
-        with temporary_settings(
-            updates={PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_HOME: home / "prefect-client"}
-        ):
-            yield RunningStack(cfg, env, home)
+        with temporary_settings(updates=updates):
+            yield RunningStack(cfg, env, home, prefect_auth(cfg), mlflow_auth(cfg))
     finally:
         # Send Prefect's buffered API logs while the server is still up (else a noisy
         # "Error logging to API" at exit).
