@@ -90,24 +90,35 @@ def load_template() -> dict[str, Any]:
     return json.loads(TEMPLATE_PATH.read_text())
 
 
-def render_job(values: dict[str, Any], template: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The Job manifest the Kubernetes worker would submit for a flow run with these job variables.
+def render_job_configuration(
+    values: dict[str, Any], template: dict[str, Any] | None = None, *, auth_string: str = ""
+):
+    """The worker's job configuration for a flow run with these job variables.
 
     Same two steps as the worker: ``from_template_and_values`` (async in Prefect 3) merges the
     deployment's job variables over the pool's template, then ``prepare_for_flow_run`` fills in
-    env, command, labels and the Job name.
+    env (the worker's own Prefect settings among them: ``auth_string`` stands for its
+    PREFECT_API_AUTH_STRING), command, labels and the Job name.
     """
     from prefect.client.schemas.objects import FlowRun
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
     template = template if template is not None else load_template()
+    updates: dict = {PREFECT_API_URL: RENDER_API_URL}
+    if auth_string:
+        updates[PREFECT_API_AUTH_STRING] = auth_string
 
-    async def _render() -> dict[str, Any]:
+    async def _render() -> KubernetesWorkerJobConfiguration:
         config = await KubernetesWorkerJobConfiguration.from_template_and_values(template, values)
         flow_run = FlowRun(id=uuid.uuid4(), name="gpu-smoke", flow_id=uuid.uuid4())
         config.prepare_for_flow_run(flow_run)
-        return config.job_manifest
+        return config
 
-    with temporary_settings({PREFECT_API_URL: RENDER_API_URL}):
+    with temporary_settings(updates):
         return asyncio.run(_render())
+
+
+def render_job(values: dict[str, Any], template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Job manifest the Kubernetes worker would submit for a flow run with these variables."""
+    return render_job_configuration(values, template).job_manifest

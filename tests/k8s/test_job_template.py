@@ -138,6 +138,13 @@ def test_flow_run_pods_get_the_service_settings_and_s3_checksum_variables(defaul
     assert env["AWS_RESPONSE_CHECKSUM_VALIDATION"] == "when_required"
     assert env["AWS_ACCESS_KEY_ID"] == "secret:warmstart-s3/AWS_ACCESS_KEY_ID"
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    # MLflow asks for a password: the admin from the Secret (the MLflow client reads these)
+    assert (
+        env["MLFLOW_TRACKING_USERNAME"] == "secret:warmstart-mlflow-auth/MLFLOW_TRACKING_USERNAME"
+    )
+    assert (
+        env["MLFLOW_TRACKING_PASSWORD"] == "secret:warmstart-mlflow-auth/MLFLOW_TRACKING_PASSWORD"
+    )
     assert env["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333"
     # the worker adds the API address and the flow run id
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"

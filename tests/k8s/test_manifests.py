@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
@@ -127,13 +128,28 @@ PLACEHOLDER_TOKEN = re.compile(PLACEHOLDER + r"[A-Z0-9_]*")
 TOKEN_LIKE = re.compile(r"[A-Za-z0-9/+=]{16,}")
 
 
-@pytest.mark.parametrize("name", ["warmstart-s3", "warmstart-postgres"])
+SECRET_NAMES = [
+    "warmstart-s3",
+    "warmstart-postgres",
+    "warmstart-mlflow-auth",
+    "warmstart-mlflow-server",
+    "warmstart-prefect-auth",
+    "warmstart-seaweedfs",
+]
+SENSITIVE_KEY = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|AUTH_STRING|_KEY$")
+
+
+def test_secret_template_has_exactly_the_expected_secrets():
+    assert sorted(_secret_templates()) == sorted(SECRET_NAMES)
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
 def test_secret_template_carries_placeholders_not_keys(name):
     secret = _secret_templates()[name]
     assert "data" not in secret, "base64 `data` hides what is in it: use stringData placeholders"
     for key, value in secret["stringData"].items():
         assert not AWS_KEY_ID.search(value), f"{name}/{key} looks like a real AWS key id"
-        if re.search(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN", key) or "@" in value:
+        if SENSITIVE_KEY.search(key) or "@" in value:
             assert PLACEHOLDER in value, f"{name}/{key} must be a {PLACEHOLDER} placeholder"
         # with the placeholders taken out, nothing key-like may remain (in a URL: its password)
         secret_part = (urlsplit(value).password or "") if "://" in value else value
@@ -145,22 +161,40 @@ def test_database_urls_reuse_the_postgres_credentials():
     db = _secret_templates()["warmstart-postgres"]["stringData"]
     prefect = urlsplit(db["PREFECT_API_DATABASE_CONNECTION_URL"])
     mlflow = urlsplit(db["MLFLOW_BACKEND_STORE_URI"])
+    mlflow_auth = urlsplit(db["MLFLOW_AUTH_DATABASE_URI"])
     assert prefect.scheme == "postgresql+asyncpg"  # Prefect's async driver
-    assert mlflow.scheme == "postgresql"
-    for url, database in ((prefect, "/prefect"), (mlflow, "/mlflow")):
+    assert mlflow.scheme == mlflow_auth.scheme == "postgresql"
+    for url, database in (
+        (prefect, "/prefect"),
+        (mlflow, "/mlflow"),
+        (mlflow_auth, "/mlflow_auth"),
+    ):
         assert (url.username, url.password) == (db["POSTGRES_USER"], db["POSTGRES_PASSWORD"])
         assert (url.hostname, url.port, url.path) == ("postgres", 5432, database)
-    init = objects_of("ConfigMap")["postgres-init"]["data"]
-    assert any("CREATE DATABASE mlflow" in sql for sql in init.values())
+    init = "\n".join(objects_of("ConfigMap")["postgres-init"]["data"].values())
+    assert "CREATE DATABASE mlflow;" in init and "CREATE DATABASE mlflow_auth;" in init
+
+
+# prefect-kubernetes worker settings whose values are the name and key of a Secret
+SECRET_REFERENCES = (
+    "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_NAME",
+    "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_AUTH_STRING_SECRET_KEY",
+)
 
 
 def test_credentials_in_workloads_come_from_secrets():
     secrets = _secret_templates()
-    sensitive = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|CONNECTION_URL|STORE_URI")
+    sensitive = re.compile(
+        r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|CONNECTION_URL|STORE_URI|DATABASE_URI|AUTH_STRING|_KEY$"
+    )
     for workload, spec in pod_specs():
         for c in containers(spec):
             for item in c.get("env", []):
-                if sensitive.search(item["name"]):
+                if item["name"] in SECRET_REFERENCES:  # names a Secret and key, holds none
+                    assert item["value"] in secrets or any(
+                        item["value"] in s["stringData"] for s in secrets.values()
+                    ), item
+                elif sensitive.search(item["name"]):
                     ref = item.get("valueFrom", {}).get("secretKeyRef")
                     assert ref, f"{workload}/{c['name']}: {item['name']} is a literal"
                     assert ref["key"] in secrets[ref["name"]]["stringData"]
@@ -227,6 +261,23 @@ def test_seaweedfs_takes_its_admin_identity_from_the_secret():
     # an -s3.config file would switch the env identity off; telemetry must be off
     assert not any(a.startswith("-s3.config") for a in args)
     assert "-master.telemetry=false" in args
+
+
+def test_seaweedfs_has_no_side_door():
+    """Master and filer HTTP off, volume access signed with keys from a Secret."""
+    (spec,) = [s for w, s in pod_specs() if w == "seaweedfs"]
+    (weed,) = spec["containers"]
+    assert "-disableHttp" in weed["args"]
+    env = resolved_env(weed)
+    for key in (
+        "WEED_JWT_SIGNING_KEY",
+        "WEED_JWT_SIGNING_READ_KEY",
+        "WEED_JWT_FILER_SIGNING_KEY",
+        "WEED_JWT_FILER_SIGNING_READ_KEY",
+    ):
+        assert env[key] == f"secret:warmstart-seaweedfs/{key}"
+    # the Service publishes S3 only
+    assert [p["name"] for p in objects_of("Service")["seaweedfs"]["spec"]["ports"]] == ["s3"]
 
 
 # ------------------------------------------------------------------ MLflow and Prefect
@@ -328,11 +379,21 @@ def test_worker_rbac_lets_it_run_jobs_and_read_pods_and_logs():
 
 
 def test_dockerfile_copies_every_python_package_the_project_installs():
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {p.rstrip("*") for p in include}
+    """Every folder that setuptools installs a package from (package-dir) is copied."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_dir = setuptools.get("package-dir", {})
+
+    def folder(package: str) -> str:
+        # the longest mapped prefix decides where a (sub-)package lives
+        prefix = max(
+            (p for p in package_dir if package == p or package.startswith(p + ".")), key=len
+        )
+        return package_dir[prefix].split("/")[0]
+
+    folders = {folder(p) for p in setuptools["packages"]}
     copied = set(re.findall(r"^COPY (\S+)/ \1/$", (K8S_DIR / "Dockerfile").read_text(), re.M))
-    assert packages <= copied, f"infra/k8s/Dockerfile does not copy {packages - copied}"
+    assert {"warmstart", "models", "infra"} <= folders
+    assert folders <= copied, f"infra/k8s/Dockerfile does not copy {folders - copied}"
     for name in copied:
         assert (ROOT / name).is_dir()
 
@@ -356,3 +417,169 @@ def test_kustomize_build_yields_valid_labelled_objects():
     for doc in objects:
         assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "warmstart"
         assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == K8S_VERSION
+
+
+# ------------------------------------------------------------------ every service asks for credentials
+
+
+def _volume_mounts(container: dict) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
+def test_mlflow_runs_its_basic_auth_app_with_the_admin_from_secrets():
+    c = _container("mlflow", "mlflow")
+    init = _container("mlflow", "auth-config")
+    env, init_env = resolved_env(c), resolved_env(init)
+    assert "--app-name=basic-auth" in c["args"]
+    assert (
+        env["MLFLOW_AUTH_ADMIN_USERNAME"] == "secret:warmstart-mlflow-auth/MLFLOW_TRACKING_USERNAME"
+    )
+    assert (
+        env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "secret:warmstart-mlflow-auth/MLFLOW_TRACKING_PASSWORD"
+    )
+    assert (
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+        == "secret:warmstart-mlflow-server/MLFLOW_FLASK_SERVER_SECRET_KEY"
+    )
+    assert (
+        init_env["MLFLOW_AUTH_DATABASE_URI"] == "secret:warmstart-postgres/MLFLOW_AUTH_DATABASE_URI"
+    )
+    # the init container writes the file the server reads, on a volume both mount
+    path = env["MLFLOW_AUTH_CONFIG_PATH"]
+    assert init_env["MLFLOW_AUTH_CONFIG_PATH"] == path
+    folder = path.rsplit("/", 1)[0]
+    assert _volume_mounts(init)["auth-config"] == folder == _volume_mounts(c)["auth-config"]
+    (spec,) = [s for w, s in pod_specs() if w == "mlflow"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "auth-config"]
+    assert volume["emptyDir"]["medium"] == "Memory"  # the Postgres password never hits a disk
+    assert [i["name"] for i in spec["initContainers"]][0] == "auth-config"
+
+
+def test_prefect_server_and_worker_share_the_auth_string_secret():
+    server = resolved_env(_container("prefect-server", "prefect-server"))
+    worker = resolved_env(_container("prefect-worker", "prefect-worker"))
+    ref = "secret:warmstart-prefect-auth/PREFECT_API_AUTH_STRING"
+    assert server["PREFECT_SERVER_API_AUTH_STRING"] == ref
+    assert worker["PREFECT_API_AUTH_STRING"] == ref
+
+
+def test_flow_run_jobs_reference_the_auth_string_instead_of_copying_it():
+    """The worker's prefect-kubernetes settings turn the auth string into a secretKeyRef."""
+    from prefect_kubernetes.settings import KubernetesSettings
+    from prefect_kubernetes.worker import KubernetesWorker
+
+    from tests.k8s.helpers import render_job_configuration
+
+    worker = resolved_env(_container("prefect-worker", "prefect-worker"))
+    names = {k: v for k, v in worker.items() if k.startswith("PREFECT_INTEGRATIONS_KUBERNETES")}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in names.items():
+            mp.setenv(key, value)
+        settings = KubernetesSettings().worker
+    name, key = settings.api_auth_string_secret_name, settings.api_auth_string_secret_key
+    assert key in _secret_templates()[name]["stringData"]
+    literal = "warmstart:literal-auth-string-0123456789"
+    config = render_job_configuration({}, auth_string=literal)
+    assert literal in str(config.job_manifest)  # what the worker would submit without them
+    asyncio.run(
+        KubernetesWorker._replace_env_variable_with_secret(
+            None,  # does not use the worker instance
+            env_variable_name="PREFECT_API_AUTH_STRING",
+            configuration=config,
+            secret_name=name,
+            secret_key=key,
+        )
+    )
+    job = config.job_manifest
+    assert literal not in str(job)
+    (entry,) = [
+        e
+        for e in job["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "PREFECT_API_AUTH_STRING"
+    ]
+    assert entry["valueFrom"]["secretKeyRef"] == {"name": name, "key": key}
+    assert kubernetes_validate.validate(job, K8S_VERSION, strict=True) == K8S_VERSION
+
+
+# ------------------------------------------------------------------ network policies
+
+
+PROTECTED = {
+    "seaweedfs": {"s3"},
+    "postgres": {"postgres"},
+    "mlflow": {"http"},
+    "prefect-server": {"http"},
+}
+
+
+def _pod_labels() -> dict[str, dict[str, str]]:
+    return {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for _, d in all_objects()
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions with In) selects these labels."""
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", expr
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_every_service_admits_only_the_namespaces_own_pods():
+    policies = objects_of("NetworkPolicy")
+    labels = _pod_labels()
+    for workload, ports in PROTECTED.items():
+        mine = [
+            p for p in policies.values() if _selects(p["spec"]["podSelector"], labels[workload])
+        ]
+        assert len(mine) == 1, f"{workload}: {len(mine)} NetworkPolicies select it"
+        spec = mine[0]["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        container_ports = {
+            p["name"]
+            for c in [s for w, s in pod_specs() if w == workload][0]["containers"]
+            for p in c.get("ports", [])
+        }
+        allowed: set[str] = set()
+        for rule in spec["ingress"]:
+            for peer in rule["from"]:
+                # a pod selector alone means "pods of this namespace"; no namespaceSelector/ipBlock
+                assert set(peer) == {"podSelector"}, (workload, peer)
+            allowed |= {p["port"] for p in rule["ports"]}
+        assert allowed == ports <= container_ports, (workload, allowed, container_ports)
+        svc_ports = {p["targetPort"] for p in objects_of("Service")[workload]["spec"]["ports"]}
+        assert svc_ports <= allowed, f"{workload}: the Service publishes a port the policy blocks"
+
+
+def test_postgres_admits_only_mlflow_and_the_prefect_server():
+    (rule,) = objects_of("NetworkPolicy")["postgres"]["spec"]["ingress"]
+    labels = _pod_labels()
+    admitted = {
+        w for w, lab in labels.items() if any(_selects(p["podSelector"], lab) for p in rule["from"])
+    }
+    assert admitted == {"mlflow", "prefect-server"}
+    # the pods that do get in are the ones holding the database URLs
+    for workload in admitted:
+        env = {
+            k: v
+            for c in containers([s for w, s in pod_specs() if w == workload][0])
+            for k, v in resolved_env(c).items()
+        }
+        assert any(v.startswith("secret:warmstart-postgres/") for v in env.values()), workload
+
+
+def test_flow_run_pods_and_the_worker_may_reach_mlflow_prefect_and_s3():
+    labels = _pod_labels()
+    policies = objects_of("NetworkPolicy")
+    job_labels = {"prefect.io/flow-run-id": "x"}  # a flow-run pod: any labels, same namespace
+    for client in (labels["prefect-worker"], job_labels):
+        for workload in ("seaweedfs", "mlflow", "prefect-server"):
+            (rule,) = policies[workload]["spec"]["ingress"]
+            assert any(_selects(p["podSelector"], client) for p in rule["from"]), workload
