@@ -7,6 +7,8 @@ Training tasks carry the tag ``gpu``; the ``gpu`` concurrency limit decides how 
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -30,12 +32,13 @@ from warmstart.tasks import promote as p
 def transfer_pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008
     """Pretrain on the source with each strategy, transfer to the target, compare with scratch on
     the same data and budget, and promote a model in MLflow only if it really beats scratch."""
+    started = time.time()
     job, dataset = prepare(params, "pipeline")
     sources = submit_sources(job, dataset)
     results = train_all(sources, job)
     source_models = sources_by_label(sources)
-    evaluation = p.evaluate(results, source_models, job)
-    return p.register_and_promote(evaluation, results, source_models, job)
+    scored = p.evaluate(results, source_models, job)
+    return p.register_and_promote(scored, results, source_models, job, started)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,6 @@ def test_pretraining_is_trained_once_for_all_k(swept, stack):
 
 def test_prefect_artifacts(swept, stack):
     api = stack.env["PREFECT_API_URL"]
-    arts = httpx.post(f"{api}/artifacts/filter", json={}).json()
+    arts = httpx.post(f"{api}/artifacts/filter", json={}, auth=stack.prefect_auth).json()
     keys = {a["key"] for a in arts}
     assert {"label-efficiency", "label-efficiency-table"} <= keys

@@ -31,7 +31,7 @@ def _client():
 def first_run(stack):
     from warmstart.flows.pipeline import transfer_pipeline
 
-    params = PipelineParams(**TINY)
+    params = PipelineParams(**TINY, keep_candidates=True)
     t0 = time.monotonic()
     summary = transfer_pipeline(params)
     return {"summary": summary, "params": params, "seconds": time.monotonic() - t0}
@@ -88,10 +88,16 @@ def test_mlflow_parent_and_nested_runs_with_artifacts(first_run):
     assert len(inputs) == 2 and all(len(i.dataset.digest) >= 8 for i in inputs)
 
 
-def test_registered_version_carries_the_verdict(first_run):
+def test_registered_version_carries_the_verdict_and_its_training_run(first_run):
+    """keep_candidates registers the served model whatever the verdict; the version's source
+    run is the stage run that trained it (lineage), and a refused one is tagged candidate."""
     summary = first_run["summary"]
     c = _client()
     mv = c.get_model_version(summary["model_name"], summary["version"])
+    trained_by = c.get_run(mv.run_id)
+    assert trained_by.data.tags["warmstart.stage"] == "finetune-target"
+    assert trained_by.info.run_name.startswith("finetune-target[supervised/linear_probe/seed=")
+    assert mv.tags["candidate"] == ("false" if summary["passed"] else "true")
     for tag in (
         "strategy",
         "transfer_mode",
@@ -178,6 +184,7 @@ def test_champion_loads_with_plain_mlflow_and_reproduces_accuracy(promoted_run, 
 
 def test_no_secret_anywhere(first_run, stack):
     secrets = [stack.env["AWS_SECRET_ACCESS_KEY"], stack.env["AWS_ACCESS_KEY_ID"]]
+    secrets += [stack.env["MLFLOW_TRACKING_PASSWORD"], stack.prefect_auth[1]]
     c = _client()
     exp = c.get_experiment_by_name("warmstart/uci-digits-5-9")
     for run in c.search_runs([exp.experiment_id], max_results=500):
@@ -186,31 +193,37 @@ def test_no_secret_anywhere(first_run, stack):
     for mv in c.search_model_versions(f"name = '{first_run['summary']['model_name']}'"):
         assert not any(s in json.dumps(mv.tags) for s in secrets)
     api = stack.env["PREFECT_API_URL"]
-    logs = httpx.post(f"{api}/logs/filter", json={"limit": 200}).json()
+    logs = httpx.post(f"{api}/logs/filter", json={"limit": 200}, auth=stack.prefect_auth).json()
     offset = 200
     while True:
-        page = httpx.post(f"{api}/logs/filter", json={"limit": 200, "offset": offset}).json()
+        page = httpx.post(
+            f"{api}/logs/filter", json={"limit": 200, "offset": offset}, auth=stack.prefect_auth
+        ).json()
         if not page:
             break
         logs += page
         offset += 200
     text = json.dumps(logs)
     assert logs and not any(s in text for s in secrets)
-    arts = json.dumps(httpx.post(f"{api}/artifacts/filter", json={}).json())
+    arts = json.dumps(
+        httpx.post(f"{api}/artifacts/filter", json={}, auth=stack.prefect_auth).json()
+    )
     assert "gate-verdict" in arts and not any(s in arts for s in secrets)
-    runs = json.dumps(httpx.post(f"{api}/flow_runs/filter", json={}).json())
+    runs = json.dumps(
+        httpx.post(f"{api}/flow_runs/filter", json={}, auth=stack.prefect_auth).json()
+    )
     assert not any(s in runs for s in secrets)
 
 
 def test_prefect_artifacts_and_task_names(first_run, stack):
     api = stack.env["PREFECT_API_URL"]
-    arts = httpx.post(f"{api}/artifacts/filter", json={}).json()
+    arts = httpx.post(f"{api}/artifacts/filter", json={}, auth=stack.prefect_auth).json()
     kinds = {a["type"] for a in arts}
     assert {"markdown", "table", "progress"} <= kinds
     ours = first_run["summary"]["flow_run_id"]
     verdict = next(a for a in arts if a["key"] == "gate-verdict" and a["flow_run_id"] == ours)
     assert first_run["summary"]["verdict"] in verdict["data"]
-    tr = httpx.post(f"{api}/task_runs/filter", json={}).json()
+    tr = httpx.post(f"{api}/task_runs/filter", json={}, auth=stack.prefect_auth).json()
     names = {t["name"] for t in tr}
     assert "pretrain-source[supervised]" in names
     assert "finetune-target[supervised/linear_probe/seed=0]" in names
@@ -220,18 +233,18 @@ def test_prefect_artifacts_and_task_names(first_run, stack):
     )
 
 
-def test_rerun_compares_with_the_champion_and_keeps_previous(promoted_run):
-    """Same parameters again: the cached candidate ties the champion (Δ 0 ≥ 0) and is promoted;
-    the old version keeps the `previous-champion` alias."""
+def test_rerun_does_not_register_the_same_model_again(promoted_run):
+    """Same parameters again: the cached candidate has the champion's weights, so no new version
+    is registered and the champion stays where it is."""
     from warmstart.flows.pipeline import transfer_pipeline
 
     c = _client()
     first_version = promoted_run["version"]
-    params = PipelineParams(**configs.PROMOTING)
-    summary = transfer_pipeline(params)
+    before = c.search_model_versions(f"name = '{promoted_run['model_name']}'")
+    summary = transfer_pipeline(PipelineParams(**configs.PROMOTING))
     assert summary["trained"] == 0
-    assert "champion v" in summary["reason"]
-    assert summary["verdict"] == "promoted"
+    assert summary["version"] == first_version
     model = c.get_registered_model(summary["model_name"])
-    assert model.aliases["champion"] == summary["version"] != first_version
-    assert model.aliases["previous-champion"] == first_version
+    assert model.aliases["champion"] == first_version
+    after = c.search_model_versions(f"name = '{promoted_run['model_name']}'")
+    assert len(after) == len(before)

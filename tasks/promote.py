@@ -1,0 +1,182 @@
+"""Prefect tasks at the end of the pipeline: evaluate every arm on the test split, then gate,
+register and promote. Thin wrappers over ``warmstart.stages`` and ``warmstart.promotion``; they
+add the MLflow artifacts and the Prefect verdict and table."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from warmstart import promotion, reports, stages, tracking
+from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, TableRow
+from warmstart.tasks.pipeline import IO_RETRIES
+
+
+def predictions_parquet(evaluation: Evaluation) -> bytes:
+    """Per-example predictions of every arm and seed, for paired statistics later."""
+    frames = [
+        pd.DataFrame(
+            {
+                "arm": name,
+                "seed": seed,
+                "test_index": evaluation.test_index,
+                "label": evaluation.y_test,
+                "pred": arm.pred[i],
+                "correct": arm.correct[i],
+            }
+        )
+        for name, arm in evaluation.arms.items()
+        for i, seed in enumerate(arm.seeds)
+    ]
+    buf = io.BytesIO()
+    pd.concat(frames).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+@task(name="evaluate", cache_policy=NO_CACHE, **IO_RETRIES)
+def evaluate(
+    results: list[ArmResult], sources: dict[str, SourceModel], job: Job
+) -> tuple[Evaluation, list[TableRow]]:
+    """Every arm on the test split (read only here) and the results table."""
+    evaluation = stages.evaluate(results, job)
+    rows = promotion.summarize(evaluation, sources)
+    run_id = job.run.run_id
+    for row in rows:
+        key = row.arm.replace("/", ".")
+        metrics = {
+            f"test_acc.{key}": row.test_acc,
+            f"val_acc.{key}": row.val_acc,
+            f"delta_vs_scratch.{key}": row.delta_vs_scratch,
+        }
+        tracking.log_metrics(run_id, metrics)
+    tracking.log_bytes(run_id, "predictions.parquet", predictions_parquet(evaluation))
+    tracking.log_text(run_id, "accuracy_table.md", promotion.table_markdown(rows))
+    return evaluation, rows
+
+
+def _served_model(evaluation: Evaluation, results: list[ArmResult], job: Job):
+    """The candidate's best-on-validation seed, its weights and float test images."""
+    served = promotion.served_result(evaluation, results)
+    model = stages.load_arm_model(served, job)
+    ds, splits = stages.load_target(job)
+    x_test = ds.images[splits.test].astype(np.float32) / 255.0
+    return served, model, x_test
+
+
+def _log_confusion(run_id: str, model, x_test: np.ndarray, evaluation: Evaluation) -> None:
+    with torch.no_grad():
+        pred = model(torch.from_numpy(x_test)).argmax(1).numpy()
+    y = np.asarray(evaluation.y_test)
+    fig = reports.confusion_matrix_figure(
+        y, pred, evaluation.classes, title="served model, test split"
+    )
+    tracking.log_bytes(run_id, "confusion_matrix.png", reports.figure_png(fig))
+
+
+@task(name="register-and-promote", cache_policy=NO_CACHE, **IO_RETRIES)
+def register_and_promote(
+    scored: tuple[Evaluation, list[TableRow]],
+    results: list[ArmResult],
+    sources: dict[str, SourceModel],
+    job: Job,
+    started: float,
+) -> dict:
+    """Select on validation, gate on test (paired bootstrap vs scratch and the champion), and
+    register + move ``champion`` (compare-and-set) only as the policy allows; publish the report."""
+    evaluation, rows = scored
+    served, model, x_test = _served_model(evaluation, results, job)
+    source = sources.get(served.spec.strategy or "")
+    if job.params.register_model:
+        outcome = promotion.promote(
+            evaluation,
+            served,
+            model,
+            job=job,
+            source=source,
+            example=x_test[:4],
+            score_version=promotion.test_set_scorer(x_test, np.asarray(evaluation.y_test)),
+        )
+        decision = outcome.decision
+    else:
+        outcome = None
+        candidate = promotion.select_candidate(evaluation)
+        decision = promotion.decide(candidate, evaluation.arms["scratch"], margin=job.params.margin)
+    _log_confusion(job.run.run_id, model, x_test, evaluation)
+    summary = publish(decision, outcome, rows, results, sources, job, time.time() - started)
+    candidate = evaluation.arms[decision.candidate]
+    summary["served_test_accuracy"] = candidate.test_acc[promotion.served_index(candidate)]
+    return summary
+
+
+def publish(
+    decision: promotion.Decision,
+    outcome: promotion.Promotion | None,
+    rows: list[TableRow],
+    results: list[ArmResult],
+    sources: dict[str, SourceModel],
+    job: Job,
+    wall_seconds: float,
+) -> dict:
+    """The verdict and table everywhere a user looks (MLflow parent run, Prefect artifacts, the
+    log), the parent run ended, and the flow's summary (JSON-ready) returned."""
+    run = job.run
+    context = {
+        "flow_run_id": run.flow_run_id,
+        "target": job.target.name,
+        "k_shot": job.split.k_shot,
+    }
+    report_json, report_md = promotion.gate_report(
+        decision, rows, promotion=outcome, context=context
+    )
+    tracking.log_text(run.run_id, "gate_report.md", report_md)
+    tracking.log_text(run.run_id, "gate_report.json", report_json)
+    tracking.set_tags(run.run_id, decision.tags())
+    create_markdown_artifact(
+        markdown=report_md, key="gate-verdict", description=f"gate: {decision.verdict}"
+    )
+    create_table_artifact(
+        table=promotion.table_cells(rows),
+        key="accuracy-table",
+        description="strategy × mode vs scratch (test split, 95% CI)",
+    )
+    tracking.log_metrics(run.run_id, {"flow_wall_seconds": wall_seconds})
+    tracking.end_run(run.run_id)
+    get_run_logger().info("gate: %s — %s", decision.verdict, decision.reason)
+    return summary(decision, outcome, rows, results, sources, job)
+
+
+def summary(
+    decision: promotion.Decision,
+    outcome: promotion.Promotion | None,
+    rows: list[TableRow],
+    results: list[ArmResult],
+    sources: dict[str, SourceModel],
+    job: Job,
+) -> dict:
+    stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
+    version = outcome.version if outcome else None
+    model_name = tracking.model_name_for(job.target.name)
+    return {
+        "verdict": decision.verdict,
+        "passed": decision.passed,
+        "reason": decision.reason,
+        "rule": decision.rule,
+        "candidate": decision.candidate,
+        "table": [r.to_dict() for r in rows],
+        "model_name": model_name,
+        "version": version,
+        "model_uri": f"models:/{model_name}/{version}" if version else None,
+        "champion_version": outcome.champion_version if outcome else None,
+        "flow_run_id": job.run.flow_run_id,
+        "trained": sum(not st.reused for st in stage_records),
+        "reused": sum(st.reused for st in stage_records),
+        "resumed": sum(bool(st.resumed_from) and not st.reused for st in stage_records),
+        "mlflow_run_url": f"{tracking.tracking_uri()}/#/experiments/{job.run.experiment_id}/runs/{job.run.run_id}",
+    }
