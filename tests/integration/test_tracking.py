@@ -4,6 +4,7 @@ The unmarked tests at the top need no services (configuration, retries, param hy
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import socket
@@ -508,6 +509,12 @@ def test_promotion_lifecycle_registry_tags_and_fresh_process_load(mlflow_env, tm
         "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false",
+        # the server's basic auth, when it has one (the client reads these itself)
+        **{
+            k: os.environ[k]
+            for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+            if k in os.environ
+        },
     }
     proc = subprocess.run(
         [sys.executable, "-c", script],
@@ -553,8 +560,14 @@ def test_concurrent_promotions_take_turns_and_the_better_model_wins(mlflow_env):
         barrier.wait()
         return _promote(_job(target), model, name, lock=timed)
 
+    # each thread runs in a copy of this context, as Prefect's task runner threads do (the
+    # session's Prefect settings live in a context variable)
     with ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(run, (best, better), ("best", "better")))
+        futures = [
+            pool.submit(contextvars.copy_context().run, run, model, label)
+            for model, label in ((best, "best"), (better, "better"))
+        ]
+        outcomes = [f.result() for f in futures]
     (a_start, a_end), (b_start, b_end) = sorted(held)
     assert a_end <= b_start, "the promotions overlapped"
     from prefect.client.orchestration import get_client
