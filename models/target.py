@@ -25,8 +25,9 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class TargetRun(EpochTask):
-    """State shared by the mode and the driver; `prepare` runs the mode's setup, then builds its
-    optimisers (frozen parameters are left out of them)."""
+    """State shared by the mode and the driver (`ident` as fit_target builds it, incl. "mode");
+    `prepare` runs the mode's setup, then builds its optimisers (frozen parameters are left out
+    of them)."""
 
     hint = "lower TrainConfig.lr"
 
@@ -35,7 +36,6 @@ class TargetRun(EpochTask):
         *,
         model: Backbone,
         mode: TransferMode,
-        mode_name: str,
         train: Batch,
         val: Batch,
         config: TrainConfig,
@@ -53,7 +53,7 @@ class TargetRun(EpochTask):
         self.probe_history: list[dict] = []
         self.best_epoch, self.best_key = 0, (-1.0, -math.inf)
         self.best_state: dict[str, torch.Tensor] | None = None
-        self.label = f"target training in mode {mode_name!r} (lr {config.lr:g})"
+        self.label = f"target training in mode {ident['mode']!r} (lr {config.lr:g})"
 
     def prepare(self, fresh: bool) -> None:
         self.mode.setup(self, fresh)

@@ -116,7 +116,6 @@ def fit_target(
     run = TargetRun(
         model=model,
         mode=transfer_mode,
-        mode_name=mode,
         train=to_device(*train, device),
         val=to_device(*val, device),
         config=config,
