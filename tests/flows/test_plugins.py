@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save
 
 from tests.flows import configs
+from warmstart import models as M
 from warmstart import storage
 from warmstart.contracts import DatasetRef, Job, SourceModel
 from warmstart.models import get_backbone
+from warmstart.models.registry import STRATEGIES, TRANSFER_MODES
 from warmstart.params import PipelineParams
 from warmstart.stages.sources import (
     SourceProvider,
@@ -49,6 +53,97 @@ class RandomInitProvider(SourceProvider):
             image_size=tuple(target.size),
             provenance={"weights_sha256": hashlib.sha256(blob).hexdigest()},
         )
+
+
+@dataclass(frozen=True)
+class RotationConfig(M.ConfigBase):
+    """The toy strategy's own hyper-parameters."""
+
+    lr: float = 0.05
+    batch: int = 32
+
+
+class Rotation(M.Strategy):
+    """Self-supervised toy: predict which of 4 quarter-turns an image was given."""
+
+    config_class = RotationConfig
+
+    def build(self) -> None:
+        self.model = self.build_backbone(num_classes=4)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=self.config.lr, momentum=0.9)
+        self.modules, self.optimizers = {"model": self.model}, {"sgd": self.opt}
+
+    def train_epoch(self, x, y, *, gen, epoch):
+        self.model.train()
+        total = 0.0
+        for _ in range(self.steps):
+            idx = torch.randint(0, len(x), (self.config.batch,), generator=gen)
+            turns = torch.randint(0, 4, (self.config.batch,), generator=gen)
+            xb = torch.stack(
+                [
+                    torch.rot90(x[i].float() / 255, int(k), (1, 2))
+                    for i, k in zip(idx, turns, strict=True)
+                ]
+            )
+            loss = F.cross_entropy(self.model(xb), turns)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            total += float(loss)
+        return {"loss": total / self.steps, "images": self.steps * self.config.batch}
+
+    def backbone_state(self):
+        return self.model.trunk_state_dict()
+
+
+class NearestClassMean(M.TransferMode):
+    """Frozen trunk; the head is the nearest class mean of the k-shot features (one epoch)."""
+
+    def epochs(self, config):
+        return 1
+
+    def setup(self, run, fresh):
+        M.freeze(run.model)
+
+    def train_epoch(self, run, epoch, gen):
+        x, y = run.train
+        f = M.extract_features(run.model, x)
+        mu = torch.stack([f[y == c].mean(0) for c in range(run.num_classes)])
+        head = torch.nn.Linear(f.shape[1], run.num_classes)
+        with torch.no_grad():  # argmax of -|f - mu|² = argmax of 2 f·mu - |mu|²
+            head.weight.copy_(2 * mu)
+            head.bias.copy_(-(mu * mu).sum(1))
+        run.model.head = head
+        tr, va = M.evaluate(run.model, *run.train), M.evaluate(run.model, *run.val)
+        return {
+            "train_loss": tr["loss"],
+            "train_acc": tr["acc"],
+            "val_loss": va["loss"],
+            "val_acc": va["acc"],
+            "images": len(x),
+        }
+
+
+@pytest.fixture
+def toy_strategy_and_mode():
+    M.register_strategy("toy-rotation")(Rotation)
+    M.register_transfer_mode("toy-ncm")(NearestClassMean)
+    yield "toy-rotation", "toy-ncm"
+    STRATEGIES.unregister("toy-rotation")
+    TRANSFER_MODES.unregister("toy-ncm")
+
+
+def test_a_registered_strategy_and_mode_run_end_to_end(stack, toy_strategy_and_mode):
+    from warmstart.flows.pipeline import transfer_pipeline
+
+    strategy, mode = toy_strategy_and_mode
+    params = PipelineParams(
+        **{**configs.TINY, "strategies": [strategy], "transfer_modes": [mode], "seeds": 1}
+    )
+    summary = transfer_pipeline(params)
+    row = next(r for r in summary["table"] if r["arm"] == f"{strategy}/{mode}")
+    assert 0.0 < row["test_acc"] <= 1.0 and row["pretrain_seconds"] > 0
+    assert summary["candidate"] == f"{strategy}/{mode}"
 
 
 @pytest.fixture

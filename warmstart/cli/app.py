@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from warmstart import settings
 from warmstart.errors import ConfigError, WarmstartError
 from warmstart.settings import redact
 
@@ -21,6 +22,13 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+@app.callback()
+def load_client_env() -> None:
+    """Before any command: the variables `warmstart up` wrote to .warmstart/env, for those not
+    exported (Prefect and MLflow read their settings when first imported, so this comes first)."""
+    settings.load_env()
 
 
 def friendly(fn: Callable) -> Callable:

@@ -16,7 +16,6 @@ import httpx
 import typer
 from pydantic import BaseModel, ValidationError
 
-from warmstart import settings
 from warmstart.cli.app import app, config_error, console, err_console, friendly, split_list
 from warmstart.errors import ConfigError, StackError, WarmstartError
 
@@ -74,13 +73,15 @@ def ending_runs_on_signals() -> Iterator[None]:
 
 def run_flow(call: Callable[[], Any]) -> Any:
     """Run a flow; one line for any failure; on Ctrl-C/SIGTERM exit at once, without waiting
-    for training threads (their flow run and MLflow runs are already ended by the hooks)."""
+    for training threads (the flow's crash hook has ended its flow run and MLflow runs)."""
+    from prefect.exceptions import ExternalSignal  # deferred: heavy (prefect)
+
     try:
         with ending_runs_on_signals():
             return call()
     except WarmstartError:
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalSignal):
         err_console.print("interrupted: the flow run and its MLflow runs were ended")
         flush_prefect_logs()
         sys.stdout.flush()
@@ -127,7 +128,7 @@ def check_services() -> None:
     from warmstart import storage, tracking  # deferred: heavy (mlflow, boto3)
 
     check_prefect()
-    tracking.configure(timeout=5)
+    tracking.check_server(timeout=5)
     storage.ensure_bucket()
 
 
@@ -166,7 +167,6 @@ def run(
     from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)
     from warmstart.params import PipelineParams  # deferred: heavy (the registries import torch)
 
-    settings.load_env()
     flags = dict(source=source, target=target, k_shot=k_shot, seeds=seeds, backbone=backbone)
     flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
     flags |= dict(finetune_epochs=epochs, pretrain_epochs=pretrain_epochs, device=device)
@@ -200,7 +200,6 @@ def sweep(
     from warmstart.flows.label_efficiency import label_efficiency  # deferred: heavy (prefect)
     from warmstart.params import SweepParams  # deferred: heavy (the registries import torch)
 
-    settings.load_env()
     try:
         ks = [int(k) for k in k_values.split(",") if k.strip()]
     except ValueError:

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from warmstart import settings
 from warmstart.cli.app import app, console, friendly
 from warmstart.errors import ConfigError
 
@@ -39,7 +38,6 @@ def predict(
     """Classify a folder of images with a registered model; write one row per image."""
     from warmstart import predict as predict_mod  # deferred: heavy (mlflow, torch)
 
-    settings.load_env()
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: use a positive number of images")
     result = predict_mod.predict(model, images, out, batch_size=batch_size)

@@ -1,0 +1,156 @@
+"""Every run ends, and the first real error is what the user reads — through the CLI against the
+real services: S3 or MLflow stopped in the middle of training, SIGTERM, and kill -9 followed by
+a run that closes what the killed one left RUNNING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from mlflow.tracking import MlflowClient
+
+from warmstart import storage
+from warmstart.infra import stack as stack_mod
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+WARMSTART = [sys.executable, "-m", "warmstart.cli"]
+
+
+def tiny(target_classes: str, epochs: int = 40) -> list[str]:
+    """A run whose fine-tuning lasts long enough to be interrupted (many cheap epochs)."""
+    return [
+        "run",
+        "--source", "builtin:uci-digits?classes=0-2",
+        "--target", f"builtin:uci-digits?classes={target_classes}",
+        "--k-shot", "5", "--strategies", "supervised", "--modes", "finetune",
+        "--seeds", "1", "--pretrain-epochs", "2", "--epochs", str(epochs), "--json",
+    ]  # fmt: skip
+
+
+def start(args: list[str], **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*WARMSTART, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+        start_new_session=True,
+    )
+
+
+def wait_for_training(proc: subprocess.Popen, before: set[str], timeout: float = 420) -> None:
+    """Until a fine-tuning epoch checkpoint of this run is in S3."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        keys = storage.list_keys(storage.uri("checkpoints"))
+        if any("/ckpt/epoch-" in k and "/finetune-" in k and k not in before for k in keys):
+            return
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.5)
+    pytest.fail("no fine-tuning checkpoint appeared in S3")
+
+
+def checkpoints() -> set[str]:
+    return set(storage.list_keys(storage.uri("checkpoints")))
+
+
+def runs_of(experiment: str) -> list:
+    c = MlflowClient()
+    exp = c.get_experiment_by_name(f"warmstart/{experiment}")
+    return c.search_runs([exp.experiment_id], max_results=500) if exp else []
+
+
+def flow_runs(stack, state: str) -> list[dict]:
+    body = {"flow_runs": {"state": {"type": {"any_": [state]}}}}
+    api = stack.env["PREFECT_API_URL"]
+    return httpx.post(f"{api}/flow_runs/filter", json=body, auth=stack.prefect_auth).json()
+
+
+def stop(svc) -> None:
+    """Stop one of the stack's services (``stack_mod.up`` starts it again)."""
+    stack_mod.stop_pid(stack_mod.service_pid(svc))
+    svc.pid_file.unlink(missing_ok=True)
+
+
+def last_line(proc: subprocess.Popen, timeout: float) -> str:
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 2, (proc.returncode, err[-3000:])
+    assert "Traceback" not in err, err[-3000:]
+    return err.strip().splitlines()[-1]
+
+
+def test_s3_stopped_mid_run_names_s3_and_the_fix(stack):
+    s3 = stack_mod.services(stack.config)[0]
+    before = checkpoints()
+    proc = start(tiny("3-6"), WARMSTART_IO_RETRY_SECONDS="5")
+    try:
+        wait_for_training(proc, before)
+        stop(s3)
+        line = last_line(proc, timeout=300)
+    finally:
+        proc.kill()
+        stack_mod.up(stack.config, echo=lambda s: None)
+    assert "S3" in line and "warmstart up" in line, line
+    assert "UnfinishedRun" not in line and "PENDING" not in line
+
+
+def test_mlflow_stopped_mid_run_names_mlflow_and_the_fix(stack):
+    mlflow = next(s for s in stack_mod.services(stack.config) if s.name == "mlflow")
+    before = checkpoints()
+    proc = start(tiny("4-7"), WARMSTART_IO_RETRY_SECONDS="5")
+    try:
+        wait_for_training(proc, before)
+        stop(mlflow)
+        line = last_line(proc, timeout=300)
+    finally:
+        proc.kill()
+        stack_mod.up(stack.config, echo=lambda s: None)
+    assert "MLflow" in line and "warmstart up" in line, line
+    assert "UnfinishedRun" not in line
+
+
+def test_sigterm_ends_the_flow_run_and_its_mlflow_runs_within_seconds(stack):
+    before = checkpoints()
+    proc = start(tiny("5-8"))
+    wait_for_training(proc, before)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert proc.returncode == 130
+    running = [r for r in runs_of("uci-digits-5-6-7-8") if r.info.status == "RUNNING"]
+    assert running == []
+    ended = [r for r in runs_of("uci-digits-5-6-7-8") if r.info.status == "KILLED"]
+    assert ended and all("warmstart.end_reason" in r.data.tags for r in ended)
+    assert flow_runs(stack, "RUNNING") == []
+
+
+def test_kill_9_leaves_runs_that_the_next_run_closes(stack):
+    before = checkpoints()
+    proc = start(tiny("6-9"))
+    wait_for_training(proc, before)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    left = [r for r in runs_of("uci-digits-6-7-8-9") if r.info.status == "RUNNING"]
+    assert left, "a killed process leaves its MLflow runs RUNNING"
+    assert flow_runs(stack, "RUNNING"), "and its Prefect flow run Running"
+    time.sleep(3)
+    out = subprocess.run(
+        [*WARMSTART, *tiny("6-9", epochs=3)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WARMSTART_STALE_AFTER_S": "2"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    statuses = {r.info.run_id: r.info.status for r in runs_of("uci-digits-6-7-8-9")}
+    assert all(statuses[r.info.run_id] == "KILLED" for r in left)
+    assert flow_runs(stack, "RUNNING") == []
+    crashed = flow_runs(stack, "CRASHED")
+    assert any("stale" in (r["state"]["message"] or "") for r in crashed)

@@ -1,0 +1,5 @@
+"""`python -m warmstart.cli` = the `warmstart` command."""
+
+from warmstart.cli import main
+
+main()
