@@ -1,5 +1,7 @@
 """The product as a user sees it, in a real headless chromium against the real local stack.
 
+0. Every service asks for credentials: the Prefect UI's login page takes the stack's auth string,
+   the browser answers MLflow's basic-auth challenge with the stack's admin (never anonymous).
 1. Prefect UI: find deployment `nightly` of flow `transfer-pipeline`, open Run → Custom run, edit
    the `params` form (k_shot = 3, and a tiny configuration so the run takes about a minute), Submit.
 2. The process worker runs it to Completed (polled through the Prefect API, bounded).
@@ -96,17 +98,19 @@ def _field(page, title: str):
     return label.locator(_PROPERTY)
 
 
-def _flow_run_ids(api: str, deployment_id: str) -> set[str]:
+def _flow_run_ids(api: str, auth: tuple[str, str], deployment_id: str) -> set[str]:
     body = {"deployments": {"id": {"any_": [deployment_id]}}}
-    r = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
+    r = httpx.post(f"{api}/flow_runs/filter", json=body, auth=auth, timeout=10)
     r.raise_for_status()
     return {fr["id"] for fr in r.json()}
 
 
-def _wait_new_run(api: str, deployment_id: str, before: set[str], timeout: float = 30) -> str:
+def _wait_new_run(
+    api: str, auth: tuple[str, str], deployment_id: str, before: set[str], timeout: float = 30
+) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        new = _flow_run_ids(api, deployment_id) - before
+        new = _flow_run_ids(api, auth, deployment_id) - before
         if new:
             assert len(new) == 1, f"one Submit created {len(new)} flow runs: {sorted(new)}"
             return new.pop()
@@ -114,11 +118,11 @@ def _wait_new_run(api: str, deployment_id: str, before: set[str], timeout: float
     raise AssertionError(f"no flow run was created for deployment {deployment_id} in {timeout} s")
 
 
-def _wait_terminal(api: str, flow_run_id: str, timeout: float) -> dict:
+def _wait_terminal(api: str, auth: tuple[str, str], flow_run_id: str, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     run: dict = {}
     while time.monotonic() < deadline:
-        r = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10)
+        r = httpx.get(f"{api}/flow_runs/{flow_run_id}", auth=auth, timeout=10)
         r.raise_for_status()
         run = r.json()
         if run["state_type"] in TERMINAL:
@@ -172,22 +176,36 @@ def test_failed_step_is_named_and_screenshotted(browser, tmp_path):
 @pytest.mark.timeout(RUN_TIMEOUT_S + 300)
 def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, browser, shots):
     from mlflow.tracking import MlflowClient
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import expect
 
-    cfg = stack.config
+    cfg, auth = stack.config, stack.prefect_auth
     prefect, api, mlflow_url = cfg.prefect_url, cfg.prefect_api_url, cfg.mlflow_url
     assert "nightly" in deployed["names"], f"deploy() registered {deployed['names']}"
-    dep = httpx.get(f"{api}/deployments/name/transfer-pipeline/nightly", timeout=10)
+    dep = httpx.get(f"{api}/deployments/name/transfer-pipeline/nightly", auth=auth, timeout=10)
     assert dep.status_code == 200, f"deployment transfer-pipeline/nightly: {dep.status_code}"
     deployment_id = dep.json()["id"]
+    user, password = stack.mlflow_auth
 
     t_start = time.monotonic()
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # MLflow's basic-auth challenge is answered with the stack's admin, for MLflow's origin only
+    context = browser.new_context(
+        viewport={"width": 1400, "height": 1000},
+        http_credentials={"username": user, "password": password, "origin": mlflow_url},
+    )
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
     step = Steps(page, shots)
     print(f"\ne2e screenshots: {shots}")
     try:
+        with step("prefect-login"):
+            page.goto(f"{prefect}/deployments")
+            box = page.get_by_placeholder("admin:pass")  # the UI asks for the auth string
+            expect(box).to_be_visible()
+            box.fill(":".join(auth))
+            page.get_by_role("button", name="Login").click()
+            expect(box).to_have_count(0)
+
         with step("prefect-deployments"):
             page.goto(f"{prefect}/deployments")
             link = page.get_by_role("link", name="nightly", exact=True)
@@ -225,12 +243,13 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
             k.scroll_into_view_if_needed()
 
         with step("prefect-submitted"):
-            before = _flow_run_ids(api, deployment_id)
+            before = _flow_run_ids(api, auth, deployment_id)
             page.get_by_role("button", name="Submit").click()
             toast = page.get_by_role("button", name="View run").first  # the UI mounts 2 toast apps
             expect(toast).to_be_visible()
-            flow_run_id = _wait_new_run(api, deployment_id, before)
-            params = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=10).json()["parameters"]
+            flow_run_id = _wait_new_run(api, auth, deployment_id, before)
+            run_url = f"{api}/flow_runs/{flow_run_id}"
+            params = httpx.get(run_url, auth=auth, timeout=10).json()["parameters"]
             p = params["params"]
             assert p["k_shot"] == K_SHOT, f"k_shot sent {p['k_shot']}, typed {K_SHOT}"
             assert p["source"] == FORM["Source"] and p["target"] == FORM["Target"], p
@@ -241,7 +260,7 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
 
         with step("prefect-flow-run-completed"):
             t_run = time.monotonic()
-            run = _wait_terminal(api, flow_run_id, RUN_TIMEOUT_S)
+            run = _wait_terminal(api, auth, flow_run_id, RUN_TIMEOUT_S)
             run_seconds = time.monotonic() - t_run
             assert run["state_type"] == "COMPLETED", (
                 f"flow run {flow_run_id} ended {run['state_type']}: "
@@ -280,6 +299,13 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
             assert champion == version.version, f"promoted v{version.version}, champion {champion}"
         else:
             assert champion != version.version, f"not promoted v{version.version} is champion"
+
+        anonymous = browser.new_context()  # no credentials: MLflow's UI must not open
+        try:
+            with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
+                anonymous.new_page().goto(mlflow_url)  # chromium gives up on the 401 challenge
+        finally:
+            anonymous.close()
 
         with step("mlflow-experiments"):
             page.goto(f"{mlflow_url}/#/experiments")
@@ -346,4 +372,4 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
         + ", ".join(f"{k} {v:.1f}" for k, v in step.seconds.items())
     )
     print("e2e: " + "\n     ".join(str(p) for p in step.saved))
-    assert len(step.saved) == 10 and all(p.stat().st_size > 10_000 for p in step.saved), step.saved
+    assert len(step.saved) == 11 and all(p.stat().st_size > 10_000 for p in step.saved), step.saved
