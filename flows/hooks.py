@@ -4,6 +4,7 @@ run ends its MLflow runs (parent and stages) as FAILED or KILLED, with the reaso
 from __future__ import annotations
 
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from warmstart.params import PipelineParams
 from warmstart.tasks import stage_runs
@@ -33,4 +34,15 @@ END_HOOKS = dict(
     on_failure=[_ender("FAILED")],
     on_crashed=[_ender("KILLED")],
     on_cancellation=[_ender("KILLED")],
+)
+
+# What both flows share. Three threads: one training task holds the `gpu` slot while at most two
+# wait for it, so few tasks poll the server for the slot (each poll is server CPU taken from
+# training on 2 cores). For several GPUs raise it with `.with_options(task_runner=...)` or Dask.
+FLOW_OPTIONS = dict(
+    flow_run_name=run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=3),
+    log_prints=True,
+    validate_parameters=True,
+    **END_HOOKS,
 )

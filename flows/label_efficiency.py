@@ -7,23 +7,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from warmstart.flows.common import prepare, sources_by_label, submit_sources, train_all
-from warmstart.flows.hooks import END_HOOKS, run_name
+from warmstart.flows.hooks import FLOW_OPTIONS
 from warmstart.params import SweepParams
 from warmstart.tasks import pipeline as t
 from warmstart.tasks import sweep as s
 
 
-@flow(
-    name="label-efficiency",
-    flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=3),
-    log_prints=True,
-    validate_parameters=True,
-    **END_HOOKS,
-)
+@flow(name="label-efficiency", **FLOW_OPTIONS)
 def label_efficiency(params: SweepParams = SweepParams()) -> dict:  # noqa: B008
     """Accuracy vs k for every strategy × transfer mode, scratch and the controls (mean ± 95% CI)."""
     job, dataset = prepare(params.at(params.k_values[0]), "label_efficiency")

@@ -10,25 +10,14 @@ from __future__ import annotations
 import time
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from warmstart.flows.common import prepare, sources_by_label, submit_sources, train_all
-from warmstart.flows.hooks import END_HOOKS, run_name
+from warmstart.flows.hooks import FLOW_OPTIONS
 from warmstart.params import PipelineParams
 from warmstart.tasks import promote as p
 
 
-@flow(
-    name="transfer-pipeline",
-    flow_run_name=run_name,
-    # Three threads: one training task holds the `gpu` slot while at most two wait for it, so few
-    # tasks poll the server for the slot (each poll is server CPU taken from training on 2 cores).
-    # For several GPUs raise this with `transfer_pipeline.with_options(task_runner=...)` or Dask.
-    task_runner=ThreadPoolTaskRunner(max_workers=3),
-    log_prints=True,
-    validate_parameters=True,
-    **END_HOOKS,
-)
+@flow(name="transfer-pipeline", **FLOW_OPTIONS)
 def transfer_pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008
     """Pretrain on the source with each strategy, transfer to the target, compare with scratch on
     the same data and budget, and promote a model in MLflow only if it really beats scratch."""

@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from warmstart import promotion, reports, stages, tracking
-from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, TableRow
+from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
 from warmstart.tasks.pipeline import IO_RETRIES
 
 
@@ -109,7 +109,8 @@ def register_and_promote(
         candidate = promotion.select_candidate(evaluation)
         decision = promotion.decide(candidate, evaluation.arms["scratch"], margin=job.params.margin)
     _log_confusion(job.run.run_id, model, x_test, evaluation)
-    summary = publish(decision, outcome, rows, results, sources, job, time.time() - started)
+    stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
+    summary = publish(decision, outcome, rows, stage_records, job, time.time() - started)
     candidate = evaluation.arms[decision.candidate]
     summary["served_test_accuracy"] = candidate.test_acc[promotion.served_index(candidate)]
     return summary
@@ -119,8 +120,7 @@ def publish(
     decision: promotion.Decision,
     outcome: promotion.Promotion | None,
     rows: list[TableRow],
-    results: list[ArmResult],
-    sources: dict[str, SourceModel],
+    stage_records: list[StageRecord],
     job: Job,
     wall_seconds: float,
 ) -> dict:
@@ -149,18 +149,17 @@ def publish(
     tracking.log_metrics(run.run_id, {"flow_wall_seconds": wall_seconds})
     tracking.end_run(run.run_id)
     get_run_logger().info("gate: %s — %s", decision.verdict, decision.reason)
-    return summary(decision, outcome, rows, results, sources, job)
+    return summary(decision, outcome, rows, stage_records, job)
 
 
 def summary(
     decision: promotion.Decision,
     outcome: promotion.Promotion | None,
     rows: list[TableRow],
-    results: list[ArmResult],
-    sources: dict[str, SourceModel],
+    stage_records: list[StageRecord],
     job: Job,
 ) -> dict:
-    stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
+    """The flow's return value, JSON-ready: verdict, table, registry outcome, reuse counts."""
     version = outcome.version if outcome else None
     model_name = tracking.model_name_for(job.target.name)
     return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from warmstart import models
-from warmstart.contracts import DatasetRef, Job, SourceModel, StageRecord
+from warmstart.contracts import DatasetRef, Job, SourceModel
 from warmstart.data import load_dataset
 from warmstart.models.config import RUNTIME_FIELDS
 from warmstart.models.registry import strategy_class
@@ -25,6 +25,7 @@ from warmstart.stages.weights import (
     no_report,
     save_png,
     save_state,
+    stage_record,
 )
 
 WEIGHTS = "backbone.safetensors"
@@ -109,14 +110,7 @@ class PretrainProvider(SourceProvider):
             provenance={**provenance, "source_dataset_hash": dataset.hash},
             artifacts=artifacts,
             images=int(len(images)),
-            stage=StageRecord(
-                key=store.key,
-                checkpoint_uri=store.uri,
-                history=tuple(result.history),
-                seconds=float(result.seconds),
-                resumed_from=result.resumed_from,
-                config=config_dict(cfg),
-            ),
+            stage=stage_record(store, result, config_dict(cfg)),
         )
         store.finish(source.to_dict())
         return source

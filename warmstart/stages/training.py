@@ -16,7 +16,6 @@ from warmstart.contracts import (
     ArmSpec,
     Job,
     SourceModel,
-    StageRecord,
 )
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
@@ -29,6 +28,7 @@ from warmstart.stages.weights import (
     mark_reused,
     no_report,
     save_state,
+    stage_record,
 )
 
 WEIGHTS = "model.safetensors"
@@ -95,14 +95,7 @@ def finetune_target(
         best_epoch=int(fit.best_epoch),
         source_key=source.key if source else None,
         images_per_second=float(getattr(fit, "images_per_second", 0.0) or 0.0),
-        stage=StageRecord(
-            key=store.key,
-            checkpoint_uri=store.uri,
-            history=tuple(fit.history),
-            seconds=float(fit.seconds),
-            resumed_from=fit.resumed_from,
-            config=config_dict(cfg),
-        ),
+        stage=stage_record(store, fit, config_dict(cfg)),
     )
     store.finish(result.to_dict())
     return result

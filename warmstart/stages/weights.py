@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from warmstart import storage
+from warmstart.contracts import StageRecord
 from warmstart.runstore import RunStore
 
 Report = Callable[[int, dict], None]  # (epoch, metrics) after every epoch of a training stage
@@ -58,3 +59,15 @@ def save_png(path: Path, image: np.ndarray) -> None:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     Image.fromarray(arr.astype(np.uint8)).save(path)
+
+
+def stage_record(store: RunStore, result, config: dict) -> StageRecord:
+    """The record of a stage that just trained (``result``: history, seconds, resumed_from)."""
+    return StageRecord(
+        key=store.key,
+        checkpoint_uri=store.uri,
+        history=tuple(result.history),
+        seconds=float(result.seconds),
+        resumed_from=result.resumed_from,
+        config=config,
+    )
