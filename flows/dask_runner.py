@@ -21,7 +21,7 @@ from warmstart.errors import ConfigError
 from warmstart.flows.pipeline import transfer_pipeline
 from warmstart.params import PipelineParams
 
-# What a worker needs to find the services (settings.py, CONVENTIONS.md).
+# What a worker needs to find the services (warmstart/settings.py, docs/CONVENTIONS.md).
 FORWARDED = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",

@@ -125,7 +125,7 @@ def test_content_box_is_the_square_around_the_ink():
 
 
 def test_content_crop_matches_uci_digits_far_better_than_plain_resize():
-    """ANCHORS.md: MNIST cropped to its box and area-downsampled to 8×8 resembles UCI digits."""
+    """BENCHMARKS.md, Anchors: MNIST cropped to its box and area-downsampled to 8×8 resembles UCI digits."""
     from sklearn.neighbors import KNeighborsClassifier
 
     uci = load_source("builtin:uci-digits")
