@@ -1,16 +1,24 @@
-"""One exception type per layer. Messages name the input and the fix; the CLI prints them in one line."""
+"""One exception type per layer. Messages name the input and the fix; the CLI prints them in one line.
 
+``WarmstartError`` and ``StackError`` are defined by the bottom layer (``warmstart.infra``, which
+depends only on the standard library and httpx) and re-exported here, so ``except StackError``
+and ``except WarmstartError`` catch the same classes everywhere.
+"""
 
-class WarmstartError(Exception):
-    """Base class: an error a user can act on (printed without a traceback)."""
+from warmstart.infra.errors import StackError, WarmstartError
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "StackError",
+    "StorageError",
+    "TrackingError",
+    "WarmstartError",
+]
 
 
 class ConfigError(WarmstartError):
     """Bad configuration or parameters."""
-
-
-class StackError(WarmstartError):
-    """The local stack (SeaweedFS, MLflow, Prefect) could not be started, stopped or reached."""
 
 
 class StorageError(WarmstartError):
