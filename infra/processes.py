@@ -30,6 +30,17 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
+def port_held(port: int, grace: float = 2.0) -> bool:
+    """Whether ``port`` stays in use for ``grace`` seconds: a process that just exited can leave
+    its listening socket behind for a moment (seen with weed right after `down`)."""
+    deadline = time.monotonic() + grace
+    while port_in_use(port):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def alive(pid: int, marker: str = "") -> bool:
     """Whether ``pid`` runs (not a zombie) and its command line contains ``marker``."""
     try:

@@ -110,12 +110,21 @@ def _secured(url: str, auth: tuple[str, str], timeout: float, health: str) -> st
     return OK if status == 200 else DOWN
 
 
+def _weed_state(cfg: StackConfig, timeout: float) -> str:
+    """S3 refuses anonymous requests (403) and the master has no HTTP API (else: an older,
+    open ``weed`` still runs)."""
+    status = httpx.get(f"{cfg.s3_url}/{cfg.bucket}", timeout=timeout).status_code
+    if status != 403:
+        return OPEN if status == 200 else DOWN
+    master = httpx.get(cfg.url(cfg.master_port, "/dir/status"), timeout=timeout)
+    return OPEN if master.status_code == 200 else OK
+
+
 def probe(svc: Service, cfg: StackConfig, timeout: float = 5.0) -> str:
     """DOWN, OK, OPEN (answers anonymous requests) or REFUSED (rejects our credentials)."""
     try:
-        if svc.name == "s3":  # a running, secured store refuses anonymous requests with 403
-            status = httpx.get(f"{cfg.s3_url}/{cfg.bucket}", timeout=timeout).status_code
-            return OK if status == 403 else (OPEN if status == 200 else DOWN)
+        if svc.name == "s3":
+            return _weed_state(cfg, timeout)
         if svc.name == "mlflow":
             search = f"{cfg.mlflow_url}/api/2.0/mlflow/experiments/search?max_results=1"
             health = f"{cfg.mlflow_url}/health"

@@ -7,6 +7,7 @@ Configuration: see ``config.py``.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -14,7 +15,16 @@ from .config import HOST, StackConfig
 from .credentials import client_env, write_env_file
 from .errors import StackError
 from .files import make_private, private_dir, remove_sockets
-from .processes import alive, log_tail, port_in_use, read_pid, spawn, stop_pid, write_pid
+from .processes import (
+    alive,
+    log_tail,
+    port_held,
+    port_in_use,
+    read_pid,
+    spawn,
+    stop_pid,
+    write_pid,
+)
 from .services import (
     DOWN,
     OK,
@@ -34,6 +44,7 @@ __all__ = [
     "ServiceStatus",
     "client_env",
     "down",
+    "launch",
     "service_pid",
     "services",
     "start_service",
@@ -85,10 +96,10 @@ def _forget(svc: Service, *, stopped: bool = False) -> None:
         remove_sockets(svc.sockets)
 
 
-def start_service(svc: Service, cfg: StackConfig) -> int:
-    """Start ``svc`` (its ports must be free) and wait until it is healthy; returns its pid."""
+def launch(svc: Service, cfg: StackConfig) -> subprocess.Popen:
+    """Start the process of ``svc`` (its ports must be free) without waiting for it."""
     for var, port in svc.ports.items():
-        if port_in_use(port):
+        if port_held(port):
             raise StackError(
                 f"{svc.name}: port {port} on {HOST} is held by another program: stop it or set "
                 f"{var} to a free port"
@@ -97,48 +108,62 @@ def start_service(svc: Service, cfg: StackConfig) -> int:
     remove_sockets(svc.sockets)  # stale ones from a killed process (its ports are free)
     proc = spawn(svc.name, cmd, env=env, cwd=cfg.home, log=svc.log)
     write_pid(svc.pid_file, proc.pid)
+    return proc
+
+
+def start_service(svc: Service, cfg: StackConfig) -> int:
+    """Start ``svc`` and wait until it is healthy; returns its pid."""
+    proc = launch(svc, cfg)
     _wait_healthy(svc, cfg, proc)
     return proc.pid
 
 
-def _reuse_or_start(
-    svc: Service, cfg: StackConfig, echo: Echo, started: list[tuple[Service, int]]
-) -> ServiceStatus:
+def _reuse(svc: Service, cfg: StackConfig, echo: Echo) -> ServiceStatus | None:
+    """Our running, healthy process for ``svc``; one that is unhealthy or open (an older
+    version's) is stopped and None returned, so that it is started again."""
     pid = service_pid(svc)
-    if pid is not None and probe(svc, cfg) == OK:
+    if pid is None:
+        return None
+    state = probe(svc, cfg)
+    if state == OK:
         echo(f"{svc.name:8s} already running (pid {pid}) at {svc.url}")
         post_start(svc, cfg)
         return ServiceStatus(svc.name, svc.url, pid, True, svc.log, "reused")
-    if pid is not None:  # ours but unhealthy or unsecured (an older version): restart it
-        echo(f"{svc.name:8s} restarting (pid {pid}): not healthy with this stack's credentials")
-        _abort(svc, pid)
-    t0 = time.monotonic()
-    pid = start_service(svc, cfg)
-    started.append((svc, pid))
-    post_start(svc, cfg)
-    echo(f"{svc.name:8s} started (pid {pid}) at {svc.url} in {time.monotonic() - t0:.1f} s")
-    return ServiceStatus(svc.name, svc.url, pid, True, svc.log, "started")
+    echo(f"{svc.name:8s} restarting (pid {pid}): {'not healthy' if state == DOWN else state}")
+    _abort(svc, pid)
+    return None
 
 
 def up(cfg: StackConfig | None = None, *, echo: Echo = print) -> list[ServiceStatus]:
-    """Start whatever is not running; reuse what is. On failure stop what this call started."""
+    """Start whatever is not running, all at once; reuse what is. On failure stop what this call
+    started."""
     cfg = cfg or StackConfig.from_env()
     private_dir(cfg.home)
     make_private(cfg.home)
     write_env_file(cfg)  # generates every credential before any service needs one
-    started: list[tuple[Service, int]] = []
-    out: list[ServiceStatus] = []
+    launched: list[tuple[Service, subprocess.Popen, float]] = []
+    out: dict[str, ServiceStatus] = {}
     try:
         for svc in services(cfg):
-            out.append(_reuse_or_start(svc, cfg, echo, started))
+            if (reused := _reuse(svc, cfg, echo)) is not None:
+                out[svc.name] = reused
+            else:  # the servers start side by side: MLflow needs S3 only for artifacts
+                launched.append((svc, launch(svc, cfg), time.monotonic()))
+        for svc, proc, t0 in launched:
+            _wait_healthy(svc, cfg, proc)
+            post_start(svc, cfg)
+            echo(
+                f"{svc.name:8s} started (pid {proc.pid}) at {svc.url} in {time.monotonic() - t0:.1f} s"
+            )
+            out[svc.name] = ServiceStatus(svc.name, svc.url, proc.pid, True, svc.log, "started")
     except BaseException:
-        for svc, pid in started:
-            _abort(svc, pid)
+        for svc, proc, _ in launched:
+            _abort(svc, proc.pid)
         for svc in services(cfg):
             if service_pid(svc) is None:
                 _forget(svc)
         raise
-    return out
+    return [out[svc.name] for svc in services(cfg)]
 
 
 def _stop_others(cfg: StackConfig, echo: Echo) -> list[str]:
