@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import httpx
@@ -61,6 +62,9 @@ def weed(tmp_path_factory) -> Iterator[dict[str, int | str]]:
         f"-master.port={master}",
         f"-volume.port={volume}",
         f"-filer.port={filer}",
+        # unix sockets in the test's folder, not weed's defaults under /tmp
+        f"-s3.localSocket={data / 's3.sock'}",
+        f"-filer.localSocket={data / 'filer.sock'}",
     ]
     env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, **WEED_JWT)
     log = open(data / "weed.log", "w")  # closed in the finally below
@@ -82,6 +86,9 @@ def weed(tmp_path_factory) -> Iterator[dict[str, int | str]]:
         proc.kill()
         proc.wait()
         log.close()
+        # a killed weed leaves its gRPC sockets (fixed names under /tmp) behind
+        for name, port in (("s3", s3), ("master", master), ("volume", volume), ("filer", filer)):
+            Path(f"/tmp/seaweedfs-{name}-grpc-{port + 10000}.sock").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")
