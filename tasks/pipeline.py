@@ -39,8 +39,9 @@ def _io_only(task, task_run, state) -> bool:
     return False
 
 
+# One task-level retry after 10 s (jittered): the clients below already retry for a minute.
 IO_RETRIES = dict(
-    retries=2, retry_delay_seconds=[10, 30], retry_jitter_factor=0.5, retry_condition_fn=_io_only
+    retries=1, retry_delay_seconds=10, retry_jitter_factor=0.5, retry_condition_fn=_io_only
 )
 TRAIN_OPTS = dict(tags=["gpu"], cache_policy=NO_CACHE, **IO_RETRIES)
 
