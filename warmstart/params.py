@@ -32,9 +32,10 @@ class PipelineParams(BaseModel):
     )
     strategies: list[str] = Field(
         default_factory=lambda: ["supervised", "gan", "autoencoder"],
-        description="Pretraining strategies on the source (the strategy registry: "
-        + ", ".join(list_strategies())
-        + ").",
+        description="Pretraining strategies on the source (the strategy registry).",
+        # The registered names as an enum, so the Prefect form offers them as choices; the
+        # validator below re-checks against the registry at run time (plug-ins included).
+        json_schema_extra={"items": {"type": "string", "enum": list_strategies()}},
     )
     transfer_modes: list[str] = Field(
         default_factory=lambda: ["finetune", "lp_ft"],

@@ -185,6 +185,11 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
     dep = httpx.get(f"{api}/deployments/name/transfer-pipeline/nightly", auth=auth, timeout=10)
     assert dep.status_code == 200, f"deployment transfer-pipeline/nightly: {dep.status_code}"
     deployment_id = dep.json()["id"]
+    # Refused candidates are registered too (tagged candidate), so the registry pages exist
+    # whatever the verdict: set on the deployment, so the form opens with it switched on.
+    keep = {"parameters": {"params": {"keep_candidates": True}}}
+    patched = httpx.patch(f"{api}/deployments/{deployment_id}", json=keep, auth=auth, timeout=10)
+    assert patched.status_code == 204, patched.text
     user, password = stack.mlflow_auth
 
     t_start = time.monotonic()
@@ -256,6 +261,7 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
             assert p["strategies"] == STRATEGIES_KEPT, p["strategies"]
             assert p["transfer_modes"] == TRANSFER_MODES, p["transfer_modes"]
             assert (p["seeds"], p["pretrain_epochs"], p["finetune_epochs"]) == (1, 2, 3), p
+            assert p["keep_candidates"] is True, p
             page.wait_for_timeout(500)  # let the route's fade-in finish for the screenshot
 
         with step("prefect-flow-run-completed"):
@@ -267,7 +273,7 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
                 f"{(run.get('state') or {}).get('message')}\n{_worker_log_tail(cfg.home)}"
             )
             page.goto(f"{prefect}/runs/flow-run/{flow_run_id}")
-            expect(page.get_by_text(f"uci-digits-k{K_SHOT}").first).to_be_visible()
+            expect(page.get_by_text(f"k={K_SHOT}").first).to_be_visible()
             expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
 
         # What the UI must show, read through the tracking API.
@@ -276,7 +282,8 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
         assert experiment is not None, f"no MLflow experiment {EXPERIMENT}"
         parents = client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"tags.`warmstart.flow_run_id` = '{flow_run_id}'",
+            filter_string=f"tags.`warmstart.flow_run_id` = '{flow_run_id}' "
+            "and tags.`warmstart.kind` = 'pipeline'",
         )
         assert len(parents) == 1, f"{len(parents)} MLflow parent runs for flow run {flow_run_id}"
         parent = parents[0]
