@@ -18,14 +18,23 @@ from collections import defaultdict
 import httpx
 
 
+def auth() -> tuple[str, str] | None:
+    """The Prefect API's basic credentials (PREFECT_API_AUTH_STRING, `user:password`)."""
+    raw = os.environ.get("PREFECT_API_AUTH_STRING", "")
+    return tuple(raw.split(":", 1)) if ":" in raw else None  # type: ignore[return-value]
+
+
 def latest_run(api: str) -> dict:
     flows = httpx.post(
-        f"{api}/flows/filter", json={"flows": {"name": {"any_": ["transfer-pipeline"]}}}
+        auth=auth(),
+        url=f"{api}/flows/filter",
+        json={"flows": {"name": {"any_": ["transfer-pipeline"]}}},
     ).json()
     if not flows:
         raise SystemExit("no transfer-pipeline flow on this server: run `make demo` first")
     runs = httpx.post(
-        f"{api}/flow_runs/filter",
+        auth=auth(),
+        url=f"{api}/flow_runs/filter",
         json={
             "flows": {"id": {"any_": [flows[0]["id"]]}},
             "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}},
@@ -40,7 +49,8 @@ def latest_run(api: str) -> dict:
 
 def measure(api: str, flow_run: dict) -> dict:
     tasks = httpx.post(
-        f"{api}/task_runs/filter",
+        auth=auth(),
+        url=f"{api}/task_runs/filter",
         json={"flow_runs": {"id": {"any_": [flow_run["id"]]}}, "limit": 200},
     ).json()
     stages: dict[str, float] = defaultdict(float)
@@ -71,7 +81,11 @@ def main() -> None:
     api = os.environ.get("PREFECT_API_URL")
     if not api:
         raise SystemExit("PREFECT_API_URL is not set: eval $(warmstart env)")
-    run = httpx.get(f"{api}/flow_runs/{args.flow_run}").json() if args.flow_run else latest_run(api)
+    run = (
+        httpx.get(auth=auth(), url=f"{api}/flow_runs/{args.flow_run}").json()
+        if args.flow_run
+        else latest_run(api)
+    )
     m = measure(api, run)
     print(f"flow run {m['name']} ({m['flow_run']}): {m['tasks']} task runs")
     print(

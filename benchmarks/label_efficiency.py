@@ -92,13 +92,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
 
-    from warmstart.flows.label_efficiency import label_efficiency
-
-    from warmstart import logsafe
     from warmstart.settings import load_env
+
+    load_env()  # before Prefect is imported: it reads PREFECT_API_URL once, at import
+    from warmstart import logsafe
+    from warmstart.flows.label_efficiency import label_efficiency
     from warmstart.params import SweepParams
 
-    load_env()
     logsafe.install()
     params = SweepParams(
         **PRESETS[args.preset], seeds=args.seeds, k_values=[int(k) for k in args.k.split(",")]
