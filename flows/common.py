@@ -12,6 +12,7 @@ from warmstart.contracts import ArmResult, DatasetRef, Job, SourceModel
 from warmstart.errors import WarmstartError
 from warmstart.params import PipelineParams
 from warmstart.tasks import pipeline as t
+from warmstart.tasks.stage_runs import StageStopped
 
 
 def prepare(params: PipelineParams, kind: str) -> tuple[Job, DatasetRef | None]:
@@ -52,6 +53,8 @@ def gather(futures: list[PrefectFuture]) -> list:
             continue
         try:
             future.result()
+        except StageStopped as exc:  # a consequence of the flow run ending, never the cause
+            first = first or exc
         except WarmstartError:
             raise
         except BaseException as exc:  # noqa: BLE001 - keep looking for the root cause

@@ -16,21 +16,37 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from warmstart import reports, storage, tracking
 from warmstart.contracts import DatasetRef, Job, RunContext, SourceModel, StageRecord
+from warmstart.errors import WarmstartError
 from warmstart.params import PipelineParams
 from warmstart.tasks import stale_runs
 
 T = TypeVar("T")
 
 
-class Progress:
-    """Per-epoch reporting: MLflow metrics on the stage's run + a Prefect progress artifact."""
+# Flow runs that ended early (failed, crashed, cancelled): their training stages still running in
+# other threads stop at their next epoch instead of training on for nothing.
+STOPPED_FLOW_RUNS: set[str] = set()
+# Flow runs this process has started (their parent MLflow run is open), for `abandon_flow_runs`.
+ACTIVE_FLOW_RUNS: set[str] = set()
 
-    def __init__(self, run_id: str, total_epochs: int, description: str):
+
+class StageStopped(WarmstartError):
+    """A stage stopped because its flow run already ended (not the root cause)."""
+
+
+class Progress:
+    """Per-epoch reporting: MLflow metrics on the stage's run + a Prefect progress artifact.
+    Raises ``StageStopped`` once the stage's flow run has ended early."""
+
+    def __init__(self, run_id: str, total_epochs: int, description: str, flow_run_id: str = ""):
         self.run_id = run_id
+        self.flow_run_id = flow_run_id
         self.total = max(1, total_epochs)
         self.artifact_id = create_progress_artifact(progress=0.0, description=description)
 
     def __call__(self, epoch: int, metrics: dict) -> None:
+        if self.flow_run_id in STOPPED_FLOW_RUNS:
+            raise StageStopped(f"stopped after epoch {epoch}: flow run {self.flow_run_id} ended")
         tracking.log_metrics(self.run_id, metrics, step=epoch)
         update_progress_artifact(self.artifact_id, progress=min(100.0, 100.0 * epoch / self.total))
 
@@ -50,7 +66,7 @@ def stage_run(
         params=params,
         tags={**tags, "warmstart.flow_run_id": run.flow_run_id},
     )
-    progress = Progress(run_id, epochs, name)
+    progress = Progress(run_id, epochs, name, run.flow_run_id)
     try:
         yield progress
     except BaseException as exc:
@@ -99,6 +115,7 @@ def open_pipeline_run(
         params=params.model_dump(),
         tags={"warmstart.flow_run_id": flow_run_id, "warmstart.kind": kind},
     )
+    ACTIVE_FLOW_RUNS.add(flow_run_id)
     return RunContext(experiment_id=experiment, run_id=run_id, flow_run_id=flow_run_id, kind=kind)
 
 
@@ -136,6 +153,17 @@ def with_run_id(record: T, run_id: str) -> T:
 
 
 def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
-    """End every MLflow run (parent and stages) of one flow run still RUNNING: for the flow's
-    failure, crash and cancellation hooks."""
+    """End every MLflow run (parent and stages) of one flow run still RUNNING, and make its
+    stages still training stop at their next epoch: for the flow's failure, crash and
+    cancellation hooks."""
+    STOPPED_FLOW_RUNS.add(flow_run_id)
     return tracking.end_runs_of_flow(flow_run_id, status, reason)
+
+
+def abandon_flow_runs(reason: str) -> list[str]:
+    """For Ctrl-C / SIGTERM: stop this process's training stages at their next epoch, end the
+    MLflow runs of its flow runs as KILLED and mark the Prefect flow runs Cancelled."""
+    for flow_run_id in ACTIVE_FLOW_RUNS:
+        end_flow_runs(flow_run_id, "KILLED", reason)
+        stale_runs.cancel_flow_run(flow_run_id, reason)
+    return sorted(ACTIVE_FLOW_RUNS)

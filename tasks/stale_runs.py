@@ -22,7 +22,7 @@ from prefect.client.schemas.filters import (
     TaskRunFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.states import Crashed
+from prefect.states import Cancelled, Crashed
 
 from warmstart.errors import ConfigError
 
@@ -68,3 +68,11 @@ def close_stale_flow_runs(older_than_s: float, *, exclude: str | None = None) ->
             client.set_flow_run_state(run.id, Crashed(message=message), force=True)
             closed.append(str(run.id))
     return closed
+
+
+def cancel_flow_run(flow_run_id: str, reason: str) -> None:
+    """Mark a flow run of this process Cancelled (if it has not ended already)."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        if run.state is None or not run.state.is_final():
+            client.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)

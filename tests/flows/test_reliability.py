@@ -135,6 +135,8 @@ def test_sigterm_ends_the_flow_run_and_its_mlflow_runs_within_seconds(stack):
     ended = [r for r in runs_of("uci-digits-5-8") if r.info.status == "KILLED"]
     assert ended and all("warmstart.end_reason" in r.data.tags for r in ended)
     assert flow_runs(stack, "RUNNING") == []
+    cancelled = [r for r in flow_runs(stack, "CANCELLED") if "k=5" in r["name"]]
+    assert cancelled, "the interrupted flow run is Cancelled"
 
 
 def test_kill_9_leaves_runs_that_the_next_run_closes(stack):

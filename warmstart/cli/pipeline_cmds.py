@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,8 +59,8 @@ def check_prefect() -> None:
 
 
 @contextmanager
-def ending_runs_on_signals() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C: the flow run crashes, its hooks end the MLflow runs."""
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM behaves like Ctrl-C: a KeyboardInterrupt in the main thread."""
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -72,23 +73,43 @@ def ending_runs_on_signals() -> Iterator[None]:
 
 
 def run_flow(call: Callable[[], Any]) -> Any:
-    """Run a flow; one line for any failure; on Ctrl-C/SIGTERM exit at once, without waiting
-    for training threads (the flow's crash hook has ended its flow run and MLflow runs)."""
-    from prefect.exceptions import ExternalSignal  # deferred: heavy (prefect)
+    """Run a flow in a worker thread, so Ctrl-C/SIGTERM reach this (main) thread at once: the
+    run's stages stop, its MLflow runs end as KILLED, its flow run is Cancelled, and the process
+    exits 130 without waiting for training threads. Any failure is one line."""
+    from warmstart.tasks.stage_runs import abandon_flow_runs  # deferred: heavy (prefect)
 
-    try:
-        with ending_runs_on_signals():
-            return call()
-    except WarmstartError:
-        raise
-    except (KeyboardInterrupt, ExternalSignal):
-        err_console.print("interrupted: the flow run and its MLflow runs were ended")
-        flush_prefect_logs()
-        sys.stdout.flush()
-        os._exit(130)
-    except Exception as exc:  # noqa: BLE001 - one line, no traceback from deep inside a library
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        raise WarmstartError(f"pipeline failed: {type(exc).__name__}: {first}") from None
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, name="warmstart-flow", daemon=True)
+    with signals_interrupt():
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+        except KeyboardInterrupt:
+            err_console.print("interrupted: ending the flow run and its MLflow runs")
+            ended = abandon_flow_runs("interrupted by Ctrl-C or SIGTERM")
+            err_console.print(f"ended flow run(s) {', '.join(ended) or '-'}; exit 130")
+            flush_prefect_logs()
+            sys.stdout.flush()
+            os._exit(130)
+    return _result(outcome)
+
+
+def _result(outcome: dict[str, Any]) -> Any:
+    exc = outcome.get("error")
+    if exc is None:
+        return outcome["value"]
+    if isinstance(exc, WarmstartError):
+        raise exc
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    raise WarmstartError(f"pipeline failed: {type(exc).__name__}: {first}") from None
 
 
 def flush_prefect_logs() -> None:
