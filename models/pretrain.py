@@ -16,7 +16,6 @@ from .config import PretrainConfig, identity_dict
 from .data import check_images, to_device
 from .driver import EpochCallback, EpochTask, run_epochs, start_run
 from .errors import ModelError
-from .grids import plot_curves
 from .registry import backbone_class, strategy_class
 from .strategies.base import Strategy
 
@@ -113,19 +112,9 @@ def pretrain(
     return PretrainResult(
         backbone_state=strat.backbone_state(),
         history=progress.history,
-        artifacts=_artifacts(strat, task.x, progress.history),
+        artifacts=strat.artifacts(task.x),
         seconds=time.perf_counter() - t_start,
         epochs_done=len(progress.history),
         resumed_from=progress.resumed_from,
         images_per_second=progress.images_per_second,
     )
-
-
-def _artifacts(strat: Strategy, x: torch.Tensor, history: list[dict]) -> dict[str, np.ndarray]:
-    """The strategy's images plus a loss-curve plot (GAN: d_loss and g_loss, not their sum)."""
-    artifacts = strat.artifacts(x)
-    curves = {k: [r[k] for r in history] for k in (history[0] if history else {}) if "loss" in k}
-    if len(curves) > 1:
-        curves.pop("loss", None)
-    artifacts["loss_curve"] = plot_curves(curves)
-    return artifacts

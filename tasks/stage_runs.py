@@ -90,7 +90,7 @@ def log_stage(run_id: str, name: str, stage: StageRecord, label: str) -> None:
     tracking.set_tags(run_id, {"checkpoint_uri": stage.checkpoint_uri})
     tracking.log_metrics(run_id, {"seconds": stage.seconds})
     try:
-        fig = reports.learning_curves_figure({label: list(stage.history)})
+        fig = reports.learning_curves_figure({label: list(stage.history)}, title=name)
         tracking.log_bytes(run_id, "learning_curves.png", reports.figure_png(fig))
     except Exception as exc:  # noqa: BLE001 - a plot must never fail a training stage
         log.warning("learning curves not plotted: %s", exc)
@@ -142,7 +142,12 @@ def log_pipeline_inputs(job: Job, source: DatasetRef | None) -> None:
 def log_source_artifacts(run_id: str, source: SourceModel) -> None:
     """The images a pretraining made (GAN samples, reconstructions), as PNG artifacts."""
     for name, uri in source.artifacts.items():
-        tracking.log_bytes(run_id, f"{name}.png", storage.get_bytes(storage.parse_s3_uri(uri)))
+        png = storage.get_bytes(storage.parse_s3_uri(uri))
+        try:
+            png = reports.artifact_png(name, png, label=f"pretraining: {source.label}")
+        except Exception as exc:  # noqa: BLE001 - a caption must never fail a training stage
+            get_run_logger().warning("%s not captioned: %s", name, exc)
+        tracking.log_bytes(run_id, f"{name}.png", png)
 
 
 def with_run_id(record: T, run_id: str) -> T:

@@ -80,38 +80,102 @@ def confusion_matrix_figure(
     return fig
 
 
-def learning_curves_figure(history: Mapping[str, Sequence[Mapping[str, float]]]) -> Figure:
-    """Loss and accuracy per epoch, one line per arm and split.
+# What each per-epoch key means on the plot: (panel, series label, line style). Fine-tuning
+# histories carry train_/val_ loss and accuracy; pretraining ones carry ``loss`` (GAN: also
+# ``d_loss``/``g_loss``, the drawn ones) and, for supervised pretraining, ``acc``.
+_SERIES: dict[str, tuple[str, str, str]] = {
+    "train_loss": ("loss", "train", "--"),
+    "val_loss": ("loss", "val", "-"),
+    "loss": ("loss", "train", "--"),
+    "d_loss": ("loss", "discriminator", "--"),
+    "g_loss": ("loss", "generator", ":"),
+    "train_acc": ("accuracy", "train", "--"),
+    "train_accuracy": ("accuracy", "train", "--"),
+    "val_acc": ("accuracy", "val", "-"),
+    "val_accuracy": ("accuracy", "val", "-"),
+    "acc": ("accuracy", "train", "--"),
+}
 
-    ``history``: arm name → list of per-epoch dicts with any of ``train_loss``, ``val_loss``,
-    ``train_acc``/``train_accuracy``, ``val_acc``/``val_accuracy`` and optionally ``epoch``.
-    Train is drawn dashed, validation solid, in the same colour per arm.
+
+def _series(epochs: Sequence[Mapping[str, float]]) -> dict[tuple[str, str, str], list]:
+    """(panel, label, style) → [(epoch, value)] for every known key of one history. ``loss`` is
+    left out when ``d_loss``/``g_loss`` are there (it is their sum)."""
+    keys = [k for k in _SERIES if any(e.get(k) is not None for e in epochs)]
+    if "d_loss" in keys or "g_loss" in keys:
+        keys = [k for k in keys if k != "loss"]
+    out: dict[tuple[str, str, str], list] = {}
+    for i, e in enumerate(epochs):
+        x = e.get("epoch", i + 1)
+        for k in keys:
+            if e.get(k) is not None and np.isfinite(e[k]):
+                out.setdefault(_SERIES[k], []).append((x, float(e[k])))
+    return out
+
+
+def learning_curves_figure(
+    history: Mapping[str, Sequence[Mapping[str, float]]], *, title: str = ""
+) -> Figure:
+    """Loss (and accuracy where the history has it) per epoch, one colour per arm.
+
+    ``history``: arm name → list of per-epoch dicts. Fine-tuning keys ``train_loss``,
+    ``val_loss``, ``train_acc``/``train_accuracy``, ``val_acc``/``val_accuracy``; pretraining
+    keys ``loss``, ``acc``, ``d_loss``, ``g_loss``; optionally ``epoch``. Train is dashed,
+    validation solid. The accuracy panel is drawn only when some arm has accuracy.
     """
-    if not history:
-        raise DataError("no learning-curve history: pass {arm: [per-epoch metrics, ...]}")
-    fig = _figure(10.0, 4.0)
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    colors = [f"C{i % 10}" for i in range(len(history))]
-    for color, (arm, epochs) in zip(colors, history.items(), strict=True):
-        xs = [e.get("epoch", i + 1) for i, e in enumerate(epochs)]
-        for split, style in (("train", "--"), ("val", "-")):
-            for ax, names in (
-                (ax_loss, (f"{split}_loss",)),
-                (ax_acc, (f"{split}_acc", f"{split}_accuracy")),
-            ):
-                pts = [
-                    (x, v)
-                    for x, e in zip(xs, epochs, strict=True)
-                    if (v := next((e[n] for n in names if e.get(n) is not None), None)) is not None
-                ]
-                if pts:
-                    px, py = zip(*pts, strict=True)
-                    ax.plot(px, py, style, color=color, label=f"{arm} ({split})", marker=".")
-    ax_loss.set_title("loss")
-    ax_acc.set_title("accuracy")
-    for ax in (ax_loss, ax_acc):
+    lines = {arm: _series(epochs) for arm, epochs in history.items()}
+    if not any(lines.values()):
+        raise DataError(
+            "no learning-curve history: pass {arm: [per-epoch metrics, ...]} with loss or accuracy"
+        )
+    panels = ["loss"] + (
+        ["accuracy"] if any(p == "accuracy" for s in lines.values() for p, _, _ in s) else []
+    )
+    fig = _figure(5.0 * len(panels) + 1.0, 4.0)
+    axes = dict(zip(panels, fig.subplots(1, len(panels), squeeze=False)[0], strict=True))
+    for n, (arm, series) in enumerate(lines.items()):
+        for (panel, label, style), pts in series.items():
+            px, py = zip(*pts, strict=True)
+            name = f"{arm} ({label})" if len(lines) > 1 else label
+            axes[panel].plot(px, py, style, color=f"C{n % 10}", label=name, marker=".")
+    for panel, ax in axes.items():
+        ax.set_title(panel)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(panel if panel == "loss" else "accuracy (fraction)")
         ax.grid(alpha=0.3)
-    if ax_acc.get_legend_handles_labels()[0]:
-        ax_acc.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title or ", ".join(history))
     return fig
+
+
+# Captions of the pretraining artifact images, by artifact name (``models`` draws them unlabelled).
+ARTIFACT_CAPTIONS = {
+    "ae_reconstructions": "autoencoder: inputs (top row of each pair) and their reconstructions "
+    "(row below)",
+    "gan_samples": "GAN generator samples (fixed noise, after the last epoch)",
+}
+
+
+def captioned_image_figure(image: np.ndarray, title: str, *, label: str = "") -> Figure:
+    """An H×W×3 uint8 image drawn pixel for pixel (no axes) under a title; ``label`` is an
+    optional line below it (e.g. which strategy made it)."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"image of shape {image.shape}: pass an H×W×3 uint8 array")
+    h, w = image.shape[:2]
+    scale = max(1.0, 480 / max(h, w))  # at least 480 px on the long side
+    fig = _figure(w * scale / 100 + 0.4, h * scale / 100 + 0.8)
+    ax = fig.add_subplot()
+    ax.imshow(image, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9, wrap=True)
+    if label:
+        ax.text(0.5, -0.02, label, transform=ax.transAxes, ha="center", va="top", fontsize=8)
+    return fig
+
+
+def artifact_png(name: str, png: bytes, *, label: str = "") -> bytes:
+    """A stored pretraining artifact PNG redrawn larger under its caption (the name when none
+    is known)."""
+    from PIL import Image  # deferred: heavy, and only needed for artifact images
+
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return figure_png(captioned_image_figure(image, ARTIFACT_CAPTIONS.get(name, name), label=label))

@@ -120,13 +120,20 @@ class Autoencoder(Strategy):
 
     @torch.no_grad()
     def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        """Inputs spread evenly over the set (it may be sorted by class), each row of inputs
+        directly above its row of reconstructions. Deterministic: draws no random numbers."""
         k = min(self.run.grid_images // 2, len(x))
-        k = k - k % 8 if k >= 8 else k
+        cols = min(8, k)
+        k -= k % cols
         self.encoder.eval()
         self.decoder.eval()
-        orig = to_float(x[:k])
+        idx = torch.linspace(0, len(x) - 1, k).round().long().to(x.device)
+        orig = to_float(x[idx])
         rec = self.reconstruct(orig)
-        return {"ae_reconstructions": image_grid(torch.cat([orig, rec]), nrow=min(8, k))}
+        pairs = torch.stack(
+            [orig.view(-1, cols, *orig.shape[1:]), rec.view(-1, cols, *rec.shape[1:])], 1
+        )
+        return {"ae_reconstructions": image_grid(pairs.flatten(0, 2), nrow=cols)}
 
     def backbone_state(self) -> dict[str, torch.Tensor]:
         return self.encoder.trunk_state_dict()

@@ -136,7 +136,7 @@ class GAN(Strategy):
         return self.gen_net(z.to(self.device)).float()
 
     def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
-        return {"gan_samples": image_grid(self.samples(self.run.grid_images))}
+        return {"gan_samples": image_grid(self.samples(self.run.grid_images), min_tile=48)}
 
     def backbone_state(self) -> dict[str, torch.Tensor]:
         return self.disc.trunk_state_dict()

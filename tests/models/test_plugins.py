@@ -149,7 +149,7 @@ def test_toy_strategy_pretrains_resumes_and_checks_its_config(rotation, digits, 
     full = _pretrain(x[:256], cfg)
     losses = [row["loss"] for row in full.history]
     assert losses[-1] < losses[0] and np.isfinite(losses).all(), losses
-    assert "loss_curve" in full.artifacts and full.images_per_second > 0
+    assert full.artifacts == {} and full.images_per_second > 0
 
     class Crash(Exception):
         pass

@@ -54,6 +54,11 @@ def model_name_for(target_name: str) -> str:
     return f"{MODEL_PREFIX}{name}"
 
 
+# The tag the MLflow 3 UI reads to open an experiment in its training (not GenAI) view.
+_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = {_KIND_TAG: "custom_model_development"}
+
+
 def experiment_id(target_name: str) -> str:
     """The id of experiment ``warmstart/<target>``, created or restored if needed.
 
@@ -67,13 +72,17 @@ def experiment_id(target_name: str) -> str:
         exp = c.get_experiment_by_name(name)
         if exp is None:
             try:
-                return c.create_experiment(name, tags={"warmstart.target": target_name})
+                return c.create_experiment(
+                    name, tags={"warmstart.target": target_name, **EXPERIMENT_KIND}
+                )
             except MlflowException as exc:
                 exp = c.get_experiment_by_name(name)
                 if exp is None:
                     raise exc from None
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
+        if exp.tags.get(_KIND_TAG) != EXPERIMENT_KIND[_KIND_TAG]:
+            c.set_experiment_tag(exp.experiment_id, _KIND_TAG, EXPERIMENT_KIND[_KIND_TAG])
         return exp.experiment_id
 
 

@@ -1,0 +1,98 @@
+"""The report figures show their data: lines with the right points, labelled axes, titles,
+legends; pretraining histories (``loss``/``acc``, GAN ``d_loss``/``g_loss``) as well as
+fine-tuning ones; captioned artifact images."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from warmstart import reports
+from warmstart.errors import DataError
+
+
+def _lines(ax) -> dict[str, tuple[list, list]]:
+    return {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.lines}
+
+
+def test_supervised_pretraining_curves_show_loss_and_accuracy():
+    hist = [
+        {"epoch": e, "loss": 2.0 / e, "acc": 0.3 * e, "lr": 0.1, "images": 64} for e in (1, 2, 3)
+    ]
+    fig = reports.learning_curves_figure({"supervised": hist}, title="pretrain-source[supervised]")
+    ax_loss, ax_acc = fig.axes
+    assert _lines(ax_loss) == {"train": ([1, 2, 3], [2.0, 1.0, 2.0 / 3])}
+    assert _lines(ax_acc) == {"train": ([1, 2, 3], pytest.approx([0.3, 0.6, 0.9]))}
+    assert (ax_loss.get_xlabel(), ax_loss.get_ylabel(), ax_loss.get_title()) == (
+        "epoch",
+        "loss",
+        "loss",
+    )
+    assert ax_acc.get_ylabel() == "accuracy (fraction)" and ax_acc.get_legend() is not None
+    assert fig.get_suptitle() == "pretrain-source[supervised]"
+    assert reports.figure_png(fig).startswith(b"\x89PNG")
+
+
+def test_autoencoder_curve_is_one_loss_panel():
+    hist = [{"epoch": 1, "loss": 0.09, "lr": 1e-3}, {"epoch": 2, "loss": 0.05, "lr": 1e-3}]
+    fig = reports.learning_curves_figure({"autoencoder": hist})
+    (ax,) = fig.axes
+    assert _lines(ax) == {"train": ([1, 2], [0.09, 0.05])}
+    assert ax.get_ylabel() == "loss" and fig.get_suptitle() == "autoencoder"
+    lo, hi = ax.get_ylim()
+    assert lo < 0.05 and hi > 0.09 and hi < 0.2  # scaled to the data, not an empty 0-1 plot
+
+
+def test_gan_curves_show_discriminator_and_generator_not_their_sum():
+    hist = [{"epoch": e, "loss": 3.0, "d_loss": 1.0, "g_loss": 2.0, "d_real": 0.6} for e in (1, 2)]
+    (ax,) = reports.learning_curves_figure({"gan": hist}).axes
+    assert _lines(ax) == {"discriminator": ([1, 2], [1.0, 1.0]), "generator": ([1, 2], [2.0, 2.0])}
+
+
+def test_finetune_curves_per_arm_and_split():
+    hist = {
+        "gan/lp_ft": [
+            {"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4},
+            {"epoch": 2, "train_loss": 0.5, "val_loss": 0.7, "train_acc": 0.8, "val_acc": 0.7},
+        ],
+        "scratch": [{"train_loss": 1.2, "val_accuracy": 0.3}],
+    }
+    ax_loss, ax_acc = reports.learning_curves_figure(hist).axes
+    assert _lines(ax_loss) == {
+        "gan/lp_ft (train)": ([1, 2], [1.0, 0.5]),
+        "gan/lp_ft (val)": ([1, 2], [1.1, 0.7]),
+        "scratch (train)": ([1], [1.2]),
+    }
+    assert _lines(ax_acc) == {
+        "gan/lp_ft (train)": ([1, 2], [0.5, 0.8]),
+        "gan/lp_ft (val)": ([1, 2], [0.4, 0.7]),
+        "scratch (val)": ([1], [0.3]),
+    }
+    styles = {ln.get_label(): ln.get_linestyle() for ln in ax_loss.lines}
+    assert styles["gan/lp_ft (train)"] == "--" and styles["gan/lp_ft (val)"] == "-"
+
+
+def test_history_without_loss_or_accuracy_is_refused():
+    with pytest.raises(DataError, match="loss or accuracy"):
+        reports.learning_curves_figure({"x": [{"epoch": 1, "lr": 0.1}]})
+    with pytest.raises(DataError):
+        reports.learning_curves_figure({})
+
+
+def test_artifact_png_is_larger_and_captioned():
+    grid = np.zeros((70, 274, 3), dtype=np.uint8)
+    grid[10:20, 10:20] = 255
+    buf = io.BytesIO()
+    Image.fromarray(grid).save(buf, format="PNG")
+    png = reports.artifact_png("gan_samples", buf.getvalue(), label="pretraining: gan")
+    w, h = Image.open(io.BytesIO(png)).size
+    assert w >= 480 and h > 70
+    fig = reports.captioned_image_figure(grid, reports.ARTIFACT_CAPTIONS["ae_reconstructions"])
+    (ax,) = fig.axes
+    assert "reconstructions" in ax.get_title() and "inputs" in ax.get_title()
+    assert ax.images[0].get_array().shape == (70, 274, 3)
+    with pytest.raises(DataError, match="H×W×3"):
+        reports.captioned_image_figure(grid[..., 0], "x")
