@@ -48,17 +48,27 @@ def evaluate(
     evaluation = stages.evaluate(results, job)
     rows = promotion.summarize(evaluation, sources)
     run_id = job.run.run_id
-    for row in rows:
-        key = row.arm.replace("/", ".")
-        metrics = {
-            f"test_acc.{key}": row.test_acc,
-            f"val_acc.{key}": row.val_acc,
-            f"delta_vs_scratch.{key}": row.delta_vs_scratch,
-        }
-        tracking.log_metrics(run_id, metrics)
+    # the parent keeps one mean test accuracy per arm (the label-efficiency plot and the browser
+    # test read them); the comparable per-seed numbers live on each arm's own run
+    tracking.log_metrics(run_id, {f"test_acc.{r.arm.replace('/', '.')}": r.test_acc for r in rows})
+    log_arm_runs(evaluation, results)
     tracking.log_bytes(run_id, "predictions.parquet", predictions_parquet(evaluation))
     tracking.log_text(run_id, "accuracy_table.md", promotion.table_markdown(rows))
     return evaluation, rows
+
+
+def log_arm_runs(evaluation: Evaluation, results: list[ArmResult]) -> None:
+    """``test_accuracy`` and ``val_accuracy`` on each arm's stage run, one seed per run: the same
+    metric names on every child run, so MLflow's Compare and chart views line the arms up."""
+    for result in results:
+        scores = evaluation.arms.get(result.spec.arm)
+        run_id = result.stage.mlflow_run_id if result.stage else None
+        if scores is None or not run_id or result.spec.seed not in scores.seeds:
+            continue
+        i = scores.seeds.index(result.spec.seed)
+        tracking.log_metrics(
+            run_id, {"test_accuracy": scores.test_acc[i], "val_accuracy": scores.val_acc[i]}
+        )
 
 
 def _served_model(evaluation: Evaluation, results: list[ArmResult], job: Job):
@@ -146,7 +156,10 @@ def publish(
         key="accuracy-table",
         description="strategy × mode vs scratch (test split, 95% CI)",
     )
-    tracking.log_metrics(run.run_id, {"flow_wall_seconds": wall_seconds})
+    d = decision.delta_vs_scratch
+    gate = {"gate_promoted": float(decision.passed), "gate_delta_vs_scratch": d["mean_diff"]}
+    gate |= {"gate_delta_ci_low": d["ci_low"], "gate_delta_ci_high": d["ci_high"]}
+    tracking.log_metrics(run.run_id, {**gate, "flow_wall_seconds": wall_seconds})
     tracking.end_run(run.run_id)
     get_run_logger().info("gate: %s — %s", decision.verdict, decision.reason)
     return summary(decision, outcome, rows, stage_records, job)

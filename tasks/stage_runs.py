@@ -6,6 +6,7 @@ Plain functions and a context manager used by the thin tasks in ``warmstart.task
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -36,18 +37,22 @@ class StageStopped(WarmstartError):
 
 class Progress:
     """Per-epoch reporting: MLflow metrics on the stage's run + a Prefect progress artifact.
-    Raises ``StageStopped`` once the stage's flow run has ended early."""
+    Raises ``StageStopped`` once the stage's flow run has ended early. From the first epoch on,
+    system metrics are sampled onto the run (a reused stage trains no epoch and gets none)."""
 
     def __init__(self, run_id: str, total_epochs: int, description: str, flow_run_id: str = ""):
         self.run_id = run_id
         self.flow_run_id = flow_run_id
         self.total = max(1, total_epochs)
         self.artifact_id = create_progress_artifact(progress=0.0, description=description)
+        self.monitor = None  # the system-metrics monitor (False: it could not start)
 
     def __call__(self, epoch: int, metrics: dict) -> None:
         if self.flow_run_id in STOPPED_FLOW_RUNS:
             raise StageStopped(f"stopped after epoch {epoch}: flow run {self.flow_run_id} ended")
         tracking.log_metrics(self.run_id, metrics, step=epoch)
+        if self.monitor is None:
+            self.monitor = system_metrics(self.run_id) or False
         update_progress_artifact(self.artifact_id, progress=min(100.0, 100.0 * epoch / self.total))
 
     def done(self) -> None:
@@ -70,10 +75,38 @@ def stage_run(
     try:
         yield progress
     except BaseException as exc:
+        _finish(progress.monitor)
         tracking.end_run(run_id, "FAILED", reason=f"{type(exc).__name__}: {exc}")
         raise
+    _finish(progress.monitor)
     tracking.end_run(run_id)
     progress.done()
+
+
+def system_metrics(run_id: str):
+    """MLflow's CPU/memory/disk/network (and GPU) monitor on one run, by explicit run id (no
+    fluent active run, so safe in the task runner's threads); ``None`` if it cannot start."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import (  # deferred: heavy (mlflow)
+            SystemMetricsMonitor,
+        )
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines
+        monitor = SystemMetricsMonitor(run_id, tracking_uri=tracking.tracking_uri())
+        monitor.start()
+        return monitor
+    except Exception as exc:  # noqa: BLE001 - monitoring must never fail a training stage
+        get_run_logger().warning("no system metrics for run %s: %s", run_id, exc)
+        return None
+
+
+def _finish(monitor) -> None:
+    """Stop the monitor and flush its last samples (before the run ends)."""
+    if monitor:
+        try:
+            monitor.finish()
+        except Exception as exc:  # noqa: BLE001 - monitoring must never fail a training stage
+            get_run_logger().warning("system metrics not flushed: %s", exc)
 
 
 def log_stage(run_id: str, name: str, stage: StageRecord, label: str) -> None:

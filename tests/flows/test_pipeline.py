@@ -86,6 +86,26 @@ def test_mlflow_parent_and_nested_runs_with_artifacts(first_run):
     # dataset inputs with digests
     inputs = c.get_run(parent.info.run_id).inputs.dataset_inputs
     assert len(inputs) == 2 and all(len(i.dataset.digest) >= 8 for i in inputs)
+    _check_ui_views(c, exp, parent, children)
+
+
+def _check_ui_views(c, exp, parent, children) -> None:
+    """The UI opens the training view; every arm's run carries the same metric names (Compare,
+    charts); the parent keeps a summary and one test accuracy per arm, not every per-arm name."""
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    arms = [r for r in children if not r.info.run_name.startswith("pretrain-source")]
+    assert len(arms) >= 3
+    for run in arms:
+        for name in ("test_accuracy", "val_accuracy"):
+            assert 0.0 <= run.data.metrics[name] <= 1.0, (run.info.run_name, name)
+    metrics = parent.data.metrics
+    assert 0.0 <= metrics["test_acc.supervised.linear_probe"] <= 1.0
+    assert metrics["gate_delta_ci_low"] <= metrics["gate_delta_vs_scratch"]
+    assert metrics["gate_delta_vs_scratch"] <= metrics["gate_delta_ci_high"]
+    assert not [m for m in metrics if m.startswith(("val_acc.", "delta_vs_scratch."))]
+    pretrain = next(r for r in children if r.info.run_name == "pretrain-source[supervised]")
+    files = {a.path for a in c.list_artifacts(pretrain.info.run_id)}
+    assert "learning_curves.png" in files and "loss_curve.png" not in files
 
 
 def test_registered_version_carries_the_verdict_and_its_training_run(first_run):
@@ -109,6 +129,9 @@ def test_registered_version_carries_the_verdict_and_its_training_run(first_run):
         assert tag in mv.tags, tag
     assert mv.tags["gate_verdict"] == summary["verdict"]
     assert mv.tags["checkpoint_uri"].startswith("s3://")
+    # the registry page states the verdict and the source
+    assert mv.description.startswith(f"**{summary['verdict']}**")
+    assert mv.run_id in mv.description and TINY["source"] in mv.description
 
 
 def test_rerun_is_a_cache_hit(first_run):

@@ -33,6 +33,7 @@ from warmstart.errors import DataError, TrackingError
 from warmstart.promotion.lock import prefect_lock
 from warmstart.promotion.policy import Champion, Decision, decide, select_candidate, served_index
 from warmstart.tracking import CHAMPION, PREVIOUS_CHAMPION, VersionRef
+from warmstart.tracking.client import client
 
 if TYPE_CHECKING:
     import torch
@@ -81,6 +82,7 @@ class _Request:
     keep_candidates: bool
     score_version: ScoreVersion
     fallback_run_id: str  # the pipeline's parent run
+    source_spec: str = ""  # what the source was pretrained on (for the version's description)
 
 
 def provenance_tags(served: ArmResult, job: Job, source: SourceModel | None) -> dict[str, str]:
@@ -169,7 +171,30 @@ def _version_for(req: _Request, decision: Decision) -> tuple[VersionRef, bool]:
         "serialization": logged.serialization,
         "weights_sha256": logged.weights_sha256,
     }
-    return tracking.create_version(req.model_name, logged.uri, run_id=run_id, tags=tags), True
+    ref = tracking.create_version(req.model_name, logged.uri, run_id=run_id, tags=tags)
+    with tracking.errors(f"description of {req.model_name} version {ref.version}"):
+        client().update_model_version(
+            req.model_name, ref.version, description=version_description(req, decision, run_id)
+        )
+    return ref, True
+
+
+def version_description(req: _Request, decision: Decision, run_id: str) -> str:
+    """What the registry page shows first: the gate's verdict with its numbers, and where the
+    model came from (arm, seed, source, the run that trained it)."""
+    t = req.tags
+    source = (
+        f" pretrained on `{req.source_spec}`,"
+        if req.source_spec and req.served.spec.strategy
+        else ""
+    )
+    return (
+        f"**{decision.verdict}** ({decision.rule}): {decision.reason}\n\n"
+        f"Source: arm `{req.served.arm}` (strategy {t.get('strategy', 'none')}, transfer mode "
+        f"{t.get('transfer_mode', '?')}, seed {req.served.seed}),{source} fine-tuned with "
+        f"k={t.get('k_shot', '?')} labelled target images per class; trained in MLflow run "
+        f"`{run_id}` of Prefect flow run `{t.get('flow_run_id', '?')}`."
+    )
 
 
 def _compare_and_set(model_name: str, expected: str | None, new: str) -> bool:
@@ -252,6 +277,7 @@ def promote(
         keep_candidates=job.params.keep_candidates,
         score_version=score_version,
         fallback_run_id=job.run.run_id,
+        source_spec=job.params.source,
     )
     made: list[VersionRef] = []
     with lock(req.model_name):
