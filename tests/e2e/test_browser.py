@@ -185,11 +185,6 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
     dep = httpx.get(f"{api}/deployments/name/transfer-pipeline/nightly", auth=auth, timeout=10)
     assert dep.status_code == 200, f"deployment transfer-pipeline/nightly: {dep.status_code}"
     deployment_id = dep.json()["id"]
-    # Refused candidates are registered too (tagged candidate), so the registry pages exist
-    # whatever the verdict: set on the deployment, so the form opens with it switched on.
-    keep = {"parameters": {"params": {"keep_candidates": True}}}
-    patched = httpx.patch(f"{api}/deployments/{deployment_id}", json=keep, auth=auth, timeout=10)
-    assert patched.status_code == 204, patched.text
     user, password = stack.mlflow_auth
 
     t_start = time.monotonic()
@@ -245,6 +240,11 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
                 items.nth(n).locator(".schema-form-property-array-item__control > button").click()
                 expect(items).to_have_count(n)
             items.first.locator("textarea").fill(TRANSFER_MODES[0])
+            # Refused candidates are registered too (tagged candidate), so the registry pages
+            # exist whatever the verdict.
+            keep = _field(page, "Keep Candidates").locator("[role=switch], input[type=checkbox]")
+            keep.first.click()
+            expect(keep.first).to_be_checked()
             k.scroll_into_view_if_needed()
 
         with step("prefect-submitted"):
