@@ -122,6 +122,8 @@ def learning_curves_figure(
     keys ``loss``, ``acc``, ``d_loss``, ``g_loss``; optionally ``epoch``. Train is dashed,
     validation solid. The accuracy panel is drawn only when some arm has accuracy.
     """
+    from matplotlib.ticker import MaxNLocator  # deferred: heavy (matplotlib)
+
     lines = {arm: _series(epochs) for arm, epochs in history.items()}
     if not any(lines.values()):
         raise DataError(
@@ -140,6 +142,7 @@ def learning_curves_figure(
     for panel, ax in axes.items():
         ax.set_title(panel)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(panel if panel == "loss" else "accuracy (fraction)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
@@ -149,8 +152,8 @@ def learning_curves_figure(
 
 # Captions of the pretraining artifact images, by artifact name (``models`` draws them unlabelled).
 ARTIFACT_CAPTIONS = {
-    "ae_reconstructions": "autoencoder: inputs (top row of each pair) and their reconstructions "
-    "(row below)",
+    "ae_reconstructions": "autoencoder — odd rows (1st, 3rd, …): inputs spread over the set; "
+    "even rows: their reconstructions, each under its input",
     "gan_samples": "GAN generator samples (fixed noise, after the last epoch)",
 }
 

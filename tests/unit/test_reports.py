@@ -92,7 +92,7 @@ def test_artifact_png_is_larger_and_captioned():
     assert w >= 480 and h > 70
     fig = reports.captioned_image_figure(grid, reports.ARTIFACT_CAPTIONS["ae_reconstructions"])
     (ax,) = fig.axes
-    assert "reconstructions" in ax.get_title() and "inputs" in ax.get_title()
+    assert "odd rows" in ax.get_title() and "even rows: their reconstructions" in ax.get_title()
     assert ax.images[0].get_array().shape == (70, 274, 3)
     with pytest.raises(DataError, match="H×W×3"):
         reports.captioned_image_figure(grid[..., 0], "x")
