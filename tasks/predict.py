@@ -41,13 +41,13 @@ def load_images(images: str, served: core.ServedModel) -> core.ImageBatch:
 
 
 @task(name="run-model", cache_policy=NO_CACHE, tags=["gpu"])
-def run_model(served: core.ServedModel, batch: core.ImageBatch) -> tuple[np.ndarray, np.ndarray]:
+def run_model(served: core.ServedModel, batch: core.ImageBatch) -> np.ndarray:
     return core.run_model(served, batch.images)
 
 
 @task(name="write-predictions", cache_policy=NO_CACHE, retry_condition_fn=_io_only, **IO_RETRIES)
 def write_predictions(
-    served: core.ServedModel, batch: core.ImageBatch, idx: np.ndarray, prob: np.ndarray, out: str
+    served: core.ServedModel, batch: core.ImageBatch, probs: np.ndarray, out: str, top_k: int = 1
 ) -> dict:
-    written = core.write_predictions(core.predictions_frame(batch, served, idx, prob), out)
-    return core.summary(served, batch, written, prob)
+    """The predictions, and the accuracy and confusion matrix when the folder is labelled."""
+    return core.write_all(served, batch, probs, out, top_k)

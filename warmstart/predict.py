@@ -3,12 +3,15 @@
 ``predict("models:/warmstart-uci-digits-5-9@champion", "photos/", "preds.csv")`` resolves the
 alias to one version (so a concurrent promotion cannot mix two models), reads the model's input
 shape (C×H×W) from its MLflow signature, converts every image to it explicitly, and writes
-``file, class, probability`` as CSV or parquet, locally or to ``s3://``.
+``file, class, probability`` (or the top-k layout of ``warmstart.predict_report``) as CSV or
+parquet, locally or to ``s3://``. Files that are not images (by extension: ``notes.txt``) are
+skipped with a warning and counted; images in class sub-folders named like the model's classes
+are scored (accuracy, and a confusion matrix CSV next to the output).
 
 Conversions are explicit and bounded: gray → RGB replicates the channel, RGB → gray uses the
 ITU-R 601-2 luma (as the ImageFolder loader does for training data), alpha is dropped, sizes are
 resized (area average when shrinking, bilinear when enlarging). Refused, with the file named:
-non-image files, undecodable files, 16-bit or float images (converting would clip), images that
+undecodable image files, 16-bit or float images (converting would clip), images that
 would need more than ``MAX_UPSCALE``× enlargement, and aspect ratios more than
 ``MAX_ASPECT_DISTORTION``× away from the model's.
 
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from warmstart import storage, tracking
+from warmstart import predict_report, storage, tracking
 from warmstart.data.imagefolder import GRAY_MODES, IMAGE_EXTENSIONS, is_hidden
 from warmstart.data.store import read_manifest
 from warmstart.data.transforms import resize_image
@@ -42,7 +45,6 @@ MAX_UPSCALE = 8.0  # refuse images that must be enlarged more than this per axis
 MAX_ASPECT_DISTORTION = 4.0  # refuse images whose aspect ratio is this far from the model's
 DEEP_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")  # >8 bits: converting would clip
 OUTPUT_FORMATS = (".csv", ".parquet")
-COLUMNS = ("file", "class", "probability")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class ImageBatch:
     files: list[str]
     images: np.ndarray
     conversions: Counter = field(default_factory=Counter)
+    skipped: list[str] = field(default_factory=list)  # files that are not images, not read
 
 
 # ------------------------------------------------------------------ the model
@@ -117,12 +120,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def run_model(
-    served: ServedModel, images: np.ndarray, *, batch_size: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
-    """(class index, probability of that class) per uint8 N×C×H×W image, in batches."""
+def run_model(served: ServedModel, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (N×K) of uint8 N×C×H×W images, in batches."""
     model = tracking.load_pyfunc(served.uri)
-    preds, probs = [], []
+    probs = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].astype(np.float32) / 255.0
         logits = tracking.predict_logits(model, served.uri, x, batch_size=batch_size)
@@ -131,38 +132,30 @@ def run_model(
                 f"{served.uri} returned shape {logits.shape}, expected (N, {len(served.classes)}) "
                 "logits: batch prediction needs a classifier"
             )
-        p = softmax(logits)
-        idx = p.argmax(axis=1)
-        preds.append(idx)
-        probs.append(p[np.arange(len(idx)), idx])
-    if not preds:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    return np.concatenate(preds).astype(np.int64), np.concatenate(probs)
+        probs.append(softmax(logits))
+    if not probs:
+        return np.zeros((0, len(served.classes)))
+    return np.concatenate(probs)
 
 
 # ------------------------------------------------------------------ the images
 
 
-def _check_image_name(name: str, where: str) -> None:
-    if not name.lower().endswith(IMAGE_EXTENSIONS):
-        raise DataError(
-            f"{name} in {where} is not an image ({', '.join(IMAGE_EXTENSIONS)}): "
-            "remove it from the folder or convert it"
-        )
-
-
-def list_images(images: str) -> list[tuple[str, str]]:
+def list_images(images: str) -> tuple[list[tuple[str, str]], list[str]]:
     """(name relative to ``images``, location) for every image under a local folder, a single
-    file, or an ``s3://bucket/prefix``; sorted by name. Any other visible file is refused."""
-    if images.startswith("s3://"):
-        found = _list_s3(images)
-    else:
-        found = _list_local(images)
+    file, or an ``s3://bucket/prefix``, sorted by name; and the names of the other visible files
+    (not images by extension), which are skipped."""
+    found = _list_s3(images) if images.startswith("s3://") else _list_local(images)
     if not found:
         raise DataError(f"{images} holds no files: point --images at a folder of images")
-    for _, location in found:
-        _check_image_name(location, images)
-    return found
+    keep = [(name, loc) for name, loc in found if loc.lower().endswith(IMAGE_EXTENSIONS)]
+    skipped = [name for name, loc in found if not loc.lower().endswith(IMAGE_EXTENSIONS)]
+    if not keep:
+        raise DataError(
+            f"{images} holds no images ({', '.join(IMAGE_EXTENSIONS)}), only {len(skipped)} "
+            f"other file(s) such as {skipped[0]}: point --images at a folder of images"
+        )
+    return keep, skipped
 
 
 def _list_local(images: str) -> list[tuple[str, str]]:
@@ -283,7 +276,14 @@ def load_images(
     images: str, *, channels: int, size: tuple[int, int], threads: int = 8
 ) -> ImageBatch:
     """List, read (S3 in parallel threads) and convert every image under ``images``."""
-    found = list_images(images)
+    found, skipped = list_images(images)
+    if skipped:
+        log.warning(
+            "skipped %d file(s) that are not images: %s%s",
+            len(skipped),
+            ", ".join(skipped[:5]),
+            ", ..." if len(skipped) > 5 else "",
+        )
     with ThreadPoolExecutor(max_workers=threads) as pool:
         blobs = list(pool.map(_read, [loc for _, loc in found]))
     batch = np.empty((len(found), channels, *size), dtype=np.uint8)
@@ -291,7 +291,7 @@ def load_images(
     for i, ((_, loc), data) in enumerate(zip(found, blobs, strict=True)):
         batch[i], done = convert_image(data, loc, channels=channels, size=size)
         conversions.update(done)
-    return ImageBatch([name for name, _ in found], batch, conversions)
+    return ImageBatch([name for name, _ in found], batch, conversions, skipped)
 
 
 # ------------------------------------------------------------------ the output
@@ -309,38 +309,17 @@ def check_out(out: str) -> str:
     return suffix[1:]
 
 
-def predictions_frame(batch: ImageBatch, served: ServedModel, idx: np.ndarray, prob: np.ndarray):
-    import pandas as pd
-
-    return pd.DataFrame(
-        {
-            "file": batch.files,
-            "class": [served.classes[i] for i in idx],
-            "probability": prob.astype(np.float64),
-        },
-        columns=list(COLUMNS),
-    )
-
-
-def write_predictions(frame, out: str) -> str:
-    """Write the frame as CSV or parquet to a local path or ``s3://``; returns where."""
-    fmt = check_out(out)
-    buf = io.BytesIO()
-    if fmt == "csv":
-        buf.write(frame.to_csv(index=False).encode())
-        content_type = "text/csv"
-    else:
-        frame.to_parquet(buf, index=False)
-        content_type = "application/vnd.apache.parquet"
+def _put(data: bytes, out: str, content_type: str) -> str:
+    """Write bytes to a local path (atomically) or ``s3://``; returns where."""
     if out.startswith("s3://"):
         target = storage.parse_s3_uri(out)
-        storage.put_bytes(target, buf.getvalue(), content_type=content_type)
+        storage.put_bytes(target, data, content_type=content_type)
         return str(target)
     path = Path(out).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
-        tmp.write_bytes(buf.getvalue())
+        tmp.write_bytes(data)
         tmp.replace(path)
     except OSError as exc:
         raise ConfigError(
@@ -349,11 +328,34 @@ def write_predictions(frame, out: str) -> str:
     return str(path)
 
 
+def write_predictions(frame, out: str) -> str:
+    """Write the frame as CSV or parquet to a local path or ``s3://``; returns where."""
+    if check_out(out) == "csv":
+        return _put(frame.to_csv(index=False).encode(), out, "text/csv")
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return _put(buf.getvalue(), out, "application/vnd.apache.parquet")
+
+
+def write_evaluation(batch: ImageBatch, served: ServedModel, probs: np.ndarray, out: str) -> dict:
+    """Accuracy and the confusion matrix CSV next to ``out`` when the images sit in class
+    sub-folders named like the model's classes; ``{}`` otherwise."""
+    scored = predict_report.evaluate(batch.files, served.classes, probs.argmax(axis=1))
+    if scored is None:
+        return {}
+    where = predict_report.confusion_path(out)
+    written = _put(scored["confusion"].to_csv(index=False).encode(), where, "text/csv")
+    return {"accuracy": scored["accuracy"], "labelled": scored["labelled"], "confusion": written}
+
+
 # ------------------------------------------------------------------ all together
 
 
-def summary(served: ServedModel, batch: ImageBatch, written: str, prob: np.ndarray) -> dict:
+def summary(
+    served: ServedModel, batch: ImageBatch, written: str, probs: np.ndarray, scored: dict
+) -> dict:
     """What a prediction run did, JSON-able (returned by the flow, printed by the CLI)."""
+    top = probs.max(axis=1) if len(probs) else probs
     return {
         "model_uri": served.uri,
         "requested_model": served.requested,
@@ -363,19 +365,35 @@ def summary(served: ServedModel, batch: ImageBatch, written: str, prob: np.ndarr
         "classes": served.classes,
         "classes_from": served.classes_from,
         "images": len(batch.files),
+        "skipped": list(batch.skipped),
         "conversions": dict(batch.conversions),
-        "mean_probability": float(prob.mean()) if len(prob) else None,
+        "mean_probability": float(top.mean()) if len(top) else None,
         "out": written,
+        "accuracy": scored.get("accuracy"),
+        "labelled": scored.get("labelled", 0),
+        "confusion": scored.get("confusion"),
     }
 
 
-def predict(model_uri: str, images: str, out: str, *, batch_size: int = 256) -> dict:
-    """Predict every image under ``images`` with ``model_uri``; write ``file, class,
-    probability`` to ``out`` (.csv or .parquet, local or s3://). Returns ``summary(...)``."""
+def write_all(
+    served: ServedModel, batch: ImageBatch, probs: np.ndarray, out: str, top_k: int = 1
+) -> dict:
+    """Write the predictions (and the evaluation, when labelled); returns ``summary(...)``."""
+    frame = predict_report.predictions_frame(batch.files, served.classes, probs, top_k)
+    written = write_predictions(frame, out)
+    return summary(served, batch, written, probs, write_evaluation(batch, served, probs, out))
+
+
+def predict(
+    model_uri: str, images: str, out: str, *, batch_size: int = 256, top_k: int = 1
+) -> dict:
+    """Predict every image under ``images`` with ``model_uri``; write the ``top_k`` most
+    probable classes per image to ``out`` (.csv or .parquet, local or s3://)."""
     check_out(out)
+    predict_report.check_top_k(top_k)
     tracking.check_server()  # a server that is not up at all is reported at once
     served = resolve_model(model_uri)
+    predict_report.check_top_k(top_k, len(served.classes))
     batch = load_images(images, channels=served.channels, size=served.size)
-    idx, prob = run_model(served, batch.images, batch_size=batch_size)
-    written = write_predictions(predictions_frame(batch, served, idx, prob), out)
-    return summary(served, batch, written, prob)
+    probs = run_model(served, batch.images, batch_size=batch_size)
+    return write_all(served, batch, probs, out, top_k)

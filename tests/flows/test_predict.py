@@ -81,20 +81,64 @@ def test_unconvertible_images_are_refused_naming_the_file(data, size, words):
         assert word in msg
 
 
-def test_list_images_walks_sorted_skips_hidden_and_refuses_other_files(tmp_path):
+def test_list_images_walks_sorted_skips_hidden_and_other_files(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "a.png").write_bytes(b"x")
     (tmp_path / "b" / "c.jpg").write_bytes(b"x")
     (tmp_path / ".DS_Store").write_bytes(b"x")
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "HEAD").write_bytes(b"x")
-    assert [n for n, _ in wp.list_images(str(tmp_path))] == ["a.png", "b/c.jpg"]
-    assert wp.list_images(str(tmp_path / "a.png")) == [("a.png", str(tmp_path / "a.png"))]
+    found, skipped = wp.list_images(str(tmp_path))
+    assert [n for n, _ in found] == ["a.png", "b/c.jpg"] and skipped == []
+    assert wp.list_images(str(tmp_path / "a.png")) == ([("a.png", str(tmp_path / "a.png"))], [])
     (tmp_path / "b" / "notes.txt").write_text("hello")
-    with pytest.raises(DataError, match=r"notes\.txt .*is not an image"):
-        wp.list_images(str(tmp_path))
+    (tmp_path / "README").write_text("hello")
+    found, skipped = wp.list_images(str(tmp_path))
+    assert [n for n, _ in found] == ["a.png", "b/c.jpg"]
+    assert skipped == ["README", "b/notes.txt"]
+    with pytest.raises(DataError, match=r"holds no images .*only 1 other file\(s\) such as x\.txt"):
+        only = tmp_path / "only"
+        only.mkdir()
+        (only / "x.txt").write_text("x")
+        wp.list_images(str(only))
     with pytest.raises(DataError, match="does not exist"):
         wp.list_images(str(tmp_path / "missing"))
+
+
+def test_top_k_layout_is_most_probable_first():
+    from warmstart.predict_report import predictions_frame
+
+    probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
+    one = predictions_frame(["a.png", "b.png"], ["x", "y", "z"], probs)
+    assert list(one.columns) == ["file", "class", "probability"]
+    assert list(one["class"]) == ["y", "x"] and list(one["probability"]) == [0.6, 0.5]
+    two = predictions_frame(["a.png", "b.png"], ["x", "y", "z"], probs, 2)
+    assert list(two.columns) == ["file", "class_1", "probability_1", "class_2", "probability_2"]
+    assert list(two.iloc[0])[1:] == ["y", 0.6, "z", 0.3]
+    assert list(two.iloc[1])[1:] == ["x", 0.5, "z", 0.3]
+
+
+def test_top_k_must_fit_the_model():
+    from warmstart.predict_report import check_top_k
+
+    check_top_k(5, 5)
+    with pytest.raises(ConfigError, match=r"^--top-k 6: use 1\.\.5 \(the model has 5 classes\)$"):
+        check_top_k(6, 5)
+    with pytest.raises(ConfigError, match=r"^--top-k 0: use 1 or more$"):
+        check_top_k(0)
+
+
+def test_evaluation_needs_every_image_in_a_class_folder():
+    from warmstart.predict_report import confusion_path, evaluate
+
+    files = ["5/a.png", "5/b.png", "6/c.png", "6/sub/d.png"]
+    scored = evaluate(files, ["5", "6"], np.array([0, 1, 1, 1]))
+    assert scored["accuracy"] == 0.75 and scored["labelled"] == 4
+    assert scored["confusion"].values.tolist() == [["5", 1, 1], ["6", 0, 2]]
+    assert evaluate([*files, "e.png"], ["5", "6"], np.zeros(5, int)) is None
+    assert evaluate(["7/a.png"], ["5", "6"], np.zeros(1, int)) is None
+    assert confusion_path("out/preds.csv") == "out/preds.confusion.csv"
+    assert confusion_path("s3://b/p.parquet") == "s3://b/p.confusion.csv"
 
 
 def test_output_must_be_csv_or_parquet():
@@ -223,6 +267,53 @@ def test_cli_predicts_an_imagefolder_to_csv(model, digits, tmp_path):
     print(f"CLI accuracy on {n} digits: {acc:.3f} (training accuracy {trained:.3f})")
     assert acc >= 0.6  # chance is 0.2
     assert acc >= trained - 0.2
+    confusion = out.parent / "preds.confusion.csv"
+    assert f"accuracy {acc:.3f} on {n} images labelled" in proc.stdout
+    assert str(confusion) in proc.stdout
+    matrix = pd.read_csv(confusion, dtype={"true": str})
+    assert list(matrix["true"]) == ["5", "6", "7", "8", "9"]
+    assert list(matrix.columns) == ["true", "5", "6", "7", "8", "9"]
+    counts = matrix.drop(columns="true").to_numpy()
+    assert counts.sum() == n and (counts.sum(axis=1) == PER_CLASS).all()
+    assert np.trace(counts) / n == pytest.approx(acc)
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_cli_skips_non_image_files_and_writes_top_k(model, digits, tmp_path):
+    n = _write_folder(tmp_path / "in", {k: v[:2] for k, v in digits.items()})
+    (tmp_path / "in" / "notes.txt").write_text("not a digit")
+    (tmp_path / "in" / "5" / "labels.json").write_text("{}")
+    out = tmp_path / "top3.csv"
+    proc = _cli(
+        "--model", model["version_uri"], str(tmp_path / "in"), "--out", str(out), "--top-k", "3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"{n} predictions by" in proc.stdout
+    assert "skipped 2 file(s) that are not images: 5/labels.json, notes.txt" in proc.stderr
+    frame = pd.read_csv(out, dtype={"class_1": str, "class_2": str, "class_3": str})
+    assert list(frame.columns) == [
+        "file",
+        "class_1",
+        "probability_1",
+        "class_2",
+        "probability_2",
+        "class_3",
+        "probability_3",
+    ]
+    assert len(frame) == n and "notes.txt" not in set(frame["file"])
+    assert (frame["probability_1"] >= frame["probability_2"]).all()
+    assert (frame["probability_2"] >= frame["probability_3"]).all()
+    assert (
+        frame[["probability_1", "probability_2", "probability_3"]].sum(axis=1) <= 1 + 1e-9
+    ).all()
+    assert (frame["class_1"] != frame["class_2"]).all()
+    # the labelled folder is still scored (the stray files are not images, so not counted)
+    assert f"on {n} images labelled" in proc.stdout
+    proc = _cli(
+        "--model", model["version_uri"], str(tmp_path / "in"), "--out", str(out), "--top-k", "6"
+    )
+    assert proc.returncode == 2 and "--top-k 6: use 1..5" in proc.stderr
 
 
 @pytest.mark.services
@@ -246,6 +337,10 @@ def test_flow_predicts_from_s3_to_s3_parquet(model, digits, tmp_path):
     frame = pd.read_parquet(io.BytesIO(storage.get_bytes(out)))
     _check_frame(frame, n)
     assert _accuracy(frame) >= 0.6
+    assert result["accuracy"] == pytest.approx(_accuracy(frame)) and result["labelled"] == n
+    assert result["confusion"] == str(prefix.child("out/preds.confusion.csv"))
+    matrix = pd.read_csv(io.BytesIO(storage.get_bytes(prefix.child("out/preds.confusion.csv"))))
+    assert matrix.drop(columns="true").to_numpy().sum() == n
 
 
 @pytest.mark.services
@@ -261,6 +356,8 @@ def test_flat_folder_of_rgb_images_is_converted_explicitly(model, digits, tmp_pa
     result = wp.predict(model["version_uri"], str(flat), str(tmp_path / "flat.parquet"))
     assert result["images"] == 10
     assert result["conversions"] == {"rgb->gray": 10, "resize 16x16->8x8": 10}
+    assert result["accuracy"] is None and result["confusion"] is None  # no class folders
+    assert not (tmp_path / "flat.confusion.csv").exists()
     frame = pd.read_parquet(tmp_path / "flat.parquet")
     _check_frame(frame, 10)
     # nearest ×2 then box ÷2 restores each pixel exactly: the predictions are the digits'
@@ -269,14 +366,14 @@ def test_flat_folder_of_rgb_images_is_converted_explicitly(model, digits, tmp_pa
 
 @pytest.mark.services
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["non-image", "wrong-model", "16-bit", "bad-out"])
+@pytest.mark.parametrize("case", ["undecodable", "wrong-model", "16-bit", "bad-out"])
 def test_cli_refuses_bad_inputs_in_one_line_with_exit_2(model, digits, tmp_path, case):
     folder = tmp_path / "in"
     _write_folder(folder, {k: v[:2] for k, v in digits.items()})
     uri, out, expect = model["version_uri"], str(tmp_path / "p.csv"), []
-    if case == "non-image":
-        (folder / "5" / "notes.txt").write_text("not a digit")
-        expect = ["notes.txt", "is not an image"]
+    if case == "undecodable":  # an image by its name that cannot be converted: refused
+        (folder / "5" / "broken.png").write_text("not a digit")
+        expect = ["broken.png", "is not a readable image"]
     elif case == "wrong-model":
         uri, expect = "models:/warmstart-no-such-target@champion", ["not found", "no-such-target"]
     elif case == "16-bit":
