@@ -12,10 +12,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from warmstart.flows import dask_runner
 
 from tests.flows import configs
 from warmstart.errors import ConfigError
+from warmstart.flows import dask_runner
 
 TINY = dict(
     **configs.TINY,
@@ -66,8 +66,8 @@ def test_dask_cluster_checks_worker_env_and_matches_the_default_runner(
     import time
 
     from distributed import LocalCluster
-    from warmstart.flows.pipeline import transfer_pipeline
 
+    from warmstart.flows.pipeline import transfer_pipeline
     from warmstart.params import PipelineParams
 
     params = PipelineParams(**TINY)
