@@ -67,10 +67,19 @@ def runs_of(experiment: str) -> list:
     return c.search_runs([exp.experiment_id], max_results=500)
 
 
-def flow_runs(stack, state: str) -> list[dict]:
+def flow_runs(stack, state: str, exclude: set[str] = frozenset()) -> list[dict]:
+    """Flow runs in ``state``, leaving out those in ``exclude`` (ids from before the test: the
+    session's stack is shared with other tests that kill runs too)."""
     body = {"flow_runs": {"state": {"type": {"any_": [state]}}}}
     api = stack.env["PREFECT_API_URL"]
-    return httpx.post(f"{api}/flow_runs/filter", json=body, auth=stack.prefect_auth).json()
+    runs = httpx.post(f"{api}/flow_runs/filter", json=body, auth=stack.prefect_auth).json()
+    return [r for r in runs if r["id"] not in exclude]
+
+
+def all_flow_run_ids(stack) -> set[str]:
+    api = stack.env["PREFECT_API_URL"]
+    runs = httpx.post(f"{api}/flow_runs/filter", json={}, auth=stack.prefect_auth).json()
+    return {r["id"] for r in runs}
 
 
 def stop(svc) -> None:
@@ -122,6 +131,7 @@ def test_mlflow_stopped_mid_run_names_mlflow_and_the_fix(stack):
 
 
 def test_sigterm_ends_the_flow_run_and_its_mlflow_runs_within_seconds(stack):
+    earlier = all_flow_run_ids(stack)
     before = checkpoints()
     proc = start(tiny("5-8"))
     wait_for_training(proc, before)
@@ -134,12 +144,12 @@ def test_sigterm_ends_the_flow_run_and_its_mlflow_runs_within_seconds(stack):
     assert running == []
     ended = [r for r in runs_of("uci-digits-5-8") if r.info.status == "KILLED"]
     assert ended and all("warmstart.end_reason" in r.data.tags for r in ended)
-    assert flow_runs(stack, "RUNNING") == []
-    cancelled = [r for r in flow_runs(stack, "CANCELLED") if "k=5" in r["name"]]
-    assert cancelled, "the interrupted flow run is Cancelled"
+    assert flow_runs(stack, "RUNNING", earlier) == []
+    assert flow_runs(stack, "CANCELLED", earlier), "the interrupted flow run is Cancelled"
 
 
 def test_kill_9_leaves_runs_that_the_next_run_closes(stack):
+    earlier = all_flow_run_ids(stack)
     before = checkpoints()
     proc = start(tiny("6-9"))
     wait_for_training(proc, before)
@@ -147,7 +157,7 @@ def test_kill_9_leaves_runs_that_the_next_run_closes(stack):
     proc.wait()
     left = [r for r in runs_of("uci-digits-6-9") if r.info.status == "RUNNING"]
     assert left, "a killed process leaves its MLflow runs RUNNING"
-    assert flow_runs(stack, "RUNNING"), "and its Prefect flow run Running"
+    assert flow_runs(stack, "RUNNING", earlier), "and its Prefect flow run Running"
     time.sleep(3)
     out = subprocess.run(
         [*WARMSTART, *tiny("6-9", epochs=3)],
@@ -159,6 +169,6 @@ def test_kill_9_leaves_runs_that_the_next_run_closes(stack):
     assert out.returncode == 0, out.stderr[-3000:]
     statuses = {r.info.run_id: r.info.status for r in runs_of("uci-digits-6-9")}
     assert all(statuses[r.info.run_id] == "KILLED" for r in left)
-    assert flow_runs(stack, "RUNNING") == []
-    crashed = flow_runs(stack, "CRASHED")
+    assert flow_runs(stack, "RUNNING", earlier) == []
+    crashed = flow_runs(stack, "CRASHED", earlier)
     assert any("stale" in (r["state"]["message"] or "") for r in crashed)
