@@ -100,32 +100,28 @@ def last_line(proc: subprocess.Popen, timeout: float) -> str:
     return err.strip().splitlines()[-1]
 
 
-def test_s3_stopped_mid_run_names_s3_and_the_fix(stack):
-    s3 = stack_mod.services(stack.config)[0]
+def stopped_mid_run(stack, service: str, target_classes: str) -> str:
+    """Stop ``service`` once a run is training; the run's last stderr line (then restart it)."""
+    svc = next(s for s in stack_mod.services(stack.config) if s.name == service)
     before = checkpoints()
-    proc = start(tiny("3-6"), WARMSTART_IO_RETRY_SECONDS="5")
+    proc = start(tiny(target_classes), WARMSTART_IO_RETRY_SECONDS="5")
     try:
         wait_for_training(proc, before)
-        stop(s3)
-        line = last_line(proc, timeout=420)
+        stop(svc)
+        return last_line(proc, timeout=420)
     finally:
         proc.kill()
         stack_mod.up(stack.config, echo=lambda s: None)
+
+
+def test_s3_stopped_mid_run_names_s3_and_the_fix(stack):
+    line = stopped_mid_run(stack, "s3", "3-6")
     assert "S3" in line and "warmstart up" in line, line
     assert "UnfinishedRun" not in line and "PENDING" not in line
 
 
 def test_mlflow_stopped_mid_run_names_mlflow_and_the_fix(stack):
-    mlflow = next(s for s in stack_mod.services(stack.config) if s.name == "mlflow")
-    before = checkpoints()
-    proc = start(tiny("4-7"), WARMSTART_IO_RETRY_SECONDS="5")
-    try:
-        wait_for_training(proc, before)
-        stop(mlflow)
-        line = last_line(proc, timeout=420)
-    finally:
-        proc.kill()
-        stack_mod.up(stack.config, echo=lambda s: None)
+    line = stopped_mid_run(stack, "mlflow", "4-7")
     assert "MLflow" in line and ("warmstart status" in line or "warmstart up" in line), line
     assert "UnfinishedRun" not in line
 
