@@ -198,10 +198,13 @@ def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
     return tracking.end_runs_of_flow(flow_run_id, status, reason)
 
 
-def abandon_flow_runs(reason: str) -> list[str]:
+def abandon_flow_runs(reason: str, *, final: bool = False) -> list[str]:
     """For Ctrl-C / SIGTERM: stop this process's training stages at their next epoch, end the
-    MLflow runs of its flow runs as KILLED and mark the Prefect flow runs Cancelled."""
-    for flow_run_id in ACTIVE_FLOW_RUNS:
+    MLflow runs of its flow runs as KILLED and mark the Prefect flow runs Cancelled.
+
+    Call it again with ``final`` just before the process exits: a flow whose stages stopped
+    reports Failed, and that must not be the state it is left in."""
+    for flow_run_id in sorted(ACTIVE_FLOW_RUNS):
         end_flow_runs(flow_run_id, "KILLED", reason)
-        stale_runs.cancel_flow_run(flow_run_id, reason)
+        stale_runs.cancel_flow_run(flow_run_id, reason, over_final=final)
     return sorted(ACTIVE_FLOW_RUNS)

@@ -70,9 +70,11 @@ def close_stale_flow_runs(older_than_s: float, *, exclude: str | None = None) ->
     return closed
 
 
-def cancel_flow_run(flow_run_id: str, reason: str) -> None:
-    """Mark a flow run of this process Cancelled (if it has not ended already)."""
+def cancel_flow_run(flow_run_id: str, reason: str, *, over_final: bool = False) -> None:
+    """Mark a flow run of this process Cancelled: if it has not ended already or, with
+    ``over_final``, over the Failed its flow reported when its stages stopped."""
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(flow_run_id)
-        if run.state is None or not run.state.is_final():
+        state = run.state
+        if state is None or not state.is_final() or (over_final and not state.is_cancelled()):
             client.set_flow_run_state(flow_run_id, Cancelled(message=reason), force=True)

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Annotated, Any
 
 import httpx
@@ -72,6 +72,10 @@ def signals_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# After Ctrl-C/SIGTERM, how long the flow may take to end its stopped stages before exiting.
+STOP_GRACE_S = 5.0
+
+
 def run_flow(call: Callable[[], Any]) -> Any:
     """Run a flow in a worker thread, so Ctrl-C/SIGTERM reach this (main) thread at once: the
     run's stages stop, its MLflow runs end as KILLED, its flow run is Cancelled, and the process
@@ -94,9 +98,13 @@ def run_flow(call: Callable[[], Any]) -> Any:
                 worker.join(0.2)
         except KeyboardInterrupt:
             err_console.print("interrupted: ending the flow run and its MLflow runs")
-            ended = abandon_flow_runs("interrupted by Ctrl-C or SIGTERM")
-            err_console.print(f"ended flow run(s) {', '.join(ended) or '-'}; exit 130")
+            reason = "interrupted by Ctrl-C or SIGTERM"
+            ended = abandon_flow_runs(reason)
+            with suppress(KeyboardInterrupt):  # a second Ctrl-C only skips the wait
+                worker.join(STOP_GRACE_S)  # stages stop at their next epoch; the flow ends
             flush_prefect_logs()
+            abandon_flow_runs(reason, final=True)
+            err_console.print(f"ended flow run(s) {', '.join(ended) or '-'}; exit 130")
             sys.stdout.flush()
             os._exit(130)
     return _result(outcome)
