@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .amp import configure_cuda
 from .checkpoint import (
     check_compatible,
     has_checkpoint,
@@ -100,9 +101,11 @@ class Progress:
 
 
 def start_run(config: RunConfig) -> torch.device:
-    """Threads, device and seeds for a run, in this order (before any model is built)."""
+    """Threads, device (and its CUDA switches) and seeds for a run, in this order (before any
+    model is built)."""
     configure_threads(config.num_threads)
     device = select_device(config.device)
+    configure_cuda(device)
     seed_everything(config.seed)
     return device
 

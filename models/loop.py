@@ -1,5 +1,7 @@
 """Small loop functions that return numbers (torchvision `train_one_epoch`, airbench `evaluate`).
-The data stays on the device as uint8 tensors; batches are indexed and augmented in torch."""
+The data stays on the device as uint8 tensors (or on the host, streamed through pinned memory);
+batches are indexed and augmented in torch. On CUDA: autocast (models/amp.py), channels_last and
+no host sync inside an epoch; on CPU the arithmetic is plain fp32, unchanged."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .amp import Precision, precision
 from .augment import apply_augment, batch_indices, draw_augment, to_float
 from .config import ClassifierConfig, OptimConfig
-from .device import autocast, memory_format
+from .device import memory_format
 from .errors import ModelError
 
 
@@ -43,6 +46,100 @@ def steps_per_epoch(n: int, batch_size: int, min_steps: int) -> int:
     return max(-(-n // min(batch_size, n)), min_steps)
 
 
+class _Feed:
+    """Batch s of an epoch on the compute `device`: uint8 → float, augmented, in the device's
+    memory format. Data on the device is indexed there. Host data (`host`: x is not on `device`)
+    is gathered into pinned memory and copied with non_blocking, one batch ahead. `sync_free`
+    (default: any device but the CPU) moves the augmentation draws to the device once per epoch
+    and flips without testing on the host whether a batch has any (that test would sync)."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        device: torch.device,
+        augment: Augment,
+        gen: torch.Generator,
+        *,
+        host: bool | None = None,
+        sync_free: bool | None = None,
+        pin: bool | None = None,
+    ) -> None:
+        self.x, self.y, self.device, self.augment = x, y, device, augment
+        self.host = x.device != device if host is None else host
+        self.sync_free = device.type != "cpu" if sync_free is None else sync_free
+        self.pin = device.type == "cuda" if pin is None else pin
+        self.idx = idx if self.host else idx.to(device)
+        draws = draw_augment(tuple(idx.shape), augment.pad, augment.hflip, gen)
+        if self.sync_free:
+            draws = tuple(t.to(device) for t in draws)
+        self.oy, self.ox, self.flip = draws
+        self.no_flip = torch.zeros(idx.shape[1], dtype=torch.bool)
+        self.mf = memory_format(device)
+        self.ahead: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _copy(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        b = self.idx[s]
+        out = []
+        for t in (self.x, self.y):
+            buf = torch.empty((len(b), *t.shape[1:]), dtype=t.dtype, pin_memory=self.pin)
+            torch.index_select(t, 0, b, out=buf)
+            out.append(buf.to(self.device, non_blocking=True))
+        return out[0], out[1]
+
+    def raw(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch s as stored (uint8 images, labels) on the device; host data: batch s + 1 is
+        already on its way when this returns."""
+        if not self.host:
+            b = self.idx[s]
+            return self.x[b], self.y[b]
+        xb, yb = self.ahead if self.ahead is not None else self._copy(s)
+        self.ahead = self._copy(s + 1) if s + 1 < len(self.idx) else None
+        return xb, yb
+
+    def batch(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xb, yb = self.raw(s)
+        a = self.augment
+        if self.sync_free:
+            xb = apply_augment(to_float(xb), a.pad, self.oy[s], self.ox[s], self.no_flip)
+            if a.hflip:
+                xb = torch.where(self.flip[s][:, None, None, None], xb.flip(-1), xb)
+        else:
+            xb = apply_augment(to_float(xb), a.pad, self.oy[s], self.ox[s], self.flip[s])
+        return xb.contiguous(memory_format=self.mf), yb
+
+
+def _step(
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    amp: Precision,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update; returns (loss, logits) as device tensors (nothing read back to the host)."""
+    with amp.autocast():
+        logits = model(xb)
+    loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler = amp.scaler(optimizer)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # fp16: scaled backward; a fused optimizer skips inf steps without a host sync
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss, logits
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    for g in optimizer.param_groups:
+        g["lr"] = g["peak_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
 def train_one_epoch(
     model: nn.Module,
     x: torch.Tensor,
@@ -56,34 +153,28 @@ def train_one_epoch(
     lr_at: Callable[[int], float] | None = None,
     step0: int = 0,
     label_smoothing: float = 0.0,
+    device: torch.device | str | None = None,
+    amp: Precision | None = None,
 ) -> dict[str, float]:
-    """`steps` updates of cross-entropy on (x uint8 N×C×H×W, y int64) already on the device.
-    Each param group's lr = its `peak_lr` × lr_at(global step). Returns train_loss, train_acc, lr
-    (non-finite train_loss means divergence: the caller decides what to do)."""
-    device = x.device
+    """`steps` updates of cross-entropy on (x uint8 N×C×H×W, y int64), held on the compute
+    `device` (default: x's) or on the host (then streamed batch by batch through pinned memory).
+    Each param group's lr = its `peak_lr` × lr_at(global step). `amp` defaults to the device's
+    precision (bf16/fp16 autocast on CUDA, fp32 elsewhere). Loss and accuracy accumulate on the
+    device and are read once, at the end: no host sync per step. Returns train_loss, train_acc,
+    lr (non-finite train_loss means divergence: the caller decides what to do)."""
+    dev = x.device if device is None else torch.device(device)
+    amp = precision(dev) if amp is None else amp
     model.train()
-    idx = batch_indices(len(x), batch_size, steps, gen).to(device)
-    oy, ox, flip = draw_augment(tuple(idx.shape), augment.pad, augment.hflip, gen)
-    mf = memory_format(device)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
+    idx = batch_indices(len(x), batch_size, steps, gen)
+    feed = _Feed(x, y, idx, dev, augment, gen)
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev, dtype=torch.long)
     lr = optimizer.param_groups[0]["lr"]
     for s in range(steps):
         if lr_at is not None:
-            f = lr_at(step0 + s)
-            for g in optimizer.param_groups:
-                g["lr"] = g["peak_lr"] * f
-            lr = optimizer.param_groups[0]["lr"]
-        b = idx[s]
-        xb = apply_augment(to_float(x[b]), augment.pad, oy[s], ox[s], flip[s])
-        xb = xb.contiguous(memory_format=mf)
-        yb = y[b]
-        with autocast(device):
-            logits = model(xb)
-        loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            lr = _set_lr(optimizer, lr_at(step0 + s))
+        xb, yb = feed.batch(s)
+        loss, logits = _step(model, xb, yb, optimizer, amp, label_smoothing)
         loss_sum += loss.detach()
         correct += (logits.detach().argmax(1) == yb).sum()
     n = steps * idx.shape[1]
@@ -97,9 +188,16 @@ def train_one_epoch(
 
 
 def adamw(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.optim.AdamW:
-    """One-group AdamW at the config's peak lr (the group's `peak_lr` drives lr schedules)."""
+    """One-group AdamW at the config's peak lr (the group's `peak_lr` drives lr schedules); the
+    fused kernel when every parameter is on CUDA (one launch per step, and fp16 loss scaling
+    without a host sync)."""
+    params = list(params)
+    fused = True if params and all(p.is_cuda for p in params) else None
     return torch.optim.AdamW(
-        [{"params": params, "peak_lr": config.lr}], lr=config.lr, weight_decay=config.weight_decay
+        [{"params": params, "peak_lr": config.lr}],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=fused,
     )
 
 
@@ -145,21 +243,28 @@ def _batches(
         yield xb, yb
 
 
+def _to_device(t: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
+    """`t` on `device`; host data bound for CUDA goes through pinned memory, without blocking."""
+    t = torch.as_tensor(t)
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 @torch.no_grad()
 def _logits(
     model: nn.Module, batches: Iterable, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     model.eval()
     mf = memory_format(device)
+    amp = precision(device)
     outs, ys = [], []
     for xb, yb in batches:
-        xb = to_float(torch.as_tensor(xb).to(device, non_blocking=True)).contiguous(
-            memory_format=mf
-        )
-        with autocast(device):
+        xb = to_float(_to_device(xb, device)).contiguous(memory_format=mf)
+        with amp.autocast():
             outs.append(model(xb).float())
         if yb is not None:
-            ys.append(torch.as_tensor(yb).to(device))
+            ys.append(_to_device(yb, device))
     if not outs:
         raise ModelError("evaluate/predict got no images; pass a non-empty array")
     return torch.cat(outs), (torch.cat(ys) if ys else None)
@@ -216,9 +321,10 @@ def extract_features(
     model.eval()
     dev = images.device
     mf = memory_format(dev)
+    amp = precision(dev)
     out = []
     for i in range(0, len(images), batch_size):
         xb = to_float(images[i : i + batch_size]).contiguous(memory_format=mf)
-        with autocast(dev):
+        with amp.autocast():
             out.append(model.forward_features(xb).float())
     return torch.cat(out)
