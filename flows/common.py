@@ -12,6 +12,7 @@ from warmstart.contracts import ArmResult, DatasetRef, Job, SourceModel
 from warmstart.errors import WarmstartError
 from warmstart.params import PipelineParams
 from warmstart.tasks import pipeline as t
+from warmstart.tasks.leakage import check_leakage
 from warmstart.tasks.stage_runs import StageStopped
 
 
@@ -26,6 +27,7 @@ def prepare(params: PipelineParams, kind: str) -> tuple[Job, DatasetRef | None]:
     run = t.open_tracking(params, target, str(flow_run.get_id() or "local"), kind)
     job = Job(params=params, target=target, split=t.make_splits(target, params), run=run)
     t.log_inputs(job, source)
+    job = check_leakage(job, source)  # before any training: refuse (or mark) a leaky run
     return job, source
 
 

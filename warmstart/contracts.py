@@ -92,6 +92,7 @@ class Job:
     target: DatasetRef
     split: SplitRef
     run: RunContext
+    leakage: str | None = None  # the leakage guard's line when allowed to run: never promoted
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,11 @@ class PipelineParams(BaseModel):
         description="Also register candidates the gate refused (tagged `candidate`); by default "
         "only promoted models become versions.",
     )
+    allow_leakage: bool = Field(
+        False,
+        description="Run even when the source or the unsupervised pool holds more than 1% of the "
+        "target's validation or test images (the leakage guard); the candidate is then never promoted.",
+    )
 
     @field_validator("backbone")
     @classmethod

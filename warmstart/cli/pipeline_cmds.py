@@ -144,6 +144,10 @@ KeepOpt = Annotated[
     bool | None,
     Opt("--keep-candidates", help="Register refused candidates too (tagged candidate)."),
 ]
+LeakOpt = Annotated[
+    bool | None,
+    Opt("--allow-leakage", help="Run although the leakage guard found overlap (never promoted)."),
+]
 JsonOpt = Annotated[bool, Opt("--json", help="Print the summary as JSON (for scripts).")]
 DaskOpt = Annotated[
     str | None,
@@ -186,6 +190,7 @@ def run(
     device: DeviceOpt = None,
     margin: MarginOpt = None,
     keep_candidates: KeepOpt = None,
+    allow_leakage: LeakOpt = None,
     json_out: JsonOpt = False,
     dask: DaskOpt = None,
 ) -> None:
@@ -199,7 +204,7 @@ def run(
     flags = dict(source=source, target=target, k_shot=k_shot, seeds=seeds, backbone=backbone)
     flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
     flags |= dict(finetune_epochs=epochs, pretrain_epochs=pretrain_epochs, device=device)
-    flags |= dict(margin=margin, keep_candidates=keep_candidates)
+    flags |= dict(margin=margin, keep_candidates=keep_candidates, allow_leakage=allow_leakage)
     params = build_params(PipelineParams, flags)
     start(params)
     t0 = time.monotonic()

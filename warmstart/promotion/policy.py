@@ -43,6 +43,7 @@ class Champion:
     version: str
     correct: np.ndarray | None = None  # per test example (one row)
     error: str | None = None  # why it could not be scored (then ``correct`` is None)
+    not_applicable: str | None = None  # why it is not compared (other data or split): no block
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Decision:
     vs_champion: dict[str, Any] | None
     champion_version: str | None
     margin: float
+    champion_not_applicable: str | None = None  # why the champion was not compared
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (plain floats, ints, strings)."""
@@ -83,6 +85,8 @@ class Decision:
         if self.vs_champion is not None:
             tags["gate_delta_vs_champion"] = f"{self.vs_champion['mean_diff']:.4f}"
             tags["gate_champion_version"] = str(self.champion_version)
+        if self.champion_not_applicable:
+            tags["gate_champion_not_applicable"] = self.champion_not_applicable
         return tags
 
     def to_markdown(self) -> str:
@@ -109,6 +113,9 @@ class Decision:
 
     def _champion_row(self) -> str:
         c = self.vs_champion
+        if self.champion_not_applicable:
+            why = self.champion_not_applicable
+            return f"| vs champion (v{self.champion_version}) | — | — | — | — | not applicable: {why} | yes |"
         if c is None and self.champion_version is not None:
             return f"| vs champion (v{self.champion_version}) | — | — | — | — | comparable | no |"
         if c is None:
@@ -202,9 +209,11 @@ def decide(
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
     alpha: float = ALPHA,
+    blocked: str | None = None,
 ) -> Decision:
     """Promote iff the served seed may replace the champion and the arm really beats scratch
-    (rules 2-5 of this module)."""
+    (rules 2-5 of this module). ``blocked`` (e.g. the leakage guard's line) refuses whatever the
+    numbers say; a champion with ``not_applicable`` set is reported but not compared."""
     if candidate.arm == SCRATCH or not candidate.is_candidate:
         raise DataError(f"{candidate.arm} is a baseline, not a candidate: pass a transfer arm")
     stats = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
@@ -218,9 +227,14 @@ def decide(
     )
     best = served_index(candidate)
     vs, champion_text = (None, "")
-    if champion is not None:
+    skip = champion.not_applicable if champion is not None else None
+    if skip:
+        champion_text = f"champion v{champion.version} not compared ({skip})"
+    elif champion is not None:
         vs, champion_text = _vs_champion(correct[best : best + 1], champion, stats)
-    if champion is not None and vs is None:
+    if blocked:
+        rule = "blocked"
+    elif champion is not None and not skip and vs is None:
         rule = "champion-incomparable"
     elif not delta["ci_low"] > margin:
         rule = "below-margin"
@@ -233,11 +247,14 @@ def decide(
         passed=passed,
         verdict=PROMOTED if passed else NOT_PROMOTED,
         rule=rule,
-        reason=_reason(rule, scratch_text, champion_text, margin),
+        reason=f"{blocked}; {scratch_text}."
+        if blocked
+        else _reason(rule, scratch_text, champion_text, margin),
         candidate=candidate.arm,
         served_seed=int(candidate.seeds[best]) if candidate.seeds else best,
         delta_vs_scratch=delta,
         vs_champion=vs,
         champion_version=champion.version if champion is not None else None,
         margin=float(margin),
+        champion_not_applicable=skip,
     )

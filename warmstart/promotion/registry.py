@@ -20,6 +20,8 @@ alias ``previous-champion`` and the tag ``previous_champion=true``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -28,12 +30,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from warmstart import tracking
-from warmstart.contracts import SCRATCH, ArmResult, ArmScores, Evaluation, Job, SourceModel
+from warmstart.contracts import (
+    SCRATCH,
+    ArmResult,
+    ArmScores,
+    DatasetRef,
+    Evaluation,
+    Job,
+    SourceModel,
+)
+from warmstart.data import parse_spec
 from warmstart.errors import DataError, TrackingError
 from warmstart.promotion.lock import prefect_lock
 from warmstart.promotion.policy import Champion, Decision, decide, select_candidate, served_index
 from warmstart.tracking import CHAMPION, PREVIOUS_CHAMPION, VersionRef
 from warmstart.tracking.client import client
+from warmstart.tracking.registry import delete_alias
 
 if TYPE_CHECKING:
     import torch
@@ -83,6 +95,8 @@ class _Request:
     score_version: ScoreVersion
     fallback_run_id: str  # the pipeline's parent run
     source_spec: str = ""  # what the source was pretrained on (for the version's description)
+    data: tuple[str, str] = ("", "")  # this run's (target dataset hash, split hash)
+    blocked: str | None = None  # the leakage guard's line: never promoted
 
 
 def provenance_tags(served: ArmResult, job: Job, source: SourceModel | None) -> dict[str, str]:
@@ -105,6 +119,63 @@ def provenance_tags(served: ArmResult, job: Job, source: SourceModel | None) -> 
         "training_run_id": served.stage.mlflow_run_id or "",
     }
     return {k: v for k, v in tags.items() if v}
+
+
+def model_name(target: DatasetRef) -> str:
+    """The registered model of a target, ``warmstart-<name>-<H>x<W>-<C>ch-<digest6>``: only models
+    of the same inputs are comparable, so the name carries the geometry, and a digest of the
+    preprocessing (size, channels, ``crop``, class selection) tells e.g. cropped from uncropped."""
+    spec = parse_spec(target.spec)
+    prep = {
+        "size": list(target.size),
+        "channels": target.channels,
+        "crop": spec.crop,
+        "classes": list(spec.classes or ()),
+    }
+    digest = hashlib.sha256(json.dumps(prep, sort_keys=True).encode()).hexdigest()[:6]
+    h, w = target.size
+    return f"{tracking.model_name_for(target.name)}-{h}x{w}-{target.channels}ch-{digest}"
+
+
+def not_comparable(tags: dict[str, str], target_hash: str, split_hash: str) -> str | None:
+    """Why a version cannot be compared with this run (None: same target data and split). A
+    champion trained on another split may have trained on this run's test images."""
+    theirs, ours = tags.get("target_dataset_hash", ""), target_hash
+    if theirs != ours:
+        return f"trained on target data {theirs[:12] or 'unknown'}, this run's is {ours[:12]}"
+    theirs, ours = tags.get("split_hash", ""), split_hash
+    if theirs != ours:
+        return (
+            f"trained on split {theirs[:12] or 'unknown'}, this run's is {ours[:12]}: "
+            "its training images may be in this test split"
+        )
+    return None
+
+
+def retire_leaky_champion(
+    name: str, data: tuple[str | None, str, str], reason: str, lock: Lock = prefect_lock
+) -> str | None:
+    """Remove ``champion`` from a version trained on leaky data: its (source dataset, target
+    dataset, split) hashes equal ``data``, the inputs the leakage guard just refused. The version
+    keeps a ``leakage`` tag saying why. Returns the version, or None when nothing matched."""
+    source, target, split = data
+    ref = tracking.version_by_alias(name, CHAMPION)
+    if ref is None or not _trained_on(ref, source, target, split):
+        return None
+    with lock(name):
+        ref = tracking.version_by_alias(name, CHAMPION)  # it may have moved meanwhile
+        if ref is None or not _trained_on(ref, source, target, split):
+            return None
+        tags = {"leakage": reason, "champion_removed": "leakage found by the guard"}
+        tracking.set_version_tags(name, ref.version, tags)
+        delete_alias(name, CHAMPION)
+    return ref.version
+
+
+def _trained_on(ref: VersionRef, source: str | None, target: str, split: str) -> bool:
+    t = ref.tags
+    same = (t.get("target_dataset_hash"), t.get("split_hash")) == (target, split)
+    return same and t.get("source_dataset_hash", "") == (source or "")
 
 
 def test_set_scorer(x_test: np.ndarray, y_test: np.ndarray) -> ScoreVersion:
@@ -130,6 +201,9 @@ def _score(req: _Request, ref: VersionRef | None) -> Champion | None:
     """The champion scored on this test set; identical weights need no scoring."""
     if ref is None:
         return None
+    why = not_comparable(ref.tags, *req.data)
+    if why is not None:
+        return Champion(ref.version, not_applicable=why)
     if ref.tags.get("weights_sha256") == req.digest:
         best = served_index(req.candidate)
         return Champion(ref.version, correct=np.asarray(req.candidate.correct[best], dtype=bool))
@@ -214,7 +288,10 @@ def _round(req: _Request, attempt: int, made: list[VersionRef]) -> Promotion | N
     ``made`` collects the versions this call registered (an earlier round may have registered
     the served model before it lost the race: it then records the later verdict)."""
     ref = tracking.version_by_alias(req.model_name, CHAMPION)
-    decision = decide(req.candidate, req.scratch, margin=req.margin, champion=_score(req, ref))
+    champion = _score(req, ref)
+    decision = decide(
+        req.candidate, req.scratch, margin=req.margin, champion=champion, blocked=req.blocked
+    )
     current = ref.version if ref else None
 
     def result(version: str | None, registered: bool, previous: str | None = None) -> Promotion:
@@ -255,8 +332,10 @@ def promote(
     ``served`` is the candidate's best-on-validation seed (``served_result``) and ``model`` its
     weights loaded; ``example`` a few float32 test images for the signature; ``score_version``
     scores a registered version on this run's test set (``test_set_scorer``). The registered
-    model is ``model_name_for(job.target.name)``; margin and ``keep_candidates`` come from
-    ``job.params``.
+    model is ``model_name(job.target)``; margin and ``keep_candidates`` come from
+    ``job.params``; ``job.leakage`` (the guard's line, when allowed to run) refuses promotion.
+    A champion trained on other target data or another split is not compared (the verdict says
+    why) and does not block.
     """
     candidate = select_candidate(evaluation)
     if served.key != candidate.keys[served_index(candidate)]:
@@ -265,7 +344,7 @@ def promote(
             "pass served_result(evaluation, results)"
         )
     req = _Request(
-        model_name=tracking.model_name_for(job.target.name),
+        model_name=model_name(job.target),
         candidate=candidate,
         scratch=evaluation.arms[SCRATCH],
         served=served,
@@ -278,6 +357,8 @@ def promote(
         score_version=score_version,
         fallback_run_id=job.run.run_id,
         source_spec=job.params.source,
+        data=(job.target.hash, job.split.hash),
+        blocked=job.leakage,
     )
     made: list[VersionRef] = []
     with lock(req.model_name):

@@ -114,3 +114,9 @@ def aliases(model_name: str) -> dict[str, str]:
             if error_code(exc) in _ABSENT:
                 return {}
             raise
+
+
+def delete_alias(model_name: str, alias: str) -> None:
+    """Remove ``alias`` from a registered model (the version itself stays)."""
+    with errors(f"removal of {model_name}@{alias}"):
+        client().delete_registered_model_alias(model_name, alias)
