@@ -118,6 +118,9 @@ def provenance_tags(served: ArmResult, job: Job, source: SourceModel | None) -> 
         "flow_run_id": job.run.flow_run_id,
         "training_run_id": served.stage.mlflow_run_id or "",
     }
+    if source is not None:  # the source kind and its lineage (mlflow: the version it came from)
+        tags["lineage.source_kind"] = source.provider
+        tags |= {k: str(v) for k, v in source.provenance.items() if k.startswith("lineage.")}
     return {k: v for k, v in tags.items() if v}
 
 
@@ -268,6 +271,7 @@ def version_description(req: _Request, decision: Decision, run_id: str) -> str:
         f"{t.get('transfer_mode', '?')}, seed {req.served.seed}),{source} fine-tuned with "
         f"k={t.get('k_shot', '?')} labelled target images per class; trained in MLflow run "
         f"`{run_id}` of Prefect flow run `{t.get('flow_run_id', '?')}`."
+        + (f"\n\nLineage: {t['lineage.note']}" if t.get("lineage.note") else "")
     )
 
 

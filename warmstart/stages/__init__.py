@@ -5,7 +5,11 @@ keyed by the hashes of its inputs and stored in S3, so a rerun reuses finished w
 unfinished work from its last epoch checkpoint.
 """
 
-from warmstart.stages import pretrain  # noqa: F401  (registers the `pretrain` provider)
+from warmstart.stages import (  # noqa: F401  (register the source providers)
+    pretrain,
+    sources_checkpoint,
+    sources_registered,
+)
 from warmstart.stages.data import ingest, load_target, make_target_splits
 from warmstart.stages.evaluate import evaluate
 from warmstart.stages.sources import (

@@ -1,0 +1,207 @@
+"""The ``checkpoint:`` source provider: a trunk from weights on disk or in S3, nothing pretrained.
+
+``checkpoint:<path|s3://bucket/prefix>`` takes a warmstart checkpoint: a folder with ``meta.json``
+and ``epoch-NNN.safetensors`` (``warmstart.models.checkpoint``), or a stage's prefix holding one
+in ``ckpt/`` (what a version's ``checkpoint_uri`` tag names), or one ``epoch-NNN.safetensors``
+beside its ``meta.json``. The architecture and input come from the meta; the weights are the best
+epoch's (else the latest). The trunk is the module whose weights fit the backbone (``model.`` of
+a supervised pretraining, ``encoder.`` of an autoencoder, the whole model of a fine-tuning).
+
+Local checkpoints are checked in ``validate`` (before anything is ingested); S3 ones when
+resolved. The trunk is stored once per content hash under ``s3://<bucket>/sources/<sha256>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+
+from warmstart import storage
+from warmstart.contracts import DatasetRef, Job, SourceModel
+from warmstart.errors import ConfigError
+from warmstart.models import get_backbone
+from warmstart.models.checkpoint import FORMAT, META, weights_name
+from warmstart.params import PipelineParams
+from warmstart.stages.sources import SourceProvider, register_source_provider
+from warmstart.stages.sources_registered import Geometry, check_geometry, check_target
+from warmstart.stages.weights import Report, no_report
+
+TRUNK = "backbone.safetensors"
+
+
+def parse_checkpoint_spec(spec: str) -> tuple[str, str | None]:
+    """(location, arch) of ``checkpoint:<path|s3://…>[?arch=<model>]``."""
+    location, _, query = spec.removeprefix("checkpoint:").partition("?")
+    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    unknown = sorted(set(options) - {"arch"})
+    if not location.strip() or unknown:
+        raise ConfigError(
+            f"--source {spec}: write checkpoint:<folder, .safetensors file or s3://bucket/prefix>"
+            f"[?arch=<torchvision model>]{' (unknown option ' + unknown[0] + ')' if unknown else ''}"
+        )
+    return location.strip(), options.get("arch") or None
+
+
+def _join(location: str, rel: str) -> str:
+    return f"{location.rstrip('/')}/{rel}" if rel else location
+
+
+def read_bytes(location: str) -> bytes | None:
+    """A local file's or S3 object's bytes; None when it does not exist."""
+    if location.startswith("s3://"):
+        target = storage.parse_s3_uri(location)
+        return storage.get_bytes(target) if storage.exists(target) else None
+    path = Path(location).expanduser()
+    return path.read_bytes() if path.is_file() else None
+
+
+def _meta(spec: str, folder: str) -> dict | None:
+    raw = read_bytes(_join(folder, META))
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ConfigError(
+            f"--source {spec}: {_join(folder, META)} is not a {FORMAT} meta.json: point "
+            "checkpoint: at a warmstart checkpoint folder"
+        )
+    return meta
+
+
+def find_checkpoint(spec: str, location: str) -> tuple[dict, str]:
+    """(meta, weights file) of the warmstart checkpoint at ``location``."""
+    if location.endswith(".safetensors"):
+        folder, _, file = location.rpartition("/")
+        meta = _meta(spec, folder or ".")
+        if meta is None:
+            raise ConfigError(
+                f"--source {spec}: {location} has no {META} beside it, so its architecture is "
+                "unknown: add ?arch=<torchvision model> for a plain state dict"
+            )
+        return meta, _join(folder, file)
+    for folder in (location, _join(location, "ckpt")):
+        meta = _meta(spec, folder)
+        if meta is not None:
+            best = meta.get("best_epoch")
+            name = weights_name(best) if best else meta["weights"]
+            if read_bytes(_join(folder, name)) is None:
+                name = meta["weights"]
+            return meta, _join(folder, name)
+    raise ConfigError(
+        f"--source {spec}: no warmstart checkpoint at {location} (no {META} there or in ckpt/): "
+        "check the path, or give a folder written by a warmstart training stage"
+    )
+
+
+def load_state(spec: str, file: str) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors (never unpickled); one line when missing or corrupt."""
+    raw = read_bytes(file)
+    if raw is None:
+        raise ConfigError(f"--source {spec}: {file} does not exist: check the checkpoint path")
+    try:
+        return safetensors.torch.load(raw)
+    except SafetensorError as exc:
+        raise ConfigError(
+            f"--source {spec}: {file} is not a safetensors file ({exc}): give the checkpoint's "
+            "epoch-NNN.safetensors or its folder"
+        ) from None
+
+
+def trunk_state(
+    spec: str, g: Geometry, weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The backbone's trunk out of a checkpoint's weights: the module prefix (none, ``model.``,
+    ``encoder.`` …) whose tensors fit every trunk key and shape; ``ConfigError`` when none does."""
+    model = get_backbone(g.backbone, in_channels=g.channels, num_classes=1, image_size=g.size)
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("head.")}
+    prefixes = ["", *sorted({k.split(".", 1)[0] + "." for k in weights if "." in k})]
+    for prefix in prefixes:
+        state = {k: weights.get(prefix + k) for k in own}
+        if all(v is not None and tuple(v.shape) == own[k] for k, v in state.items()):
+            return {k: v for k, v in state.items() if v is not None}
+    missing = sorted(k for k in own if k not in weights)
+    bad = sorted(k for k in own if k in weights and tuple(weights[k].shape) != own[k])
+    detail = f"missing {missing[:3]}" if missing else ""
+    detail += "; ".join(f" {k}: {tuple(weights[k].shape)} vs {own[k]}" for k in bad[:2])
+    raise ConfigError(
+        f"--source {spec}: the checkpoint does not fit backbone {g.backbone!r} at "
+        f"{g.channels}×{g.size[0]}×{g.size[1]} ({detail.strip()}): give a checkpoint of that "
+        "backbone and input, or the right ?arch="
+    )
+
+
+def read_trunk(spec: str) -> tuple[Geometry, dict[str, torch.Tensor], str]:
+    """(geometry, trunk tensors, weights file) of a ``checkpoint:`` source, checked."""
+    location, arch = parse_checkpoint_spec(spec)
+    if arch is not None:
+        raise ConfigError(
+            f"--source {spec}: ?arch= (plain torchvision state dicts) is not supported yet: "
+            "give a warmstart checkpoint folder instead"
+        )
+    if not location.startswith("s3://") and not Path(location).expanduser().exists():
+        raise ConfigError(
+            f"--source {spec}: {location} does not exist: check the path (or use s3://bucket/…)"
+        )
+    meta, file = find_checkpoint(spec, location)
+    try:
+        h, w = meta["image_size"]
+        g = Geometry(str(meta["backbone"]), int(meta["in_channels"]), (int(h), int(w)))
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(
+            f"--source {spec}: {META} does not name backbone, in_channels and image_size: "
+            "give a checkpoint written by warmstart's training stages"
+        ) from None
+    return g, trunk_state(spec, g, load_state(spec, file)), file
+
+
+def store_trunk(state: dict[str, torch.Tensor]) -> tuple[str, str]:
+    """(s3:// URI, sha256) of the trunk as safetensors, stored once per content hash."""
+    blob = safetensors.torch.save({k: v.contiguous() for k, v in sorted(state.items())})
+    digest = hashlib.sha256(blob).hexdigest()
+    target = storage.uri("sources", digest, TRUNK)
+    if not storage.exists(target):
+        storage.put_bytes(target, blob)
+    return str(target), digest
+
+
+@register_source_provider("checkpoint")
+class CheckpointProvider(SourceProvider):
+    """``checkpoint:<path|s3://…>``: the trunk of a warmstart checkpoint."""
+
+    def validate(self, params: PipelineParams) -> None:
+        location, _ = parse_checkpoint_spec(params.source)
+        if not location.startswith("s3://"):  # S3 is read when resolved (no service here)
+            check_geometry(params.source, read_trunk(params.source)[0], params)
+
+    def resolve(
+        self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
+    ) -> SourceModel:
+        spec = job.params.source
+        g, state, file = read_trunk(spec)
+        check_target(spec, g, job.target, job.params)
+        uri, digest = store_trunk(state)
+        note = f"continued from checkpoint `{file}` (trunk sha256 {digest[:12]})."
+        return SourceModel(
+            label=label,
+            provider=self.name,
+            backbone=g.backbone,
+            weights_uri=uri,
+            channels=g.channels,
+            image_size=g.size,
+            provenance={
+                "weights_sha256": digest,
+                "backbone": g.backbone,
+                "lineage.source_kind": "checkpoint",
+                "lineage.checkpoint": file,
+                "lineage.weights_sha256": digest,
+                "lineage.note": note,
+            },
+        )
