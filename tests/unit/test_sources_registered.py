@@ -1,0 +1,102 @@
+"""``mlflow:`` and ``checkpoint:`` source specs without services: parsing, and local warmstart
+checkpoints read, fitted to the backbone and checked against the target before anything is
+ingested — each bad input one line naming the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from warmstart.errors import ConfigError
+from warmstart.models import get_backbone
+from warmstart.models.checkpoint import save_checkpoint
+from warmstart.params import PipelineParams
+from warmstart.stages import get_source_provider, provider_for
+from warmstart.stages.sources_checkpoint import parse_checkpoint_spec, read_trunk
+from warmstart.stages.sources_registered import parse_model_spec
+
+TARGET = "builtin:uci-digits?classes=5-9"  # 1×8×8
+
+
+def write_checkpoint(
+    folder: Path, *, backbone="convnet-s", channels=1, size=(8, 8), prefix="model.", meta=None
+) -> dict[str, torch.Tensor]:
+    """A pretraining-style checkpoint (weights under ``prefix``); returns the model's state."""
+    torch.manual_seed(0)
+    model = get_backbone(backbone, in_channels=channels, num_classes=5, image_size=size)
+    state = model.state_dict()
+    ident = {"kind": "pretrain:supervised", "backbone": backbone, "in_channels": channels}
+    ident |= {"num_classes": 5, "image_size": list(size)}
+    weights = {prefix + k: v for k, v in state.items()}
+    save_checkpoint(folder, epoch=1, weights=weights, meta=meta if meta is not None else ident)
+    return state
+
+
+def params(source: str, **extra) -> PipelineParams:
+    return PipelineParams(source=source, target=TARGET, **extra)
+
+
+def test_specs_are_claimed_by_their_providers():
+    assert provider_for("mlflow:models:/m@champion").name == "mlflow"
+    assert provider_for("checkpoint:/tmp/x").name == "checkpoint"
+    assert parse_model_spec("mlflow:models:/warmstart-a@champion") == (
+        "warmstart-a",
+        "champion",
+        None,
+    )
+    assert parse_model_spec("mlflow:models:/warmstart-a/12") == ("warmstart-a", None, "12")
+    assert parse_checkpoint_spec("checkpoint:s3://b/p?arch=resnet18") == ("s3://b/p", "resnet18")
+
+
+@pytest.mark.parametrize(
+    "spec", ["mlflow:warmstart-a", "mlflow:models:/a", "mlflow:models:/a/v1", "mlflow:models:/a@"]
+)
+def test_a_malformed_model_uri_names_both_forms(spec):
+    with pytest.raises(ConfigError, match=r"mlflow:models:/<name>@<alias> or .*/<version>"):
+        get_source_provider("mlflow").validate(params(spec))
+
+
+def test_a_local_checkpoint_gives_its_trunk_and_passes_validation(tmp_path):
+    state = write_checkpoint(tmp_path / "ckpt")
+    spec = f"checkpoint:{tmp_path}"  # a stage folder: the checkpoint is in ckpt/
+    geometry, trunk, file = read_trunk(spec)
+    assert (geometry.backbone, geometry.channels, geometry.size) == ("convnet-s", 1, (8, 8))
+    assert file == f"{tmp_path}/ckpt/epoch-001.safetensors"
+    assert set(trunk) == {k for k in state if not k.startswith("head.")}
+    assert all(torch.equal(trunk[k], state[k]) for k in trunk)
+    get_source_provider("checkpoint").validate(params(spec))
+
+
+@pytest.mark.parametrize(
+    ("make", "source", "expected"),
+    [
+        (None, "checkpoint:{tmp}/missing", r"missing does not exist: check the path"),
+        ("empty", "checkpoint:{tmp}", r"no warmstart checkpoint at .*no meta\.json"),
+        ("foreign", "checkpoint:{tmp}", r"does not fit backbone 'convnet-s' at 1×8×8"),
+        ("rgb16", "checkpoint:{tmp}", r"takes 3×16×16 images.*add &size=16x16&channels=3"),
+        ("resnet", "checkpoint:{tmp}", r"is a 'resnet18' model.*add --backbone resnet18"),
+        ("plain", "checkpoint:{tmp}/w.safetensors", r"no meta\.json beside it.*\?arch="),
+        ("badmeta", "checkpoint:{tmp}", r"meta\.json does not name backbone"),
+        (None, "checkpoint:{tmp}?arch=resnet18&x=1", r"unknown option x"),
+    ],
+)
+def test_a_bad_checkpoint_is_refused_in_one_line(tmp_path, make, source, expected):
+    if make == "foreign":  # a 3-channel trunk under a meta that says 1 channel
+        meta = {"backbone": "convnet-s", "in_channels": 1, "image_size": [8, 8]}
+        write_checkpoint(tmp_path, channels=3, meta=meta)
+    elif make == "rgb16":
+        write_checkpoint(tmp_path, channels=3, size=(16, 16))
+    elif make == "resnet":
+        write_checkpoint(tmp_path, backbone="resnet18")
+    elif make == "plain":
+        save_file({"w": torch.zeros(2)}, str(tmp_path / "w.safetensors"))
+    elif make == "badmeta":
+        write_checkpoint(tmp_path, meta={"backbone": "convnet-s"})
+    elif make == "empty":
+        (tmp_path / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match=expected) as err:
+        get_source_provider("checkpoint").validate(params(source.format(tmp=tmp_path)))
+    assert "\n" not in str(err.value) and str(err.value).startswith("--source checkpoint:")
