@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from warmstart.params import PipelineParams
 from warmstart.stages import leakage
-from warmstart.stages.leakage import LeakageError, check, enforce
+from warmstart.stages.leakage import LeakageError, check, enforce, refuse_same_dataset
 
 
 def _images(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
@@ -136,3 +137,18 @@ def test_near_mask_counts_bits():
     assert leakage.near_mask(query, ref, bits=4).tolist() == [True, True, False, False]
     assert leakage.near_mask(query, ref, bits=5).tolist() == [True, True, True, False]
     assert leakage.near_mask(query, ref[:0]).tolist() == [False] * 4
+
+
+def test_the_same_spec_as_source_and_target_is_refused_before_any_service():
+    same = PipelineParams(source="builtin:uci-digits", target="builtin:uci-digits")
+    with pytest.raises(LeakageError, match=r"^--source and --target are the same dataset"):
+        refuse_same_dataset(same)
+    # the source inherits the target's geometry, so these are the same images too
+    implied = PipelineParams(source="builtin:mnist-5k", target="builtin:mnist-5k?size=8x8")
+    with pytest.raises(LeakageError, match=r"\(builtin:mnist-5k\?size=8x8\)"):
+        refuse_same_dataset(implied)
+    refuse_same_dataset(same.model_copy(update={"allow_leakage": True}))
+    split = PipelineParams(
+        source="builtin:uci-digits?classes=0-4", target="builtin:uci-digits?classes=5-9"
+    )
+    refuse_same_dataset(split)  # disjoint classes: the images are checked after ingestion

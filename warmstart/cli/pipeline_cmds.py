@@ -169,8 +169,10 @@ def start(params: Any) -> None:
     """Everything checked before anything is ingested or trained, then log hygiene on."""
     from warmstart import stages  # deferred: heavy (torch)
     from warmstart.logsafe import install  # deferred: with prefect's loggers
+    from warmstart.stages.leakage import refuse_same_dataset  # deferred: heavy (torch)
 
     stages.validate(params)
+    refuse_same_dataset(params)
     check_services()
     install()
 

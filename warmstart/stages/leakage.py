@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 
 from warmstart.contracts import Job
-from warmstart.data import load_dataset, load_splits
+from warmstart.data import load_dataset, load_splits, parse_spec
 from warmstart.data.transforms import resize_image, to_gray
-from warmstart.errors import ConfigError
+from warmstart.errors import ConfigError, WarmstartError
 from warmstart.params import PipelineParams
 from warmstart.stages.pretrain import data_needs
 from warmstart.stages.sources import provider_for
@@ -204,3 +204,21 @@ def enforce(report: LeakageReport, *, allow: bool) -> str | None:
     if not allow:
         raise LeakageError(report.message())
     return "leakage: " + report.message().split(" — ")[0] + " (run with --allow-leakage)"
+
+
+def refuse_same_dataset(params: PipelineParams) -> None:
+    """Before any service or flow run: one spec as both source and target is leakage on its
+    face (every validation and test image is in the source), unless ``allow_leakage``."""
+    if params.allow_leakage or not provider_for(params.source).needs_dataset:
+        return
+    try:
+        source, target = parse_spec(params.source), parse_spec(params.target)
+    except WarmstartError:
+        return  # ``validate`` names the bad spec
+    like = {k: getattr(target, k) for k in ("size", "channels") if getattr(source, k) is None}
+    if source.with_options(**like).canonical() == target.canonical():
+        raise LeakageError(
+            f"--source and --target are the same dataset ({target.canonical()}): the source holds "
+            "every validation and test image; use a disjoint source, or --allow-leakage to run "
+            "anyway (never promoted)"
+        )
