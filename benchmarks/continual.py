@@ -45,6 +45,16 @@ def train_task_a(pipeline, Params) -> dict:
     return pipeline(params)
 
 
+def registered_by(flow_run_id: str) -> tuple[str, str]:
+    """(model name, version) that a pipeline run registered, read from the registry."""
+    from warmstart.tracking.client import client
+
+    found = client().search_model_versions(filter_string=f"tags.flow_run_id = '{flow_run_id}'")
+    if not found:
+        raise SystemExit(f"flow run {flow_run_id} registered no model version")
+    return found[0].name, str(found[0].version)
+
+
 def comparison(rows_m: list[dict], rows_d: list[dict]) -> list[str]:
     """Per k: the mlflow-source arms beside the dataset-source arms and scratch."""
     cell = {(r["arm"], r["k"]): r for r in rows_m + rows_d}
@@ -89,7 +99,8 @@ def main() -> None:
     t0 = time.time()
     a = train_task_a(transfer_pipeline, PipelineParams)
     t_a = time.time() - t0
-    source = f"mlflow:models:/{a['model_name']}/{a['version']}"
+    name, version = registered_by(a["flow_run_id"])
+    source = f"mlflow:models:/{name}/{version}"
     common = dict(target=TASK_B, transfer_modes=MODES, seeds=args.seeds, k_values=ks)
     t1 = time.time()
     m = label_efficiency(SweepParams(source=source, **common))
@@ -111,7 +122,7 @@ def main() -> None:
     )
     print(f"Command: `python benchmarks/continual.py --k {args.k} --seeds {args.seeds}`\n")
     print(
-        f"Task A: {a['model_name']} version {a['version']} ({a['verdict']}, served test "
+        f"Task A: {name} version {version} ({a['verdict']}, served test "
         f"accuracy {100 * a.get('served_test_accuracy', float('nan')):.1f} %), {t_a:.0f} s.  \n"
         f"Task B with `{source}`: {t_m:.0f} s, {m['trained']} stages trained, "
         f"{m['reused']} reused.  \nDataset route: {t_d:.0f} s, {d['trained']} trained, "

@@ -35,10 +35,17 @@ def registered(stack) -> dict:
     summary = transfer_pipeline(
         PipelineParams(**{**FAST, "source": "builtin:uci-digits?classes=5-9", "target": TASK_A})
     )
-    assert summary["version"], summary
-    tracking.set_alias(summary["model_name"], ALIAS, summary["version"])
-    mv = client().get_model_version(summary["model_name"], summary["version"])
-    return {"name": summary["model_name"], "version": summary["version"], "mv": mv}
+    mv = registered_by(summary)
+    tracking.set_alias(mv.name, ALIAS, mv.version)
+    return {"name": mv.name, "version": str(mv.version), "mv": mv}
+
+
+def registered_by(summary: dict):
+    """The version a pipeline run registered, found by its flow run id in the registry."""
+    where = f"tags.flow_run_id = '{summary['flow_run_id']}'"
+    found = client().search_model_versions(filter_string=where)
+    assert len(found) == 1 and str(found[0].version) == str(summary["version"]), summary
+    return found[0]
 
 
 @pytest.mark.slow
@@ -49,8 +56,8 @@ def test_a_registered_model_is_the_next_runs_source_with_lineage(registered):
     source = f"mlflow:models:/{name}@{ALIAS}"
     summary = transfer_pipeline(PipelineParams(**{**FAST, "source": source, "target": TASK_B}))
     assert {r["arm"] for r in summary["table"]} >= {"mlflow/linear_probe", "scratch"}
-    assert summary["version"] and summary["model_name"].startswith("warmstart-uci-digits-4-7")
-    mv = client().get_model_version(summary["model_name"], summary["version"])
+    mv = registered_by(summary)
+    assert mv.name.startswith("warmstart-uci-digits-4-7")
     tags = mv.tags
     assert tags["lineage.source_kind"] == "mlflow"
     assert tags["lineage.source_model"] == name
