@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .strategies.base import Strategy
 
 T = TypeVar("T")
+MAX_SIZE = 1024  # px per side; a backbone may refuse sizes within it (see check_input_size)
 
 
 class Registry(Generic[T]):
@@ -23,6 +24,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._table: dict[str, type[T]] = {}
+        self._families: dict[str, Callable[[str], type[T]]] = {}
 
     def register(self, name: str) -> Callable[[type[T]], type[T]]:
         """Class decorator: add the class under `name` (and set its `name` attribute)."""
@@ -36,6 +38,13 @@ class Registry(Generic[T]):
             return cls
 
         return wrap
+
+    def register_family(self, prefix: str, factory: Callable[[str], type[T]]) -> None:
+        """Resolve every name `prefix<rest>` with `factory(rest)` (e.g. `torchvision:<model>`):
+        a family too large to list, built on first use; `names()` leaves it out."""
+        if prefix in self._families:
+            raise ModelError(f"{self.kind} family {prefix!r} is already registered")
+        self._families[prefix] = factory
 
     def unregister(self, name: str) -> None:
         """Remove `name` (a plugin or test cleaning up after itself)."""
@@ -51,6 +60,9 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> type[T]:
         """The class registered as `name`; the error lists the valid names."""
+        for prefix, factory in self._families.items():
+            if name.startswith(prefix) and name not in self._table:
+                return factory(name[len(prefix) :])
         if name not in self._table:
             raise UnknownNameError(self.kind, name, self._table)
         return self._table[name]
@@ -129,8 +141,8 @@ def get_backbone(
     if in_channels not in (1, 3):
         raise ModelError(f"in_channels={in_channels} for {name!r}; use 1 (grey) or 3 (RGB)")
     h, w = (int(image_size[0]), int(image_size[1]))
-    if not (8 <= h <= 64 and 8 <= w <= 64):
-        raise ModelError(f"image_size={image_size} for {name!r}; supported sizes are 8..64 px")
+    if not (8 <= h <= MAX_SIZE and 8 <= w <= MAX_SIZE):
+        raise ModelError(f"image_size={image_size} for {name!r}; use 8..{MAX_SIZE} px")
     if num_classes < 0:
         raise ModelError(f"num_classes={num_classes}; use >= 1 (or 0 for no head)")
     return cls(in_channels=in_channels, num_classes=num_classes, image_size=(h, w))

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from warmstart.models import list_backbones, list_strategies, list_transfer_modes
+from warmstart.models import ModelError, list_backbones, list_strategies, list_transfer_modes
+from warmstart.models.registry import backbone_class
+
+TORCHVISION = "torchvision:"
 
 
 class PipelineParams(BaseModel):
@@ -18,8 +21,10 @@ class PipelineParams(BaseModel):
 
     source: str = Field(
         "builtin:mnist-5k?crop=content",
-        description="Source dataset spec: `builtin:NAME`, `cifar10:PATH_OR_S3`, `imagefolder:PATH_OR_S3`, "
-        "options after `?`, e.g. `?classes=0-4&crop=content`. Converted to the target's size and channels.",
+        description="Source: a dataset spec (`builtin:NAME`, `cifar10:PATH_OR_S3`, `imagefolder:PATH_OR_S3`, "
+        "options after `?`, e.g. `?classes=0-4&crop=content`; converted to the target's size and channels) "
+        "or published weights, `torchvision:MODEL[?weights=ENUM]` (e.g. `torchvision:resnet18`).",
+        examples=["builtin:mnist-5k?crop=content", "torchvision:resnet18?weights=IMAGENET1K_V1"],
     )
     target: str = Field(
         "builtin:uci-digits",
@@ -28,7 +33,9 @@ class PipelineParams(BaseModel):
     k_shot: int = Field(10, ge=1, le=10_000, description="Labelled target images per class.")
     backbone: str = Field(
         "convnet-s",
-        description="Backbone from the model registry: " + ", ".join(list_backbones()) + ".",
+        description="Backbone from the model registry: "
+        + ", ".join(list_backbones())
+        + " or `torchvision:MODEL` (set from a `torchvision:` source).",
     )
     strategies: list[str] = Field(
         default_factory=lambda: ["supervised", "gan", "autoencoder"],
@@ -60,6 +67,35 @@ class PipelineParams(BaseModel):
         le=1.0,
         description="Gate: lower CI bound of (candidate − scratch) must exceed this.",
     )
+    confirm_seeds: int = Field(
+        5,
+        ge=0,
+        le=50,
+        description="Gate: the chosen arm and scratch are trained again on this many fresh seeds "
+        "(new initialisation and k-shot draw; seeds 1000, 1001, …) and the gate decides on those "
+        "only, with a seed-level t interval. 0 = no confirmation: the run can never be promoted.",
+    )
+    val_per_class: int | None = Field(
+        None,
+        ge=1,
+        le=10_000,
+        description="Cap on validation labels per class (selection and early stopping); "
+        "None = every validation image (`val_fraction` of each class).",
+    )
+    scratch_lrs: list[float] = Field(
+        default_factory=lambda: [3e-3, 1e-3, 1e-2],
+        description="Scratch's learning-rate grid (× `scratch_weight_decays`), chosen on "
+        "validation: scratch searches as many configurations as there are transfer arms.",
+    )
+    scratch_weight_decays: list[float] = Field(
+        default_factory=lambda: [5e-4, 5e-2],
+        description="Scratch's weight-decay grid (× `scratch_lrs`).",
+    )
+    source_control: bool = Field(
+        True,
+        description="When the chosen arm is a GAN/autoencoder pretrained on the source plus the "
+        "target pool, also confirm it pretrained on the target pool only: the gain due to the source.",
+    )
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.6)
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
@@ -79,13 +115,27 @@ class PipelineParams(BaseModel):
         "target's validation or test images (the leakage guard); the candidate is then never promoted.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _source_backbone(cls, data: dict) -> dict:
+        """A `torchvision:MODEL` source fixes the backbone (transfer arms and scratch alike)."""
+        source = data.get("source") if isinstance(data, dict) else None
+        if isinstance(source, str) and source.startswith(TORCHVISION):
+            arch = TORCHVISION + source[len(TORCHVISION) :].split("?")[0]
+            if data.get("backbone", arch) != arch:
+                raise ValueError(f"--backbone {data['backbone']}: drop it, {source} sets {arch}")
+            data = {**data, "backbone": arch}
+        return data
+
     @field_validator("backbone")
     @classmethod
     def _backbone(cls, value: str) -> str:
-        if value not in list_backbones():
-            raise ValueError(
-                f"unknown backbone {value!r}: choose from {', '.join(list_backbones())}"
-            )
+        try:
+            backbone_class(value)
+        except ModelError as exc:
+            if value.startswith(TORCHVISION):
+                raise ValueError(f"--source {value}: {exc}") from None
+            raise ValueError(f"{exc}; choose from {', '.join(list_backbones())}") from None
         return value
 
     @field_validator("transfer_modes")
@@ -102,6 +152,13 @@ class PipelineParams(BaseModel):
                     f"unknown transfer mode {mode!r} for {backbone}: choose from {', '.join(valid)}"
                 )
         return value
+
+    @field_validator("scratch_lrs", "scratch_weight_decays")
+    @classmethod
+    def _grid(cls, value: list[float]) -> list[float]:
+        if not value or any(not 0.0 <= v < 10.0 for v in value):
+            raise ValueError("give at least one value, each in [0, 10)")
+        return list(dict.fromkeys(value))
 
     @field_validator("strategies")
     @classmethod

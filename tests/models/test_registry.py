@@ -16,7 +16,7 @@ FAST = M.PretrainConfig(epochs=1, min_steps_per_epoch=1, batch_size=4, grid_imag
 
 def test_names():
     assert M.list_backbones() == ["convnet-s", "resnet18"]
-    assert M.list_strategies() == ["supervised", "gan", "autoencoder"]
+    assert M.list_strategies() == ["supervised", "gan", "autoencoder", "simclr"]
     assert M.list_transfer_modes()[:3] == ["finetune", "linear_probe", "lp_ft"]
     assert "freeze=stage2" in M.list_transfer_modes("convnet-s")
     assert "freeze=layer3" in M.list_transfer_modes("resnet18")
@@ -114,6 +114,8 @@ def test_strategy_defaults_are_the_published_hyperparameters():
         "latent_dim": 64,
         "width": 64,
         "real_label": 0.9,
+        "spectral_norm": False,
+        "feature_matching": 0.0,
     }
     assert M.strategy_class("autoencoder").config_class().to_dict() == {
         "lr": 3e-3,
@@ -122,9 +124,24 @@ def test_strategy_defaults_are_the_published_hyperparameters():
         "warmup_frac": 0.15,
         "noise_std": 0.1,
         "mask_frac": 0.0,
+        "mask_patch": 1,
         "width": 64,
     }
-    assert [M.strategy_class(s).needs_labels for s in M.list_strategies()] == [True, False, False]
+    assert M.strategy_class("simclr").config_class().to_dict() == {
+        "lr": 3e-3,
+        "weight_decay": 5e-4,
+        "schedule": "onecycle",
+        "warmup_frac": 0.15,
+        "temperature": 0.2,
+        "proj_dim": 64,
+        "min_scale": 0.35,
+        "max_aspect": 4 / 3,
+        "max_rotation": 180.0,
+        "jitter": 0.4,
+        "grey_prob": 0.2,
+    }
+    needs = [M.strategy_class(s).needs_labels for s in M.list_strategies()]
+    assert needs == [True, False, False, False]
     t = M.TrainConfig(epochs=12, seed=1)
     assert (t.lr, t.min_steps_per_epoch, t.backbone_lr_scale, t.lp_ft_lr_scale) == (
         3e-3,
@@ -168,8 +185,8 @@ def test_unknown_names_list_valid_ones():
     "kwargs, match",
     [
         ({"in_channels": 2}, "in_channels=2"),
-        ({"image_size": (4, 4)}, "8..64 px"),
-        ({"image_size": (96, 96)}, "8..64 px"),
+        ({"image_size": (4, 4)}, "8..1024 px"),
+        ({"image_size": (2048, 2048)}, "8..1024 px"),
     ],
 )
 def test_bad_backbone_args(kwargs, match):
