@@ -131,12 +131,14 @@ def test_the_target_pool_is_checked_for_exact_copies_only():
     assert report.metrics()["leakage.pool.test.exact"] == 3.0
 
 
-def test_near_mask_counts_bits():
+def test_near_mask_counts_bits(monkeypatch):
     ref = np.array([0b1111, 1 << 63], dtype=np.uint64)
     query = np.array([0b0000, 0b0111, (1 << 63) | (0b11111 << 8), 0xFFFF_0000], dtype=np.uint64)
     assert leakage.near_mask(query, ref, bits=4).tolist() == [True, True, False, False]
     assert leakage.near_mask(query, ref, bits=5).tolist() == [True, True, True, False]
     assert leakage.near_mask(query, ref[:0]).tolist() == [False] * 4
+    monkeypatch.setattr(leakage, "_BLOCK", 3)  # one query row per block: the same answer
+    assert leakage.near_mask(query, ref, bits=5).tolist() == [True, True, True, False]
 
 
 def test_the_same_spec_as_source_and_target_is_refused_before_any_service():

@@ -41,7 +41,7 @@ from warmstart.stages.sources import provider_for
 NEAR_BITS = 4  # perceptual-hash Hamming distance (of 64 bits) that counts as a near-duplicate
 TOLERANCE = 0.01  # fraction of a split's images that may match before the run counts as leaky
 SPLITS = ("test", "validation")
-_CHUNK = 2048  # query rows per Hamming block (2048 × 50,000 uint64 = 800 MB of bool at most)
+_BLOCK = 8_000_000  # query × reference hashes per Hamming block (64 MB of uint64)
 
 
 class LeakageError(ConfigError):
@@ -128,9 +128,10 @@ def near_mask(query: np.ndarray, reference: np.ndarray, bits: int = NEAR_BITS) -
     out = np.zeros(len(query), dtype=bool)
     if len(reference) == 0:
         return out
-    for start in range(0, len(query), _CHUNK):
-        block = query[start : start + _CHUNK, None] ^ reference[None, :]
-        out[start : start + _CHUNK] = (np.bitwise_count(block) <= bits).any(axis=1)
+    rows = max(1, _BLOCK // len(reference))
+    for start in range(0, len(query), rows):
+        block = query[start : start + rows, None] ^ reference[None, :]
+        out[start : start + rows] = (np.bitwise_count(block) <= bits).any(axis=1)
     return out
 
 

@@ -1,0 +1,119 @@
+"""The leakage guard and comparable champions against the real stack (S3, MLflow, Prefect): a
+champion from another split is not compared and does not block; the same dataset as source and
+target is refused in one line, with the counts on the MLflow run, and the champion trained on
+those leaky inputs loses its alias; ``allow_leakage`` runs it but marks the job."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+import numpy as np
+import pytest
+
+from warmstart import promotion, stages, tracking
+from warmstart.contracts import (
+    SCRATCH,
+    ArmResult,
+    ArmScores,
+    ArmSpec,
+    Evaluation,
+    Job,
+    RunContext,
+    StageRecord,
+)
+from warmstart.params import PipelineParams
+from warmstart.promotion.registry import model_name
+from warmstart.stages.leakage import LeakageError
+from warmstart.tasks.leakage import check_leakage
+from warmstart.tracking.client import client
+
+SPEC = "builtin:uci-digits?classes=0-1"
+
+
+def _served(correct: np.ndarray, name: str) -> tuple[Evaluation, ArmResult]:
+    """An evaluation whose candidate is right on ``correct`` (scratch: 40% coin flips)."""
+    n = len(correct)
+    keys = [f"{name}-0", f"{name}-1"]
+    arm = ArmScores(
+        "supervised/finetune", "supervised", "finetune", [0, 1], [0.9, 0.8],
+        [float(correct.mean())] * 2, [correct.tolist()] * 2, [[0] * n] * 2, keys,
+    )  # fmt: skip
+    scratch = np.random.default_rng(1).random((2, n)) < 0.4
+    base = ArmScores(
+        SCRATCH, None, "finetune", [0, 1], [0.5, 0.5], [0.4, 0.4], scratch.tolist(),
+        [[0] * n] * 2, ["s0", "s1"],
+    )  # fmt: skip
+    stage = StageRecord(key=keys[0], checkpoint_uri=f"s3://b/{name}")
+    spec = ArmSpec("supervised/finetune", "finetune", 0, "finetune-target", "supervised")
+    result = ArmResult(spec, f"s3://b/{name}", 0.9, 3, stage, source_key="src")
+    return Evaluation({arm.arm: arm, SCRATCH: base}, [0] * n, list(range(n)), ["0", "1"]), result
+
+
+def _promote(job: Job, model, x: np.ndarray, correct: np.ndarray, name: str):
+    ev, served = _served(correct, name)
+
+    def never(version):
+        raise AssertionError(f"champion v{version.version} was scored; it is not comparable")
+
+    return promotion.promote(
+        ev, served, model, job=job, source=None, example=x[:2], score_version=never
+    )
+
+
+@pytest.mark.services
+def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
+    import torch
+
+    target = stages.ingest(SPEC)
+    target = dataclasses.replace(target, name=f"itest-leak-{uuid.uuid4().hex[:6]}")
+    source = stages.ingest(SPEC, like=target)
+    assert source.hash == target.hash
+    params = PipelineParams(source=SPEC, target=SPEC, k_shot=5, strategies=["supervised"])
+    split = stages.make_target_splits(target, params)
+    exp = tracking.experiment_id(target.name)
+    run = RunContext(exp, tracking.start_run(exp, "pipeline-itest"), f"flow-{uuid.uuid4().hex[:6]}")
+    job = Job(params, target, split, run)
+    name = model_name(target)
+    assert name.startswith(f"warmstart-{target.name}-8x8-1ch-")
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2)).eval()
+    x = np.zeros((4, 1, 8, 8), dtype=np.float32)
+    # registered directly (never loaded): the champion, trained on another split of this target,
+    # and the served model's own weights, trained on this split (so promote exports nothing)
+    tracking.ensure_registered_model(name)
+    data = {"target_dataset_hash": target.hash, "source_dataset_hash": source.hash}
+    for split_hash, digest in (("0" * 64, "w1"), (split.hash, tracking.weights_sha256(model))):
+        tags = {**data, "split_hash": split_hash, "weights_sha256": digest}
+        tracking.create_version(name, f"s3://b/never-loaded-{digest}", run_id=None, tags=tags)
+    tracking.set_alias(name, "champion", "1")
+    # the champion is not compared, and does not block
+    second = _promote(job, model, x, np.arange(200) % 10 < 8, "second")
+    d = second.decision
+    assert d.passed and d.rule == "promoted" and d.vs_champion is None
+    assert "champion v1 not compared (trained on split 000000000000, this run's is" in d.reason
+    assert (second.version, second.champion_version, second.previous_champion) == ("2", "2", "1")
+    assert not second.registered
+
+    # same dataset as source and target: refused before training, in one line with the counts
+    with pytest.raises(LeakageError) as info:
+        check_leakage(job, source)
+    line = str(info.value)
+    assert "\n" not in line
+    assert line.startswith(
+        f"source shares {split.test} of {split.test} test images and {split.val} of {split.val} "
+        "validation images with the target"
+    )
+    metrics = client().get_run(run.run_id).data.metrics
+    assert metrics["leakage.source.test.exact"] == split.test
+    assert metrics["leakage.source.validation.exact"] == split.val
+    # the champion trained on these leaky inputs lost its alias, with the reason as a tag
+    assert "champion" not in tracking.aliases(name)
+    v2 = client().get_model_version(name, "2")
+    assert v2.tags["leakage"].startswith("source shares") and "champion_removed" in v2.tags
+
+    allowed = dataclasses.replace(job, params=params.model_copy(update={"allow_leakage": True}))
+    marked = check_leakage(allowed, source)
+    assert marked.leakage.startswith(f"leakage: source shares {split.test} of {split.test} test")
+    assert client().get_run(run.run_id).data.tags["leakage_allowed"] == "true"
+    tracking.end_run(run.run_id)
