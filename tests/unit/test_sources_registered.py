@@ -15,7 +15,7 @@ from warmstart.models import get_backbone
 from warmstart.models.checkpoint import save_checkpoint
 from warmstart.params import PipelineParams
 from warmstart.stages import get_source_provider, provider_for
-from warmstart.stages.sources_checkpoint import parse_checkpoint_spec, read_trunk
+from warmstart.stages.sources_checkpoint import parse_checkpoint_spec, read_plain, read_trunk
 from warmstart.stages.sources_registered import parse_model_spec
 
 TARGET = "builtin:uci-digits?classes=5-9"  # 1×8×8
@@ -100,3 +100,41 @@ def test_a_bad_checkpoint_is_refused_in_one_line(tmp_path, make, source, expecte
     with pytest.raises(ConfigError, match=expected) as err:
         get_source_provider("checkpoint").validate(params(source.format(tmp=tmp_path)))
     assert "\n" not in str(err.value) and str(err.value).startswith("--source checkpoint:")
+
+
+@pytest.fixture(scope="module")
+def torchvision_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A random-init mobilenet_v3_small state dict saved as plain safetensors."""
+    from torchvision.models import mobilenet_v3_small
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in mobilenet_v3_small(weights=None).state_dict().items()}
+    path = tmp_path_factory.mktemp("tv") / "mnv3.safetensors"
+    save_file(state, str(path))
+    return path, state
+
+
+def test_a_plain_torchvision_state_dict_with_arch_is_a_source(torchvision_file):
+    path, state = torchvision_file
+    spec = f"checkpoint:{path}?arch=mobilenet_v3_small"
+    ok = params(spec, backbone="torchvision:mobilenet_v3_small")
+    get_source_provider("checkpoint").validate(ok)
+    backbone, trunk, file = read_plain(spec)
+    assert (backbone, file) == ("torchvision:mobilenet_v3_small", str(path))
+    assert set(trunk) == {f"net.{k}" for k in state if not k.startswith("classifier.3.")}
+    assert torch.equal(trunk["net.features.0.0.weight"], state["features.0.0.weight"])
+    with pytest.raises(ConfigError, match="add --backbone torchvision:mobilenet_v3_small"):
+        get_source_provider("checkpoint").validate(params(spec))
+
+
+@pytest.mark.parametrize(
+    ("arch", "expected"),
+    [
+        ("resnet18", r"weights do not fit torchvision:resnet18 \(missing"),
+        ("mobilenet_v3_smal", r"unknown torchvision model 'mobilenet_v3_smal' \(closest: "),
+    ],
+)
+def test_a_state_dict_that_does_not_fit_its_arch_is_refused(torchvision_file, arch, expected):
+    spec = f"checkpoint:{torchvision_file[0]}?arch={arch}"
+    with pytest.raises(ConfigError, match=f"^--source checkpoint:.*{expected}"):
+        read_plain(spec)

@@ -7,6 +7,10 @@ beside its ``meta.json``. The architecture and input come from the meta; the wei
 epoch's (else the latest). The trunk is the module whose weights fit the backbone (``model.`` of
 a supervised pretraining, ``encoder.`` of an autoencoder, the whole model of a fine-tuning).
 
+``checkpoint:<file.safetensors>?arch=<torchvision model>`` takes a plain torchvision state dict
+(``model.state_dict()`` saved with safetensors): backbone ``torchvision:<model>``, any input size
+the model takes (the target's), keys and shapes checked against the architecture.
+
 Local checkpoints are checked in ``validate`` (before anything is ingested); S3 ones when
 resolved. The trunk is stored once per content hash under ``s3://<bucket>/sources/<sha256>/``.
 """
@@ -24,11 +28,19 @@ from safetensors import SafetensorError
 from warmstart import storage
 from warmstart.contracts import DatasetRef, Job, SourceModel
 from warmstart.errors import ConfigError
-from warmstart.models import get_backbone
+from warmstart.models import ModelError, get_backbone
+from warmstart.models.backbones.torchvision import PREFIX as TORCHVISION
+from warmstart.models.backbones.torchvision import backbone_state
 from warmstart.models.checkpoint import FORMAT, META, weights_name
 from warmstart.params import PipelineParams
 from warmstart.stages.sources import SourceProvider, register_source_provider
-from warmstart.stages.sources_registered import Geometry, check_geometry, check_target
+from warmstart.stages.sources_registered import (
+    Geometry,
+    check_backbone,
+    check_geometry,
+    check_target,
+    existing_source,
+)
 from warmstart.stages.weights import Report, no_report
 
 TRUNK = "backbone.safetensors"
@@ -138,18 +150,33 @@ def trunk_state(
     )
 
 
-def read_trunk(spec: str) -> tuple[Geometry, dict[str, torch.Tensor], str]:
-    """(geometry, trunk tensors, weights file) of a ``checkpoint:`` source, checked."""
-    location, arch = parse_checkpoint_spec(spec)
-    if arch is not None:
-        raise ConfigError(
-            f"--source {spec}: ?arch= (plain torchvision state dicts) is not supported yet: "
-            "give a warmstart checkpoint folder instead"
-        )
+def check_exists(spec: str, location: str) -> None:
     if not location.startswith("s3://") and not Path(location).expanduser().exists():
         raise ConfigError(
             f"--source {spec}: {location} does not exist: check the path (or use s3://bucket/…)"
         )
+
+
+def read_plain(spec: str) -> tuple[str, dict[str, torch.Tensor], str]:
+    """(backbone, trunk tensors, file) of ``…file.safetensors?arch=<torchvision model>``."""
+    location, arch = parse_checkpoint_spec(spec)
+    model = str(arch).removeprefix(TORCHVISION)
+    check_exists(spec, location)
+    if not location.endswith(".safetensors"):
+        raise ConfigError(
+            f"--source {spec}: ?arch= takes one state dict file: give the .safetensors file"
+        )
+    state = load_state(spec, location)
+    try:
+        return TORCHVISION + model, backbone_state(model, state), location
+    except ModelError as exc:
+        raise ConfigError(f"--source {spec}: {exc}") from None
+
+
+def read_trunk(spec: str) -> tuple[Geometry, dict[str, torch.Tensor], str]:
+    """(geometry, trunk tensors, weights file) of a ``checkpoint:`` source, checked."""
+    location, _ = parse_checkpoint_spec(spec)
+    check_exists(spec, location)
     meta, file = find_checkpoint(spec, location)
     try:
         h, w = meta["image_size"]
@@ -177,31 +204,32 @@ class CheckpointProvider(SourceProvider):
     """``checkpoint:<path|s3://…>``: the trunk of a warmstart checkpoint."""
 
     def validate(self, params: PipelineParams) -> None:
-        location, _ = parse_checkpoint_spec(params.source)
-        if not location.startswith("s3://"):  # S3 is read when resolved (no service here)
-            check_geometry(params.source, read_trunk(params.source)[0], params)
+        spec = params.source
+        location, arch = parse_checkpoint_spec(spec)
+        if location.startswith("s3://"):  # S3 is read when resolved (no service here)
+            if arch is not None:
+                check_backbone(spec, TORCHVISION + arch.removeprefix(TORCHVISION), params)
+        elif arch is not None:
+            check_backbone(spec, read_plain(spec)[0], params)
+        else:
+            check_geometry(spec, read_trunk(spec)[0], params)
 
     def resolve(
         self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
     ) -> SourceModel:
-        spec = job.params.source
-        g, state, file = read_trunk(spec)
-        check_target(spec, g, job.target, job.params)
+        spec, target = job.params.source, job.target
+        if parse_checkpoint_spec(spec)[1] is not None:  # a torchvision model takes the target's
+            backbone, state, file = read_plain(spec)
+            check_backbone(spec, backbone, job.params)
+            g = Geometry(backbone, target.channels, (int(target.size[0]), int(target.size[1])))
+        else:
+            g, state, file = read_trunk(spec)
+            check_target(spec, g, target, job.params)
         uri, digest = store_trunk(state)
-        note = f"continued from checkpoint `{file}` (trunk sha256 {digest[:12]})."
-        return SourceModel(
-            label=label,
-            provider=self.name,
-            backbone=g.backbone,
-            weights_uri=uri,
-            channels=g.channels,
-            image_size=g.size,
-            provenance={
-                "weights_sha256": digest,
-                "backbone": g.backbone,
-                "lineage.source_kind": "checkpoint",
-                "lineage.checkpoint": file,
-                "lineage.weights_sha256": digest,
-                "lineage.note": note,
-            },
-        )
+        lineage = {
+            "lineage.source_kind": "checkpoint",
+            "lineage.checkpoint": file,
+            "lineage.weights_sha256": digest,
+            "lineage.note": f"continued from checkpoint `{file}` (trunk sha256 {digest[:12]}).",
+        }
+        return existing_source(label, self.name, g, uri, digest, lineage)

@@ -92,7 +92,7 @@ def _missing(spec: str, name: str, alias: str | None, version: str | None) -> Co
             names = sorted(m.name for m in client().search_registered_models(max_results=100))
         return ConfigError(
             f"--source {spec}: no registered model {name!r} with versions; registered models: "
-            f"{_listed(names)} (a pipeline run registers warmstart-<target> when its gate passes)"
+            f"{_listed(names)} (a pipeline run registers warmstart-<target>-… when its gate passes)"
         )
     if alias is not None:
         have = [f"@{a} (version {v})" for a, v in sorted(tracking.aliases(name).items())]
@@ -146,12 +146,12 @@ def lookup(spec: str) -> RegisteredVersion:
     )
 
 
-def check_backbone(spec: str, geometry: Geometry, params: PipelineParams) -> None:
+def check_backbone(spec: str, backbone: str, params: PipelineParams) -> None:
     """The source's architecture must be the run's backbone (scratch and every arm use it)."""
-    if geometry.backbone != params.backbone:
+    if backbone != params.backbone:
         raise ConfigError(
-            f"--source {spec} is a {geometry.backbone!r} model but --backbone is "
-            f"{params.backbone!r}: add --backbone {geometry.backbone}"
+            f"--source {spec} is a {backbone!r} model but --backbone is "
+            f"{params.backbone!r}: add --backbone {backbone}"
         )
 
 
@@ -167,7 +167,7 @@ def target_geometry(spec: str) -> tuple[int | None, tuple[int, int] | None]:
 
 def check_geometry(spec: str, geometry: Geometry, params: PipelineParams) -> None:
     """Before ingestion: the backbone, and the target's input where its spec tells it."""
-    check_backbone(spec, geometry, params)
+    check_backbone(spec, geometry.backbone, params)
     channels, size = target_geometry(params.target)
     if (size is not None and size != geometry.size) or (
         channels is not None and channels != geometry.channels
@@ -177,7 +177,7 @@ def check_geometry(spec: str, geometry: Geometry, params: PipelineParams) -> Non
 
 def check_target(spec: str, geometry: Geometry, target: DatasetRef, params: PipelineParams) -> None:
     """The exact check, once the target is ingested (before any arm trains on the source)."""
-    check_backbone(spec, geometry, params)
+    check_backbone(spec, geometry.backbone, params)
     if (target.channels, tuple(target.size)) != (geometry.channels, geometry.size):
         raise ConfigError(_geometry_fix(spec, geometry, params.target))
 
@@ -260,6 +260,21 @@ def registered_weights(version: RegisteredVersion) -> tuple[str, str]:
     return weights_uri, digest
 
 
+def existing_source(
+    label: str, provider: str, g: Geometry, weights_uri: str, digest: str, provenance: dict
+) -> SourceModel:
+    """A source of weights that exist already: no stage record; its key is the weights' hash."""
+    return SourceModel(
+        label=label,
+        provider=provider,
+        backbone=g.backbone,
+        weights_uri=weights_uri,
+        channels=g.channels,
+        image_size=g.size,
+        provenance={"weights_sha256": digest, "backbone": g.backbone, **provenance},
+    )
+
+
 @register_source_provider("mlflow")
 class RegisteredModelProvider(SourceProvider):
     """``mlflow:models:/<name>@<alias>`` or ``…/<name>/<version>``: a registered version's trunk."""
@@ -276,17 +291,7 @@ class RegisteredModelProvider(SourceProvider):
         g = version.geometry
         check_target(version.spec, g, job.target, job.params)
         weights_uri, digest = registered_weights(version)
-        return SourceModel(
-            label=label,
-            provider=self.name,
-            backbone=g.backbone,
-            weights_uri=weights_uri,
-            channels=g.channels,
-            image_size=g.size,
-            provenance={
-                "weights_sha256": digest,
-                "backbone": g.backbone,
-                "source_dataset_hash": version.tags.get("target_dataset_hash", ""),
-                **lineage(version),
-            },
+        provenance = {"source_dataset_hash": version.tags.get("target_dataset_hash", "")}
+        return existing_source(
+            label, self.name, g, weights_uri, digest, provenance | lineage(version)
         )
