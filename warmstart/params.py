@@ -23,7 +23,9 @@ class PipelineParams(BaseModel):
         "builtin:mnist-5k?crop=content",
         description="Source: a dataset spec (`builtin:NAME`, `cifar10:PATH_OR_S3`, `imagefolder:PATH_OR_S3`, "
         "options after `?`, e.g. `?classes=0-4&crop=content`; converted to the target's size and channels) "
-        "or published weights, `torchvision:MODEL[?weights=ENUM]` (e.g. `torchvision:resnet18`).",
+        "or published weights, `torchvision:MODEL[?weights=ENUM]` (e.g. `torchvision:resnet18`), "
+        "or a registered model, `mlflow:models:/NAME@ALIAS` or `mlflow:models:/NAME/VERSION`, "
+        "or a checkpoint, `checkpoint:PATH_OR_S3[?arch=MODEL]` (trunk reused, head replaced).",
         examples=["builtin:mnist-5k?crop=content", "torchvision:resnet18?weights=IMAGENET1K_V1"],
     )
     target: str = Field(
