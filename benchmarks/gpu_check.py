@@ -39,7 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+try:
+    import warmstart.models  # noqa: F401
+except ImportError:  # not installed (a bare GPU machine): map models/ as setuptools does
+    import warmstart
+
+    warmstart.__path__.append(str(ROOT))
 
 from warmstart import models as M  # noqa: E402
 from warmstart.data.cifar import load_cifar10  # noqa: E402
@@ -209,13 +216,26 @@ def tv_resnet18(a, device) -> nn.Module:
     return Upsampled(net, a.ft_size).to(device, memory_format=_mf(device))
 
 
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images bilinearly resized to size px (on x's device, in chunks), in host memory."""
+    if x.shape[-1] == size:
+        return x.cpu()
+    out = torch.empty((len(x), x.shape[1], size, size), dtype=torch.uint8)
+    for i in range(0, len(x), 1000):
+        xb = F.interpolate(x[i : i + 1000].float(), size=(size, size), mode="bilinear")
+        out[i : i + 1000] = xb.round_().clamp_(0, 255).to(torch.uint8).cpu()
+    return out
+
+
 def finetune(data, a, device) -> dict:
     (x, y), (xt, yt) = data
     n = min(a.ft_images, len(x))
     out = {"size": a.ft_size, "images": n, "batch_size": a.ft_batch_size}
     for where in ("device", "host"):
-        xs, ys = (x[:n], y[:n]) if where == "device" else (x[:n].cpu(), y[:n].cpu())
-        print(f"finetune-{a.ft_size} ({where} data): torchvision resnet18, {n} images")
+        # device: 32 px uint8 on the GPU, upsampled in the model; host: already at ft_size px in
+        # host memory, each batch gathered into pinned memory and copied without blocking
+        xs, ys = (x[:n], y[:n]) if where == "device" else (resized(x[:n], a.ft_size), y[:n].cpu())
+        print(f"finetune-{a.ft_size} ({where} data {tuple(xs.shape)}): torchvision resnet18")
         rows = epochs_run(
             tv_resnet18(a, device),
             xs,

@@ -49,7 +49,8 @@ def steps_per_epoch(n: int, batch_size: int, min_steps: int) -> int:
 class _Feed:
     """Batch s of an epoch on the compute `device`: uint8 → float, augmented, in the device's
     memory format. Data on the device is indexed there. Host data (`host`: x is not on `device`)
-    is gathered into pinned memory and copied with non_blocking, one batch ahead. `sync_free`
+    is gathered into pinned memory and copied with non_blocking, one batch ahead (`prefetch`).
+    `sync_free`
     (default: any device but the CPU) moves the augmentation draws to the device once per epoch
     and flips without testing on the host whether a batch has any (that test would sync)."""
 
@@ -77,7 +78,7 @@ class _Feed:
         self.oy, self.ox, self.flip = draws
         self.no_flip = torch.zeros(idx.shape[1], dtype=torch.bool)
         self.mf = memory_format(device)
-        self.ahead: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.ahead: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def _copy(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
         b = self.idx[s]
@@ -89,14 +90,19 @@ class _Feed:
         return out[0], out[1]
 
     def raw(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch s as stored (uint8 images, labels) on the device; host data: batch s + 1 is
-        already on its way when this returns."""
+        """Batch s as stored (uint8 images, labels) on the device (host data: the copy that
+        `prefetch(s)` started, else a copy made now)."""
         if not self.host:
             b = self.idx[s]
             return self.x[b], self.y[b]
-        xb, yb = self.ahead if self.ahead is not None else self._copy(s)
-        self.ahead = self._copy(s + 1) if s + 1 < len(self.idx) else None
-        return xb, yb
+        ahead, self.ahead = self.ahead, None
+        return ahead[1] if ahead is not None and ahead[0] == s else self._copy(s)
+
+    def prefetch(self, s: int) -> None:
+        """Host data: gather batch s and start its copy now (called once step s - 1 is queued
+        on the device, so the gather overlaps the device's work). No-op otherwise."""
+        if self.host and s < len(self.idx):
+            self.ahead = (s, self._copy(s))
 
     def batch(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
         xb, yb = self.raw(s)
@@ -175,6 +181,7 @@ def train_one_epoch(
             lr = _set_lr(optimizer, lr_at(step0 + s))
         xb, yb = feed.batch(s)
         loss, logits = _step(model, xb, yb, optimizer, amp, label_smoothing)
+        feed.prefetch(s + 1)  # host data: the next batch's gather overlaps this step
         loss_sum += loss.detach()
         correct += (logits.detach().argmax(1) == yb).sum()
     n = steps * idx.shape[1]
@@ -214,9 +221,11 @@ def classifier_epoch(
     batch_size: int,
     config: ClassifierConfig,
     pad: int,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """Epoch `epoch` (1-based) of `total_steps` / `steps` epochs: train_one_epoch with the
-    config's schedule, label smoothing and crop/flip augmentation."""
+    config's schedule, label smoothing and crop/flip augmentation (on `device`, default x's:
+    host-held x with a CUDA device streams batches through pinned memory)."""
     return train_one_epoch(
         model,
         x,
@@ -229,6 +238,7 @@ def classifier_epoch(
         lr_at=lambda s: lr_factor(s, total_steps, config.schedule, config.warmup_frac),
         step0=(epoch - 1) * steps,
         label_smoothing=config.label_smoothing,
+        device=device,
     )
 
 

@@ -99,11 +99,14 @@ def test_host_feed_prefetches_one_batch_ahead():
     idx = batch_indices(len(x), 16, 3, torch.Generator().manual_seed(0))
     aug = L.Augment(pad=0)
     feed = L._Feed(x, y, idx, torch.device("cpu"), aug, torch.Generator(), host=True, pin=False)
-    xb, yb = feed.raw(0)
+    xb, yb = feed.raw(0)  # nothing prefetched: copied on demand
     assert torch.equal(xb, x[idx[0]]) and torch.equal(yb, y[idx[0]])
-    assert feed.ahead is not None and torch.equal(feed.ahead[0], x[idx[1]])
-    feed.raw(1), feed.raw(2)
-    assert feed.ahead is None  # nothing fetched past the last step
+    feed.prefetch(1)
+    assert feed.ahead[0] == 1 and torch.equal(feed.ahead[1][0], x[idx[1]])
+    xb, _ = feed.raw(1)
+    assert feed.ahead is None and torch.equal(xb, x[idx[1]])
+    feed.prefetch(3)  # past the last step: nothing fetched
+    assert feed.ahead is None
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
