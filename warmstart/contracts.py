@@ -27,6 +27,7 @@ SCRATCH = "scratch"
 CONTROL_PREFIX = "control/"
 RANDOM_INIT_CONTROL = "control/random-init-frozen"
 PIXEL_CONTROL = "control/pixel-logreg"
+TARGET_POOL_CONTROL = "control/target-pool-only"  # + /<arm>: pretrained on the target pool only
 
 
 class _Json:
@@ -163,6 +164,9 @@ class ArmSpec(_Json):
     seed: int
     stage: str  # task name: finetune-target | train-scratch-baseline | train-control
     strategy: str | None = None  # the source's label for transfer arms, None otherwise
+    lr: float | None = None  # a searched learning rate (scratch's grid); None: the default
+    weight_decay: float | None = None  # a searched weight decay; None: the default
+    phase: str = "selection"  # selection | confirmation (fresh seeds the gate decides on)
 
     @property
     def is_candidate(self) -> bool:
@@ -171,8 +175,9 @@ class ArmSpec(_Json):
 
 
 def is_candidate(arm: str) -> bool:
-    """The one definition of "can be promoted": not scratch, not a control."""
-    return arm != SCRATCH and not arm.startswith(CONTROL_PREFIX)
+    """The one definition of "can be promoted": not scratch (nor a point of its search grid,
+    ``scratch/lr=…``), not a control."""
+    return arm != SCRATCH and not arm.startswith((CONTROL_PREFIX, SCRATCH + "/"))
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,9 @@ class ArmScores(_Json):
     pred: list[list[int]]  # seeds × test examples
     keys: list[str] = field(default_factory=list)  # run keys of the seeds' stages
     seconds: list[float] = field(default_factory=list)
+    # How the gate's arm was chosen and confirmed (phase, seeds, arms compared, labels used):
+    # set on the candidate the gate decides on, empty elsewhere.
+    protocol: dict = field(default_factory=dict)
 
     @property
     def is_candidate(self) -> bool:

@@ -102,13 +102,16 @@ def test_arm_specs_cover_sources_modes_seeds_scratch_and_control():
         "gan/finetune",
         "gan/lp_ft",
     }
+    # scratch searches as many (lr, weight decay) points as there are transfer arms (4)
+    grid = ["scratch", "scratch/lr=0.001,wd=0.0005", "scratch/lr=0.01,wd=0.0005"]
+    grid.append("scratch/lr=0.003,wd=0.05")
+    scratch = [(a, seed, "train-scratch-baseline") for a in grid for seed in (0, 1)]
     assert [(s.arm, s.seed, s.stage) for s in specs if not s.is_candidate] == [
-        ("scratch", 0, "train-scratch-baseline"),
-        ("scratch", 1, "train-scratch-baseline"),
+        *scratch,
         ("control/random-init-frozen", 0, "train-control"),
         ("control/random-init-frozen", 1, "train-control"),
     ]
-    assert all(s.mode == "finetune" for s in specs if s.arm == "scratch")
+    assert all(s.mode == "finetune" for s in specs if s.arm.startswith("scratch"))
 
 
 @pytest.mark.parametrize(

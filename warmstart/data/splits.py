@@ -2,7 +2,9 @@
 ``s3://<bucket>/splits/<hash>/`` so every model in a run, and a rerun, sees the same examples.
 
 Val/test depend only on (dataset, seed, fractions), never on ``k_shot``; the k-shot training
-sets for one seed are nested (the k=1 set is inside the k=5 set).
+sets for one seed are nested (the k=1 set is inside the k=5 set). A training seed other than 0
+draws its own k-shot set from the same pool (``seed_train``); ``capped_val`` caps validation
+labels per class.
 """
 
 from __future__ import annotations
@@ -152,6 +154,30 @@ def _k_shot(
         train.append(order[:k])
         rest.append(order[k:])
     return train, rest
+
+
+def seed_train(splits: Splits, labels: np.ndarray, seed: int) -> np.ndarray:
+    """The k-shot training indices a model trained with ``seed`` uses: seed 0 keeps the stored
+    draw, any other seed draws ``k`` per class afresh from the same training pool (train ∪
+    unlabelled), so the interval over seeds includes which k images were drawn. Validation, test
+    and the unlabelled pool as a whole never change."""
+    if seed == 0 or splits.k_shot is None:
+        return splits.train
+    pool = np.union1d(splits.train, splits.unlabelled)
+    rng = np.random.default_rng([splits.seed, seed, 0x4B])
+    classes = np.unique(np.asarray(labels)[splits.train])
+    draws = [rng.permutation(pool[labels[pool] == c])[: splits.k_shot] for c in classes]
+    return np.sort(np.concatenate(draws))
+
+
+def capped_val(splits: Splits, labels: np.ndarray, per_class: int | None) -> np.ndarray:
+    """At most ``per_class`` validation images per class (None: all); the same for every seed."""
+    if per_class is None:
+        return splits.val
+    rng = np.random.default_rng([splits.seed, 0x7A1])
+    val = np.asarray(labels)[splits.val]
+    kept = [rng.permutation(splits.val[val == c])[:per_class] for c in np.unique(val)]
+    return np.sort(np.concatenate(kept))
 
 
 def store_splits(splits: Splits, *, bucket: str | None = None) -> str:

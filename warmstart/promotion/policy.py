@@ -12,8 +12,13 @@ The rules, in the order they are applied (the first that applies decides):
 3. A champion that cannot be scored on this run's test examples (different input shape or
    classes, unloadable artifact) blocks promotion: replacing a model we cannot compare with
    would be promotion without evidence.
-4. Scratch: the lower bound of the paired bootstrap CI of (candidate − scratch), over seeds and
-   examples, must exceed ``margin`` (a fraction: 0.01 = one point).
+4. Confirmation: in the pipeline the candidate carries its ``protocol``: the gate decides on
+   the confirmation seeds only (fresh initialisation and k-shot draw, see ``protocol``). A run
+   without confirmation seeds (``confirm_seeds=0``) is never promoted (rule ``unconfirmed``).
+   Scratch: the lower bound of the CI of (candidate − scratch) must exceed ``margin`` (a
+   fraction: 0.01 = one point): the seed-level paired t interval on confirmation seeds (its
+   calibration is measured in ``simulate``), the paired bootstrap over seeds and examples for
+   bare arrays without a protocol.
 5. Champion (if any): the point estimate of (served − champion) on the same test examples must
    be ≥ 0. Deliberately the point estimate, not "not significantly worse": with the latter a
    chain of promotions, each a non-significant drop, could walk the served accuracy down. The
@@ -29,9 +34,16 @@ import numpy as np
 
 from warmstart.contracts import SCRATCH, ArmScores, Evaluation
 from warmstart.errors import DataError
-from warmstart.promotion.stats import ALPHA, BOOT_SEED, N_BOOT, paired_bootstrap
+from warmstart.promotion.protocol_text import (
+    interval_text,
+    protocol_lines,
+    protocol_sentence,
+    protocol_tags,
+)
+from warmstart.promotion.stats import ALPHA, BOOT_SEED, N_BOOT, paired_bootstrap, seed_t_interval
 
 PROMOTED, NOT_PROMOTED = "promoted", "not promoted"
+UNCONFIRMED = "unconfirmed"  # the arm was never trained on fresh seeds: no promotion
 # Simpler transfer modes first: fewer trainable parameters / fewer stages win a validation tie.
 MODE_SIMPLICITY = {"linear_probe": 0, "finetune": 1, "lp_ft": 2}
 
@@ -64,6 +76,7 @@ class Decision:
     champion_version: str | None
     margin: float
     champion_not_applicable: str | None = None  # why the champion was not compared
+    protocol: dict[str, Any] | None = None  # seeds, configurations compared, labels used
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (plain floats, ints, strings)."""
@@ -87,7 +100,7 @@ class Decision:
             tags["gate_champion_version"] = str(self.champion_version)
         if self.champion_not_applicable:
             tags["gate_champion_not_applicable"] = self.champion_not_applicable
-        return tags
+        return tags | protocol_tags(self.protocol)
 
     def to_markdown(self) -> str:
         d = self.delta_vs_scratch
@@ -106,9 +119,9 @@ class Decision:
             f"{'yes' if d['ci_low'] > self.margin else 'no'} |",
             self._champion_row(),
             "",
-            f"{d['seeds']} seed(s) × {d['n']} test examples, {d['n_boot']} paired bootstrap "
-            "resamples over seeds and examples.",
+            interval_text(d),
         ]
+        lines += protocol_lines(self.protocol)
         return "\n".join(lines) + "\n"
 
     def _champion_row(self) -> str:
@@ -173,6 +186,11 @@ def served_index(arm: ArmScores) -> int:
 
 def _reason(rule: str, scratch: str, champion: str, margin: float) -> str:
     """The sentence behind a verdict (without the verdict itself)."""
+    if rule == UNCONFIRMED:
+        return (
+            f"{scratch}; no confirmation seeds (confirm_seeds=0), so selection luck is inside "
+            "the interval: rerun with confirm_seeds >= 2 (5 by default) to be gated."
+        )
     if rule == "champion-incomparable":
         return f"{champion}; {scratch}."
     if rule == "below-margin":
@@ -218,13 +236,8 @@ def decide(
         raise DataError(f"{candidate.arm} is a baseline, not a candidate: pass a transfer arm")
     stats = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
     correct = np.asarray(candidate.correct, dtype=bool)
-    delta = paired_bootstrap(correct, np.asarray(scratch.correct, dtype=bool), **stats)
-    level = round(100 * (1 - alpha))
-    scratch_text = (
-        f"{candidate.arm} vs scratch {_pts(delta['mean_diff'])} points "
-        f"({level}% CI {_pts(delta['ci_low'])} to {_pts(delta['ci_high'])}, "
-        f"{delta['seeds']} seed(s) × {delta['n']} test examples)"
-    )
+    delta, scratch_text = _vs_scratch(candidate, scratch, stats)
+    protocol = candidate.protocol or None
     best = served_index(candidate)
     vs, champion_text = (None, "")
     skip = champion.not_applicable if champion is not None else None
@@ -234,6 +247,8 @@ def decide(
         vs, champion_text = _vs_champion(correct[best : best + 1], champion, stats)
     if blocked:
         rule = "blocked"
+    elif protocol is not None and protocol.get("phase") != "confirmation":
+        rule = UNCONFIRMED
     elif champion is not None and not skip and vs is None:
         rule = "champion-incomparable"
     elif not delta["ci_low"] > margin:
@@ -247,9 +262,12 @@ def decide(
         passed=passed,
         verdict=PROMOTED if passed else NOT_PROMOTED,
         rule=rule,
-        reason=f"{blocked}; {scratch_text}."
-        if blocked
-        else _reason(rule, scratch_text, champion_text, margin),
+        reason=(
+            f"{blocked}; {scratch_text}."
+            if blocked
+            else _reason(rule, scratch_text, champion_text, margin)
+        )
+        + (" " + protocol_sentence(protocol) if protocol else ""),
         candidate=candidate.arm,
         served_seed=int(candidate.seeds[best]) if candidate.seeds else best,
         delta_vs_scratch=delta,
@@ -257,4 +275,27 @@ def decide(
         champion_version=champion.version if champion is not None else None,
         margin=float(margin),
         champion_not_applicable=skip,
+        protocol=protocol,
     )
+
+
+def _vs_scratch(
+    candidate: ArmScores, scratch: ArmScores, stats: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """Δ vs scratch and its text. On confirmation seeds (the pipeline's gate) the seed-level
+    paired t interval; for bare arrays without a protocol, the paired bootstrap."""
+    cand = np.asarray(candidate.correct, dtype=bool)
+    base = np.asarray(scratch.correct, dtype=bool)
+    if (candidate.protocol or {}).get("phase") == "confirmation":
+        delta = seed_t_interval(cand, base, alpha=stats["alpha"])
+        over = f"seed-level t over {delta['seeds']} confirmation seeds"
+    else:
+        delta = paired_bootstrap(cand, base, **stats)
+        over = f"{delta['seeds']} seed(s)"
+    level = round(100 * (1 - stats["alpha"]))
+    text = (
+        f"{candidate.arm} vs scratch {_pts(delta['mean_diff'])} points "
+        f"({level}% CI {_pts(delta['ci_low'])} to {_pts(delta['ci_high'])}, "
+        f"{over} × {delta['n']} test examples)"
+    )
+    return delta, text

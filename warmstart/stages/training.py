@@ -1,25 +1,33 @@
 """Target training: transfer arms, the scratch baseline and the random-init control.
 
 Scratch is a ``finetune`` from random init: the same backbone, epochs, steps, augmentation and
-optimiser as the transfer arms. The control freezes a random-init trunk and trains the head.
+optimiser as the transfer arms, with a learning-rate × weight-decay search as large as the
+transfer side's (one configuration per transfer arm), chosen on validation. The control freezes a
+random-init trunk and trains the head. Every seed but 0 trains on its own k-shot draw; the
+chosen arm and scratch are trained again on fresh confirmation seeds for the gate.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import torch
 
 from warmstart import models
 from warmstart.contracts import (
     RANDOM_INIT_CONTROL,
     SCRATCH,
+    TARGET_POOL_CONTROL,
     ArmResult,
     ArmSpec,
     Job,
     SourceModel,
 )
+from warmstart.data.splits import capped_val, seed_train
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
-from warmstart.stages.data import load_target
+from warmstart.stages.data import index_hash, load_target
 from warmstart.stages.pretrain import config_dict, device
 from warmstart.stages.weights import (
     Report,
@@ -34,12 +42,42 @@ from warmstart.stages.weights import (
 WEIGHTS = "model.safetensors"
 
 
-def train_config(params: PipelineParams, seed: int) -> models.TrainConfig:
-    return models.TrainConfig(epochs=params.finetune_epochs, seed=seed, device=device(params))
+CONFIRM_SEED0 = 1000  # confirmation seeds are 1000, 1001, …: never a selection seed (<= 20)
+
+
+def train_config(
+    params: PipelineParams, seed: int, spec: ArmSpec | None = None
+) -> models.TrainConfig:
+    """The arm's training config: the defaults, or a point of scratch's search grid."""
+    cfg = models.TrainConfig(epochs=params.finetune_epochs, seed=seed, device=device(params))
+    if spec is not None and spec.lr is not None:
+        cfg = replace(cfg, lr=spec.lr)
+    if spec is not None and spec.weight_decay is not None:
+        cfg = replace(cfg, weight_decay=spec.weight_decay)
+    return cfg
+
+
+def confirmation_seeds(params: PipelineParams) -> list[int]:
+    return [CONFIRM_SEED0 + i for i in range(params.confirm_seeds)]
+
+
+def scratch_grid(params: PipelineParams, labels: list[str]) -> list[tuple[float, float]]:
+    """Scratch's search: the first (lr, weight decay) points of the grid, the default first, as
+    many as there are transfer arms (strategies × modes), so both sides search alike."""
+    grid = [(lr, wd) for wd in params.scratch_weight_decays for lr in params.scratch_lrs]
+    return grid[: max(1, len(labels) * len(params.transfer_modes))]
+
+
+def _scratch_spec(point: tuple[float, float], seed: int, first: bool) -> ArmSpec:
+    """The default point is the arm ``scratch``; the others ``scratch/lr=…,wd=…``."""
+    lr, wd = point
+    name = SCRATCH if first else f"{SCRATCH}/lr={lr:g},wd={wd:g}"
+    return ArmSpec(name, "finetune", seed, "train-scratch-baseline", lr=lr, weight_decay=wd)
 
 
 def arm_specs(params: PipelineParams, labels: list[str]) -> list[ArmSpec]:
-    """Every arm at one k: source label × mode × seed, then scratch and the control per seed."""
+    """Every arm at one k: source label × mode × seed, scratch's search grid × seed, then the
+    control per seed (the selection seeds 0..seeds-1)."""
     seeds = range(params.seeds)
     specs = [
         ArmSpec(f"{label}/{mode}", mode, seed, "finetune-target", strategy=label)
@@ -47,8 +85,24 @@ def arm_specs(params: PipelineParams, labels: list[str]) -> list[ArmSpec]:
         for mode in params.transfer_modes
         for seed in seeds
     ]
-    specs += [ArmSpec(SCRATCH, "finetune", s, "train-scratch-baseline") for s in seeds]
+    grid = scratch_grid(params, labels)
+    specs += [_scratch_spec(p, s, i == 0) for i, p in enumerate(grid) for s in seeds]
     specs += [ArmSpec(RANDOM_INIT_CONTROL, "linear_probe", s, "train-control") for s in seeds]
+    return specs
+
+
+def confirmation_specs(
+    params: PipelineParams, candidate: ArmSpec, scratch: ArmSpec, pool_control: bool
+) -> list[ArmSpec]:
+    """The chosen arm and scratch's chosen configuration (named ``scratch``) on the fresh
+    confirmation seeds, and, when asked, the chosen arm pretrained on the target pool only."""
+    specs = []
+    for seed in confirmation_seeds(params):
+        specs.append(replace(candidate, seed=seed, phase="confirmation"))
+        specs.append(replace(scratch, arm=SCRATCH, seed=seed, phase="confirmation"))
+        if pool_control:
+            arm = f"{TARGET_POOL_CONTROL}/{candidate.arm}"
+            specs.append(replace(candidate, arm=arm, seed=seed, phase="confirmation"))
     return specs
 
 
@@ -57,7 +111,10 @@ def finetune_target(
 ) -> ArmResult:
     """Train one arm on the k-shot target set (cached in S3 by the hashes of its inputs)."""
     params, target = job.params, job.target
-    cfg = train_config(params, spec.seed)
+    cfg = train_config(params, spec.seed, spec)
+    ds, splits = load_target(job)
+    train = seed_train(splits, ds.labels, spec.seed)
+    val = capped_val(splits, ds.labels, params.val_per_class)
     inputs = {
         "arm": spec.arm,
         "pretrain": source.key if source else None,
@@ -68,11 +125,14 @@ def finetune_target(
         "split": job.split.hash,
         "config": config_dict(cfg),
     }
+    if train is not splits.train:  # a seed's own k-shot draw (seed 0 keeps its old run key)
+        inputs["train_index"] = index_hash(train)
+    if val is not splits.val:
+        inputs["val_index"] = index_hash(val)
     store = RunStore(run_key("finetune", inputs))
     done = store.finished()
     if done is not None:
         return mark_reused(ArmResult.from_dict(done))
-    ds, splits = load_target(job)
     stage_dir = store.pull()
     fit = models.fit_target(
         backbone=params.backbone,
@@ -81,8 +141,8 @@ def finetune_target(
         in_channels=target.channels,
         image_size=tuple(target.size),
         num_classes=target.num_classes,
-        train=(ds.images[splits.train], ds.labels[splits.train]),
-        val=(ds.images[splits.val], ds.labels[splits.val]),
+        train=(ds.images[train], ds.labels[train]),
+        val=(ds.images[val], ds.labels[val]),
         config=cfg,
         checkpoint_dir=stage_dir / "ckpt",
         on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
@@ -111,3 +171,20 @@ def load_arm_model(result: ArmResult, job: Job) -> torch.nn.Module:
     )
     model.load_state_dict(load_weights(result.weights_uri))
     return model.eval()
+
+
+def labels_used(job: Job, seeds: list[int]) -> dict[str, int]:
+    """Labelled target images behind the verdict: per model (its k-shot draw + validation) and
+    distinct over every seed's draw (what the whole procedure consumed)."""
+    ds, splits = load_target(job)
+    val = capped_val(splits, ds.labels, job.params.val_per_class)
+    draws = [seed_train(splits, ds.labels, s) for s in seeds] or [splits.train]
+    train = len(draws[0])
+    return {
+        "k_shot": int(job.split.k_shot),
+        "classes": int(job.target.num_classes),
+        "train": train,
+        "val": len(val),
+        "per_model": train + len(val),
+        "distinct": len(np.union1d(np.concatenate(draws), val)),
+    }

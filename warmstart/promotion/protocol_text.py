@@ -1,0 +1,90 @@
+"""How the verdict words the protocol: the interval, the seeds, the configurations each side
+compared and the labels used. Pure formatting of ``protocol.protocol_record``'s dict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def seed_span(seeds: Sequence[int]) -> str:
+    """``1000–1004`` for consecutive seeds, else a comma list; ``none`` when empty."""
+    seeds = sorted(seeds)
+    if not seeds:
+        return "none"
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}–{seeds[-1]}"
+    return ", ".join(str(s) for s in seeds)
+
+
+def _pts(x: float) -> str:
+    return f"{100.0 * x:+.1f}"
+
+
+def interval_text(d: dict[str, Any]) -> str:
+    """The sentence under the verdict's table: what the interval was computed over."""
+    if d.get("method") == "seed-t":
+        return (
+            f"{d['seeds']} confirmation seeds × {d['n']} test examples: seed-level paired t "
+            f"interval ({d['df']} df) of the per-seed accuracy differences."
+        )
+    return (
+        f"{d['seeds']} seed(s) × {d['n']} test examples, {d['n_boot']} paired bootstrap "
+        "resamples over seeds and examples."
+    )
+
+
+def labels_text(labels: dict[str, int]) -> str:
+    if not labels:
+        return ""
+    return (
+        f"labels used {labels['per_model']} per model ({labels['train']} train = k "
+        f"{labels['k_shot']} × {labels['classes']} classes, + {labels['val']} validation), "
+        f"{labels['distinct']} distinct labelled images over all seeds' k-shot draws"
+    )
+
+
+def protocol_sentence(p: dict[str, Any] | None) -> str:
+    """One sentence for the verdict's reason (the CLI prints it)."""
+    if not p:
+        return ""
+    lr, wd = p["scratch_config"]["lr"], p["scratch_config"]["weight_decay"]
+    scratch = f"lr {lr:g}, wd {wd:g}" if lr is not None and wd is not None else "defaults"
+    parts = [
+        f"confirmation seeds {seed_span(p['confirmation_seeds'])}",
+        f"chosen on validation from {p['arms_compared']} transfer configurations over "
+        f"selection seeds {seed_span(p['selection_seeds'])} (scratch: best of "
+        f"{p['scratch_configs']} configurations, {scratch})",
+    ]
+    if p.get("labels"):
+        parts.append(labels_text(p["labels"]))
+    gain = p.get("source_gain")
+    if gain:
+        parts.append(
+            f"gain due to the source (vs pretraining on the target pool only) "
+            f"{_pts(gain['mean_diff'])} points [{_pts(gain['ci_low'])}, {_pts(gain['ci_high'])}]"
+        )
+    return "Protocol: " + "; ".join(parts) + "."
+
+
+def protocol_lines(p: dict[str, Any] | None) -> list[str]:
+    """The verdict's Markdown section on the protocol (empty without one)."""
+    if not p:
+        return []
+    return ["", "### Protocol", "", protocol_sentence(p).removeprefix("Protocol: ")]
+
+
+def protocol_tags(p: dict[str, Any] | None) -> dict[str, str]:
+    """MLflow tags of the protocol (run and model version)."""
+    if not p:
+        return {}
+    tags = {
+        "gate_confirmation_seeds": ",".join(str(s) for s in p["confirmation_seeds"]) or "none",
+        "gate_arms_compared": str(p["arms_compared"]),
+        "gate_scratch_configs": str(p["scratch_configs"]),
+    }
+    if p.get("labels"):
+        tags["gate_labels_used"] = str(p["labels"]["per_model"])
+    if p.get("source_gain"):
+        tags["gate_source_gain"] = f"{p['source_gain']['mean_diff']:.4f}"
+    return tags
