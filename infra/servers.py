@@ -60,6 +60,9 @@ def mlflow_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
             **s3_env(cfg),  # the artifact proxy writes to S3
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "DO_NOT_TRACK": "true",
+            # MLflow 3 starts a job-runner process for its GenAI jobs (trace roll-ups, judges);
+            # warmstart uses none of them, and the process polls on a 2-core machine.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
     )
     port = cfg.mlflow_port

@@ -98,13 +98,27 @@ def command(svc: Service, cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
     return COMMANDS[svc.name](cfg)
 
 
+_CLIENT: httpx.Client | None = None
+
+
+def _http() -> httpx.Client:
+    """One client for every probe: ``httpx.get`` builds a client, and with it an SSL context
+    from the CA bundle, per call; polling a starting server with it spent most of the CPU of a
+    waiting ``warmstart up`` (the local services speak plain HTTP on 127.0.0.1)."""
+    global _CLIENT
+    if _CLIENT is None:
+        _CLIENT = httpx.Client(verify=False, trust_env=False)
+    return _CLIENT
+
+
 def _secured(url: str, auth: tuple[str, str], timeout: float, health: str) -> str:
     """DOWN until ``health`` answers 200; then OPEN, REFUSED or OK for ``url``."""
-    if httpx.get(health, timeout=timeout).status_code != 200:
+    http = _http()
+    if http.get(health, timeout=timeout).status_code != 200:
         return DOWN
-    if httpx.get(url, timeout=timeout).status_code not in (401, 403):
+    if http.get(url, timeout=timeout).status_code not in (401, 403):
         return OPEN
-    status = httpx.get(url, auth=auth, timeout=timeout).status_code
+    status = http.get(url, auth=auth, timeout=timeout).status_code
     if status in (401, 403):
         return REFUSED
     return OK if status == 200 else DOWN
@@ -113,10 +127,10 @@ def _secured(url: str, auth: tuple[str, str], timeout: float, health: str) -> st
 def _weed_state(cfg: StackConfig, timeout: float) -> str:
     """S3 refuses anonymous requests (403) and the master has no HTTP API (else: an older,
     open ``weed`` still runs)."""
-    status = httpx.get(f"{cfg.s3_url}/{cfg.bucket}", timeout=timeout).status_code
+    status = _http().get(f"{cfg.s3_url}/{cfg.bucket}", timeout=timeout).status_code
     if status != 403:
         return OPEN if status == 200 else DOWN
-    master = httpx.get(cfg.url(cfg.master_port, "/dir/status"), timeout=timeout)
+    master = _http().get(cfg.url(cfg.master_port, "/dir/status"), timeout=timeout)
     return OPEN if master.status_code == 200 else OK
 
 

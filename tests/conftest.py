@@ -24,12 +24,24 @@ def _free(port: int) -> bool:
     return True
 
 
+def _port_range() -> range:
+    """20000-29999, split between pytest-xdist workers (gw0, gw1, …) so that two workers starting
+    their stacks at the same moment never pick the same port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(worker.removeprefix("gw") or 0) % count
+    width = 10000 // count
+    return range(20000 + index * width, 20000 + (index + 1) * width - 1)
+
+
 def free_ports(n: int, *, grpc: bool = False) -> list[int]:
-    """n free ports in 20000-29999 (and port+10000 free too when `grpc`)."""
+    """n free ports in this worker's share of 20000-29999 (and port+10000 free too when
+    `grpc`)."""
     rng = random.SystemRandom()
+    ports = _port_range()
     out: list[int] = []
     while len(out) < n:
-        p = rng.randrange(20000, 29999)
+        p = rng.randrange(ports.start, ports.stop)
         if p in out or not _free(p) or (grpc and not _free(p + 10000)):
             continue
         out.append(p)

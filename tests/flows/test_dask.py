@@ -1,10 +1,11 @@
 """The pipeline's training fan-out on a local 2-worker Dask cluster (prefect-dask) gives the same
 numbers as the default thread-pool runner, against the real services.
 
-Both runs train from nothing: each gets its own bucket (the pipeline caches finished stages in
-S3 by their inputs) and its own WARMSTART_HOME (the local checkpoint mirror would otherwise let
-the second run resume at the last epoch). Registration is off in both, so the gate compares the
-candidate with scratch only and the first run's model cannot become the second run's champion.
+The default-runner run is the session's TINY run (tests/flows/conftest.py). The Dask run trains
+from nothing: it gets its own bucket (the pipeline caches finished stages in S3 by their inputs)
+and its own WARMSTART_HOME (the local checkpoint mirror would otherwise let it resume at the last
+epoch). Its registration is off, so the session run's model cannot be its champion; the numbers
+(accuracies, deltas) do not depend on registration.
 """
 
 from __future__ import annotations
@@ -17,10 +18,7 @@ from tests.flows import configs
 from warmstart.errors import ConfigError
 from warmstart.flows import dask_runner
 
-TINY = dict(
-    **configs.TINY,
-    register_model=False,
-)
+TINY = dict(**configs.TINY, register_model=False)
 
 
 def test_local_runner_forwards_the_service_variables(monkeypatch):
@@ -61,21 +59,16 @@ def _numbers(summary: dict) -> dict:
 @pytest.mark.services
 @pytest.mark.slow
 def test_dask_cluster_checks_worker_env_and_matches_the_default_runner(
-    stack, monkeypatch, tmp_path
+    stack, tiny_run, monkeypatch, tmp_path
 ):
     import time
 
     from distributed import LocalCluster
 
-    from warmstart.flows.pipeline import transfer_pipeline
     from warmstart.params import PipelineParams
 
     params = PipelineParams(**TINY)
-
-    _fresh_store(monkeypatch, tmp_path, "threads")
-    t0 = time.monotonic()
-    threads = transfer_pipeline(params)
-    t_threads = time.monotonic() - t0
+    threads, t_threads = tiny_run["summary"], tiny_run["seconds"]
 
     bucket = _fresh_store(monkeypatch, tmp_path, "dask")
     t0 = time.monotonic()
@@ -83,8 +76,7 @@ def test_dask_cluster_checks_worker_env_and_matches_the_default_runner(
     t_dask = time.monotonic() - t0
     print(f"default runner {t_threads:.1f} s, local Dask (2 workers × 1 thread) {t_dask:.1f} s")
 
-    for summary in (threads, on_dask):
-        assert summary["trained"] > 0 and summary["reused"] == 0 and summary["resumed"] == 0
+    assert on_dask["trained"] > 0 and on_dask["reused"] == 0 and on_dask["resumed"] == 0
     # the Dask run really wrote its stages into its own bucket
     from warmstart import storage
 
@@ -93,7 +85,7 @@ def test_dask_cluster_checks_worker_env_and_matches_the_default_runner(
         for k in storage.list_keys(storage.uri("checkpoints/", bucket=bucket))
     )
     assert _numbers(on_dask) == _numbers(threads)
-    assert on_dask["verdict"] == threads["verdict"] and on_dask["reason"] == threads["reason"]
+    assert on_dask["verdict"] == threads["verdict"]
 
     # an existing cluster whose workers see another bucket is refused before any work
     with LocalCluster(

@@ -28,13 +28,9 @@ def _client():
 
 
 @pytest.fixture(scope="module")
-def first_run(stack):
-    from warmstart.flows.pipeline import transfer_pipeline
-
-    params = PipelineParams(**TINY, keep_candidates=True)
-    t0 = time.monotonic()
-    summary = transfer_pipeline(params)
-    return {"summary": summary, "params": params, "seconds": time.monotonic() - t0}
+def first_run(tiny_run):
+    """The session's TINY run (tests/flows/conftest.py; test_dask compares with it too)."""
+    return tiny_run
 
 
 def test_end_to_end_summary(first_run):
@@ -51,6 +47,8 @@ def test_end_to_end_summary(first_run):
         assert row["test_ci"][0] <= row["test_acc"] <= row["test_ci"][1]
     assert summary["verdict"] in ("promoted", "not promoted")
     assert summary["trained"] > 0 and summary["reused"] == 0
+    # TINY has confirm_seeds=0: nothing is confirmed, so the gate cannot promote
+    assert summary["rule"] == "unconfirmed" and summary["protocol"]["confirmation_seeds"] == []
 
 
 def test_mlflow_parent_and_nested_runs_with_artifacts(first_run):
@@ -134,27 +132,15 @@ def test_registered_version_carries_the_verdict_and_its_training_run(first_run):
     assert mv.run_id in mv.description and TINY["source"] in mv.description
 
 
-def test_rerun_is_a_cache_hit(first_run):
-    from warmstart.flows.pipeline import transfer_pipeline
-
-    t0 = time.monotonic()
-    summary = transfer_pipeline(first_run["params"])
-    assert summary["trained"] == 0
-    assert summary["reused"] == first_run["summary"]["trained"]
-    assert time.monotonic() - t0 < first_run["seconds"]
-    # same numbers: same splits, same weights
-    before = {r["arm"]: r["test_acc"] for r in first_run["summary"]["table"]}
-    after = {r["arm"]: r["test_acc"] for r in summary["table"]}
-    assert before == after
-
-
 @pytest.fixture(scope="module")
 def promoted_run(stack):
     """MNIST digits → UCI digits at k=5: supervised transfer beats scratch by several points."""
     from warmstart.flows.pipeline import transfer_pipeline
 
     params = PipelineParams(**configs.PROMOTING)
-    return transfer_pipeline(params)
+    t0 = time.monotonic()
+    summary = transfer_pipeline(params)
+    return {**summary, "seconds": time.monotonic() - t0}
 
 
 def test_gate_promotes_a_real_gain(promoted_run):
@@ -162,6 +148,16 @@ def test_gate_promotes_a_real_gain(promoted_run):
     row = next(r for r in summary["table"] if r["arm"] == "supervised/linear_probe")
     assert row["delta_ci"][0] > 0.0, row
     assert summary["verdict"] == "promoted", summary["reason"]
+    # the gate decided on the confirmation seeds only, and says so with the labels it used
+    protocol = summary["protocol"]
+    assert protocol["confirmation_seeds"] == [1000, 1001, 1002, 1003, 1004]
+    assert (protocol["arms_compared"], protocol["scratch_configs"]) == (1, 1)
+    assert protocol["labels"]["train"] == 50 and protocol["labels"]["val"] == 269
+    assert protocol["labels"]["per_model"] == 50 + 269
+    for text in ("confirmation seeds 1000–1004", "1 transfer configuration ", "labels used 319"):
+        assert text in summary["reason"], summary["reason"]
+    confirmed = next(r for r in summary["table"] if r["arm"] == "supervised/linear_probe (confirm)")
+    assert confirmed["seeds"] == 5 and confirmed["delta_ci"][0] > 0.0, confirmed
     c = _client()
     champion = c.get_model_version_by_alias(summary["model_name"], "champion")
     assert champion.version == summary["version"]
@@ -256,16 +252,22 @@ def test_prefect_artifacts_and_task_names(first_run, stack):
     )
 
 
-def test_rerun_does_not_register_the_same_model_again(promoted_run):
-    """Same parameters again: the cached candidate has the champion's weights, so no new version
-    is registered and the champion stays where it is."""
+def test_rerun_is_a_cache_hit_and_does_not_register_the_same_model_again(promoted_run):
+    """Same parameters again: every stage is reused (same splits, same weights, same numbers);
+    the cached candidate has the champion's weights, so no new version is registered and the
+    champion stays where it is."""
     from warmstart.flows.pipeline import transfer_pipeline
 
     c = _client()
     first_version = promoted_run["version"]
     before = c.search_model_versions(f"name = '{promoted_run['model_name']}'")
+    t0 = time.monotonic()
     summary = transfer_pipeline(PipelineParams(**configs.PROMOTING))
     assert summary["trained"] == 0
+    assert summary["reused"] == promoted_run["trained"] + promoted_run["reused"]
+    assert time.monotonic() - t0 < promoted_run["seconds"]
+    numbers = {r["arm"]: r["test_acc"] for r in promoted_run["table"]}
+    assert {r["arm"]: r["test_acc"] for r in summary["table"]} == numbers
     assert summary["version"] == first_version
     model = c.get_registered_model(summary["model_name"])
     assert model.aliases["champion"] == first_version

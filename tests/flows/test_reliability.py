@@ -1,9 +1,11 @@
 """Every run ends, and the first real error is what the user reads — through the CLI against the
-real services: S3 or MLflow stopped in the middle of training, SIGTERM, and kill -9 followed by
-a run that closes what the killed one left RUNNING."""
+real services: S3 or MLflow stopped in the middle of training (then a rerun completes), SIGTERM,
+and kill -9 followed by a rerun that resumes from the last epoch checkpoint and closes what the
+killed run left RUNNING."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -114,10 +116,22 @@ def stopped_mid_run(stack, service: str, target_classes: str) -> str:
         stack_mod.up(stack.config, echo=lambda s: None)
 
 
-def test_s3_stopped_mid_run_names_s3_and_the_fix(stack):
+def rerun(args: list[str], **env: str) -> dict:
+    """The same run again, to the end: its JSON summary."""
+    out = subprocess.run(
+        [*WARMSTART, *args], capture_output=True, text=True, timeout=600, env={**os.environ, **env}
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["verdict"] in ("promoted", "not promoted")
+    return summary
+
+
+def test_s3_stopped_mid_run_names_s3_and_the_fix_then_a_rerun_completes(stack):
     line = stopped_mid_run(stack, "s3", "3-6")
     assert "S3" in line and "warmstart up" in line, line
     assert "UnfinishedRun" not in line and "PENDING" not in line
+    rerun(tiny("3-6"))  # nothing half-written stands in the way once S3 is back
 
 
 def test_mlflow_stopped_mid_run_names_mlflow_and_the_fix(stack):
@@ -155,14 +169,8 @@ def test_kill_9_leaves_runs_that_the_next_run_closes(stack):
     assert left, "a killed process leaves its MLflow runs RUNNING"
     assert flow_runs(stack, "RUNNING", earlier), "and its Prefect flow run Running"
     time.sleep(3)
-    out = subprocess.run(
-        [*WARMSTART, *tiny("6-9", epochs=3)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "WARMSTART_STALE_AFTER_S": "2"},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
+    summary = rerun(tiny("6-9"), WARMSTART_STALE_AFTER_S="2")
+    assert summary["resumed"] >= 1, "the rerun resumes from the killed run's epoch checkpoint"
     statuses = {r.info.run_id: r.info.status for r in runs_of("uci-digits-6-9")}
     assert all(statuses[r.info.run_id] == "KILLED" for r in left)
     assert flow_runs(stack, "RUNNING", earlier) == []
