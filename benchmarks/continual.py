@@ -45,13 +45,20 @@ def train_task_a(pipeline, Params) -> dict:
     return pipeline(params)
 
 
-def registered_by(flow_run_id: str) -> tuple[str, str]:
-    """(model name, version) that a pipeline run registered, read from the registry."""
+def registered_by(summary: dict) -> tuple[str, str]:
+    """(model name, version) a pipeline run registered or reused (identical weights keep their
+    first version, whose tags name the first run), read from the registry."""
     from warmstart.tracking.client import client
 
-    found = client().search_model_versions(filter_string=f"tags.flow_run_id = '{flow_run_id}'")
+    c = client()
+    found = c.search_model_versions(filter_string=f"tags.flow_run_id = '{summary['flow_run_id']}'")
+    if not found and summary.get("version"):
+        like = f"name LIKE '{summary['model_name']}-%'"
+        found = [
+            v for v in c.search_model_versions(like) if str(v.version) == str(summary["version"])
+        ]
     if not found:
-        raise SystemExit(f"flow run {flow_run_id} registered no model version")
+        raise SystemExit(f"flow run {summary['flow_run_id']} registered no model version")
     return found[0].name, str(found[0].version)
 
 
@@ -99,12 +106,13 @@ def main() -> None:
     t0 = time.time()
     a = train_task_a(transfer_pipeline, PipelineParams)
     t_a = time.time() - t0
-    name, version = registered_by(a["flow_run_id"])
+    name, version = registered_by(a)
     source = f"mlflow:models:/{name}/{version}"
     common = dict(target=TASK_B, transfer_modes=MODES, seeds=args.seeds, k_values=ks)
     t1 = time.time()
     m = label_efficiency(SweepParams(source=source, **common))
     t_m = time.time() - t1
+    print(f"mlflow: source ({t_m:.0f} s):\n\n{m['markdown']}\n", flush=True)
     t2 = time.time()
     d = label_efficiency(
         SweepParams(source=f"{SHAPES}&classes=0-3", strategies=["supervised"], **common)
