@@ -134,6 +134,11 @@ def client():
     )
 
 
+def reset_clients() -> None:
+    """Forget cached clients: a forked worker process must open its own connections."""
+    _client.cache_clear()
+
+
 # ---------------------------------------------------------------- errors and retries
 
 

@@ -21,6 +21,7 @@ from warmstart.data import (
     load_source,
     load_splits,
     make_splits,
+    shards,
     store_dataset,
     store_splits,
 )
@@ -54,10 +55,11 @@ def test_round_trip_and_idempotent_reingest(bucket):
     assert m["shape"] == [40, 3, 16, 16] and m["hash"] == ref.hash
     json.dumps(m)  # loggable as-is
     before = _keys(storage.uri("datasets", ref.hash, bucket=bucket))
-    assert sorted(k.rsplit("/", 1)[1] for k in before) == [
-        "images.npy",
+    root = f"datasets/{ref.hash}/"
+    assert sorted(k.split(root, 1)[1] for k in before) == [
         "labels.npy",
         "manifest.json",
+        "shards/00000.npy",
     ]
 
     again = store_dataset(load_source("builtin:shapes?n=40&num_classes=4&size=16x16", seed=11))
@@ -80,41 +82,61 @@ def test_tampered_objects_are_detected_and_named(bucket):
     images[0, 0, 0, 0] ^= 1
     buf = io.BytesIO()
     np.save(buf, images)
-    storage.put_bytes(root.child("images.npy"), buf.getvalue())
+    storage.put_bytes(root.child("shards/00000.npy"), buf.getvalue())
     with pytest.raises(DataError) as err:
         load_dataset(ref.hash)
-    assert f"{root}/images.npy" in str(err.value) and "re-ingest" in str(err.value)
+    assert f"{root}/shards/00000.npy" in str(err.value) and "re-ingest" in str(err.value)
 
     # a consistent-looking forgery (objects and per-file sha256 rewritten) fails the content hash
     manifest = json.loads(storage.get_bytes(root.child("manifest.json")))
     import hashlib
 
-    manifest["files"]["images.npy"]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    manifest["shards"]["items"][0]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
     storage.put_bytes(root.child("manifest.json"), json.dumps(manifest).encode())
     with pytest.raises(DataError, match="hashes to"):
         load_dataset(ref.hash)
 
 
-def test_unfinished_upload_is_invisible_and_failed_upload_leaves_nothing(bucket, monkeypatch):
+def test_interrupted_upload_is_invisible_and_a_rerun_resumes(bucket, monkeypatch):
+    """S3 going away after two shards: no manifest (a reader sees nothing), one line saying to
+    rerun; the rerun uploads only what is missing and the content is the same."""
+    monkeypatch.setattr(shards, "SHARD_BYTES", 4 * 27)  # 4 RGB 3×3 images per shard: 3 shards
     ds = load_source("builtin:noise?n=10&num_classes=2&size=3x3", seed=6)
     root = storage.uri("datasets", ds.content_hash(), bucket=bucket)
-    storage.put_bytes(root.child("images.npy"), b"partial")
+    storage.put_bytes(root.child("shards/00000.npy"), b"partial")
     with pytest.raises(DataError, match="ingest it first"):
         load_dataset(ds.content_hash())
 
-    real_put = storage.put_bytes
+    real_put, puts = storage.put_bytes, []
 
-    def flaky_put(target, data, **kw):
-        if target.key.endswith("manifest.json"):
-            raise StorageError(f"S3 store unreachable for {target}")
+    def vanishing_store(target, data, **kw):
+        if len(puts) >= 2:
+            raise StorageError(f"S3 store at http://127.0.0.1:1 unreachable for {target}")
+        puts.append(target.key)
         return real_put(target, data, **kw)
 
-    monkeypatch.setattr(storage, "put_bytes", flaky_put)
-    with pytest.raises(StorageError):
+    monkeypatch.setattr(storage, "put_bytes", vanishing_store)
+    with pytest.raises(StorageError, match="interrupted .*run the same command again to resume"):
         store_dataset(ds)
     monkeypatch.setattr(storage, "put_bytes", real_put)
-    assert list(storage.list_keys(storage.S3Uri(root.bucket, root.key + "/"))) == []
-    assert store_dataset(ds).uploaded
+    with pytest.raises(DataError, match="ingest it first"):
+        load_dataset(ds.content_hash())
+    stored_before = set(storage.list_keys(storage.S3Uri(root.bucket, root.key + "/")))
+    assert f"{root.key}/manifest.json" not in stored_before and len(stored_before) >= 2
+
+    again: list[str] = []
+
+    def counting_put(target, data, **kw):
+        again.append(target.key)
+        return real_put(target, data, **kw)
+
+    monkeypatch.setattr(storage, "put_bytes", counting_put)
+    ref = store_dataset(ds)
+    assert ref.uploaded and len(ref.manifest["shards"]["items"]) == 3
+    assert not set(puts) & set(again) and f"{root.key}/manifest.json" in again
+    back = load_dataset(ref.hash)
+    np.testing.assert_array_equal(back.images, ds.images)
+    assert back.content_hash() == ds.content_hash()
 
 
 def test_unknown_hash_is_named(bucket):
@@ -206,7 +228,7 @@ def test_corrupt_archive_in_s3_is_named_by_its_address_and_not_stored(bucket, tm
 
 
 def test_imagefolder_fetch_threads_fit_the_connection_pool(bucket, tmp_path, caplog):
-    from warmstart.data.imagefolder import _fetch_s3_bytes, list_s3
+    from warmstart.data.imagefolder import list_s3, read_sources
 
     assert storage.client().meta.config.max_pool_connections >= storage.POOL_CONNECTIONS
     root = write_tree(tmp_path / "many", classes=("a", "b", "c"), per_class=40, size=(6, 6))
@@ -217,5 +239,5 @@ def test_imagefolder_fetch_threads_fit_the_connection_pool(bucket, tmp_path, cap
     assert len(items) == 120
     with caplog.at_level("WARNING", logger="urllib3.connectionpool"):
         for _ in range(3):
-            assert len(_fetch_s3_bytes(items)) == 120
+            assert len(read_sources(items, f"s3://{bucket}/src/many")) == 120
     assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]

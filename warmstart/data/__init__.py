@@ -1,12 +1,12 @@
 """Data ingestion: sources (builtin, CIFAR-10, ImageFolder; local or S3) into one canonical
-in-memory form, content-addressed storage in S3, and seeded stratified / k-shot splits."""
+in-memory form, content-addressed sharded storage in S3 (read whole or streamed), and seeded stratified / k-shot splits."""
 
 from warmstart.data.builtins import list_builtins, register_builtin
 from warmstart.data.dataset import ImageDataset
 from warmstart.data.sources import load_source
 from warmstart.data.spec import SourceSpec, parse_spec
 from warmstart.data.splits import Splits, load_splits, make_splits, store_splits
-from warmstart.data.store import DatasetRef, load_dataset, store_dataset
+from warmstart.data.store import DatasetRef, load_dataset, open_dataset, store_dataset
 
 __all__ = [
     "DatasetRef",
@@ -18,6 +18,7 @@ __all__ = [
     "load_source",
     "load_splits",
     "make_splits",
+    "open_dataset",
     "parse_spec",
     "register_builtin",
     "store_dataset",

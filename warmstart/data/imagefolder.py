@@ -7,30 +7,32 @@ files sorted by (folder, name) within each class. Hidden files and folders are s
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import posixpath
-import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from warmstart import storage
 from warmstart.data.dataset import ImageDataset
-from warmstart.data.transforms import crop_content, resize_image, resolve_classes
+from warmstart.data.decode import (  # noqa: F401 - PARALLEL_MIN, decode_all: public here too
+    GRAY_MODES,
+    MAX_PIXELS_ENV,
+    PARALLEL_MIN,
+    TOO_LARGE,
+    decode_all,
+)
+from warmstart.data.transforms import resolve_classes
 from warmstart.errors import DataError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
 JUNK_FILES = ("thumbs.db", "desktop.ini")  # OS litter, skipped like hidden files
-GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
-PARALLEL_MIN = 256  # below this, decoding in-process beats starting workers
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Item:
     class_name: str
     test: bool
     relpath: tuple[str, str]  # (folder relative to the class, file name): sort key
+    size: int = -1  # bytes (-1: unknown)
 
 
 def is_hidden(part: str) -> bool:
@@ -88,7 +91,7 @@ def list_local(location: str) -> list[Item]:
                         continue
                     path = os.path.join(dirpath, fname)
                     _check_ext(path, location)
-                    found.append(Item(path, cls, is_test, (rel, fname)))
+                    found.append(Item(path, cls, is_test, (rel, fname), os.path.getsize(path)))
             if not found and not is_test:
                 raise DataError(
                     f"imagefolder {location}: class folder {base / cls} has no images; "
@@ -101,7 +104,9 @@ def list_local(location: str) -> list[Item]:
 def list_s3(location: str) -> list[Item]:
     root = storage.parse_s3_uri(location)
     prefix = root.key.rstrip("/") + "/" if root.key else ""
-    keys = [k for k in storage.list_keys(storage.S3Uri(root.bucket, prefix)) if not k.endswith("/")]
+    listed = storage.list_objects(storage.S3Uri(root.bucket, prefix))
+    sizes = {o.key: o.size for o in listed}
+    keys = [o.key for o in listed if not o.key.endswith("/")]
     if not keys:
         raise DataError(
             f"imagefolder source {location} has no objects: check the bucket and prefix "
@@ -121,75 +126,41 @@ def list_s3(location: str) -> list[Item]:
         is_test = split and parts[0] == "test"
         cls, inner = (parts[1], parts[2:]) if split else (parts[0], parts[1:])
         _check_ext(f"s3://{root.bucket}/{key}", location)
-        items.append(
-            Item(f"s3://{root.bucket}/{key}", cls, is_test, ("/".join(inner[:-1]), inner[-1]))
-        )
+        rel = ("/".join(inner[:-1]), inner[-1])
+        items.append(Item(f"s3://{root.bucket}/{key}", cls, is_test, rel, sizes[key]))
     items.sort(key=lambda it: (it.test, it.class_name, it.relpath))
     return items
 
 
-def _decode_one(
-    source: str | bytes, channels: int | None, size: tuple[int, int] | None, crop: str | None
-) -> tuple[np.ndarray, str]:
-    """Decode fully (truncation raises here), convert mode, crop, resize → (C×H×W, source mode)."""
-    from PIL import Image
-
-    fp = io.BytesIO(source) if isinstance(source, bytes) else source
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(fp) as img:
-            img.load()
-            mode = img.mode
-            if channels == 1:
-                img = img.convert("L") if mode in GRAY_MODES else img.convert("RGB").convert("L")
-            else:
-                img = img.convert("RGB")
-            arr = np.asarray(img)
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    if crop == "content":
-        arr = crop_content(arr)
-        size = size or (img.height, img.width)
-    if size is not None:
-        arr = resize_image(arr, size)
-    return np.ascontiguousarray(arr), mode
-
-
-def decode_chunk(
-    sources: list[str | bytes], channels: int | None, size: tuple[int, int] | None, crop: str | None
-) -> list[tuple[np.ndarray | None, str]]:
-    """Worker entry point: (array, mode) per source, or (None, error text) when undecodable."""
-    out: list[tuple[np.ndarray | None, str]] = []
-    for source in sources:
-        try:
-            out.append(_decode_one(source, channels, size, crop))
-        except Exception as exc:  # any decoder failure is a corrupt file for the caller
-            out.append((None, f"{type(exc).__name__}: {exc}"))
-    return out
-
-
-def decode_all(
-    sources: list[str | bytes],
-    *,
-    channels: int | None,
-    size: tuple[int, int] | None,
-    crop: str | None,
-    workers: int | None = None,
-) -> list[tuple[np.ndarray | None, str]]:
-    """Decode in ``workers`` processes (default: CPU count); small inputs decode in-process."""
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(sources) < PARALLEL_MIN:
-        return decode_chunk(sources, channels, size, crop)
-    step = max(64, -(-len(sources) // (workers * 4)))
-    chunks = [sources[i : i + step] for i in range(0, len(sources), step)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver")) as pool:
-        parts = pool.map(
-            decode_chunk, chunks, *zip(*[(channels, size, crop)] * len(chunks), strict=True)
+def drop_empty(items: list[Item], location: str, skip: bool) -> tuple[list[Item], list[str]]:
+    """0-byte files (an interrupted copy) are refused in one line, or skipped with skip_corrupt."""
+    empty = [it.name for it in items if it.size == 0]
+    if empty and not skip:
+        raise DataError(
+            f"imagefolder {location}: {empty[0]} is empty (0 bytes; {len(empty)} such file(s)), "
+            "e.g. an interrupted copy: copy it again or delete it, or pass skip_corrupt=true"
         )
-        return [r for part in parts for r in part]
+    return [it for it in items if it.size != 0], empty
 
 
-def _fetch_s3_bytes(items: list[Item]) -> list[bytes]:
-    """Download every item in ``storage.POOL_CONNECTIONS`` threads (one connection each)."""
+def refuse_undecodable(item: Item, info: str, location: str) -> DataError:
+    """The one-line error for an image that could not be used."""
+    if info.startswith(TOO_LARGE):
+        return DataError(
+            f"imagefolder {location}: {item.name} is {info[len(TOO_LARGE) :]}; downscale it or "
+            f"move it out of the folder, or raise {MAX_PIXELS_ENV}"
+        )
+    return DataError(
+        f"imagefolder {location}: {item.name} is corrupt or unreadable ({info}); "
+        "replace or delete it, or pass skip_corrupt=true to skip such files"
+    )
+
+
+def read_sources(items: list[Item], location: str) -> list[str | bytes]:
+    """What the decoder reads: local paths, or the objects' bytes fetched in
+    ``storage.POOL_CONNECTIONS`` threads (one connection each)."""
+    if not location.startswith("s3://"):
+        return [it.name for it in items]
 
     def get(item: Item) -> bytes:
         return storage.get_bytes(storage.parse_s3_uri(item.name))
@@ -198,7 +169,7 @@ def _fetch_s3_bytes(items: list[Item]) -> list[bytes]:
         return list(pool.map(get, items))
 
 
-def _select(
+def select_items(
     items: list[Item], classes: tuple[str, ...] | None, location: str
 ) -> tuple[list[Item], list[str], list[dict]]:
     """Keep the selected classes (before any decoding); the class names in label order."""
@@ -231,22 +202,16 @@ def _decode_items(
     items: list[Item], location: str, skip_corrupt: bool, **decode: object
 ) -> tuple[list[Decoded], list[str]]:
     """Decode every item; a corrupt file fails the load unless ``skip_corrupt`` (then counted)."""
-    sources: list[str | bytes] = (
-        _fetch_s3_bytes(items) if location.startswith("s3://") else [it.name for it in items]
-    )
-    results = decode_all(sources, **decode)  # type: ignore[arg-type]
+    items, bad = drop_empty(items, location, skip_corrupt)
+    results = decode_all(read_sources(items, location), **decode)  # type: ignore[arg-type]
     keep: list[Decoded] = []
-    bad: list[str] = []
     for item, (arr, info) in zip(items, results, strict=True):
         if arr is not None:
             keep.append((item, arr, info))
-        elif skip_corrupt:
+        elif skip_corrupt and not info.startswith(TOO_LARGE):
             bad.append(item.name)
         else:
-            raise DataError(
-                f"imagefolder {location}: {item.name} is corrupt or unreadable ({info}); "
-                "replace or delete it, or pass skip_corrupt=true to skip such files"
-            )
+            raise refuse_undecodable(item, info, location)
     if bad:
         log.warning(
             "imagefolder %s: skipped %d corrupt image(s), first: %s", location, len(bad), bad[0]
@@ -262,26 +227,32 @@ def _stack(keep: list[Decoded], location: str, channels: int | None) -> np.ndarr
     if len(shapes) > 1:
         (common, _), (other, _) = shapes.most_common(2)
         odd = next(it.name for it, arr, _ in keep if arr.shape[1:] == other)
-        raise DataError(
-            f"imagefolder {location}: images differ in size ({common[0]}x{common[1]} and "
-            f"{other[0]}x{other[1]}, e.g. {odd}); add ?size=HxW to the spec to resize them"
-        )
+        raise stack_error(location, (0, *common), (0, *other), odd)
     images = np.stack([arr for _, arr, _ in keep])
     if channels is None and all(mode in GRAY_MODES for _, _, mode in keep):
         images = np.ascontiguousarray(images[:, :1])  # gray decoded as RGB has R = G = B
     return images
 
 
-def _conversion_records(
-    modes: Counter, images: np.ndarray, channels: int | None, size: tuple | None, crop: str | None
+def stack_error(location: str, common: tuple, other: tuple, odd: str) -> DataError:
+    """Images of different sizes without ``size=``: one line naming a file and the fix."""
+    return DataError(
+        f"imagefolder {location}: images differ in size ({common[1]}x{common[2]} and "
+        f"{other[1]}x{other[2]}, e.g. {odd}); add ?size=HxW to the spec to resize them"
+    )
+
+
+def conversion_records(
+    modes: Counter, channels_out: int, channels: int | None, size: tuple | None, crop: str | None
 ) -> list[dict]:
+    """Provenance records of the conversions decoding applied."""
     out: list[dict] = []
     if channels is not None or any(m not in ("RGB", "L") for m in modes):
         out.append(
             {
                 "op": "decode",
                 "modes": dict(modes),
-                "to_channels": int(images.shape[1]),
+                "to_channels": int(channels_out),
                 "method": "PIL convert",
             }
         )
@@ -313,13 +284,13 @@ def load_imagefolder(
             f"imagefolder {location} has no class sub-folders with images: put images in "
             f"{location}/<class>/ (one folder per class)"
         )
-    items, names, conversions = _select(items, classes, location)
+    items, names, conversions = select_items(items, classes, location)
     keep, bad = _decode_items(
         items, location, skip_corrupt, channels=channels, size=size, crop=crop, workers=workers
     )
     images = _stack(keep, location, channels)
     modes = Counter(mode for _, _, mode in keep)
-    conversions += _conversion_records(modes, images, channels, size, crop)
+    conversions += conversion_records(modes, images.shape[1], channels, size, crop)
     index = {c: i for i, c in enumerate(names)}
     predefined = np.array([it.test for it, _, _ in keep])
     prov = {
@@ -336,10 +307,10 @@ def load_imagefolder(
         classes=names,
         provenance=prov,
         predefined_test=predefined if predefined.any() else None,
-        name=_display_name(location),
+        name=display_name(location),
     )
 
 
-def _display_name(location: str) -> str:
+def display_name(location: str) -> str:
     base = posixpath.basename(location.rstrip("/").replace(os.sep, "/"))
     return base or location

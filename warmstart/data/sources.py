@@ -54,17 +54,25 @@ def load_source(
             f"source {spec} has a single class ({', '.join(ds.classes)}); classification needs at "
             "least two: add class folders or select more classes"
         )
-    ds.provenance = {
+    ds.provenance = source_provenance(spec, seed, ds.provenance, ds.counts(), ds.predefined_test)
+    ds.provenance["shape"] = [ds.channels, *ds.size]
+    return ds
+
+
+def source_provenance(
+    spec: SourceSpec, seed: int, base: dict, counts: dict[str, int], test: object
+) -> dict:
+    """What a stored dataset records about where it came from (the spec, options, conversions)."""
+    return {
         "spec": spec.canonical(),
         "kind": spec.kind,
         "location": spec.location,
         "options": spec.options(),
         "seed": seed if spec.kind == "builtin" else None,
-        **ds.provenance,
-        "conversions": ds.provenance.get("conversions", []),
-        "counts": ds.counts(),
-        "count": len(ds),
-        "shape": [ds.channels, *ds.size],
-        "predefined_test": None if ds.predefined_test is None else int(ds.predefined_test.sum()),
+        **base,
+        "conversions": base.get("conversions", []),
+        "counts": counts,
+        "count": sum(counts.values()),
+        "shape": None,
+        "predefined_test": None if test is None else int(test.sum()),  # type: ignore[attr-defined]
     }
-    return ds

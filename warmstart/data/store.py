@@ -1,29 +1,44 @@
 """Content-addressed dataset storage: ``s3://<bucket>/datasets/<sha256>/``.
 
-Layout: ``images.npy``, ``labels.npy``, optional ``predefined_test.npy`` and ``manifest.json``.
-The manifest is written last and is what makes a dataset visible, so a reader never sees a
-half-written one; its per-object sha256 and the recomputed content hash are checked on read.
-Arrays are ``.npy`` loaded with ``allow_pickle=False``: reading never unpickles.
+Layout: ``shards/00000.npy`` … (fixed-size uint8 shards of the N×C×H×W images, see
+``warmstart.data.shards``), ``labels.npy``, optional ``predefined_test.npy`` and
+``manifest.json``. The manifest is written last and is what makes a dataset visible, so a reader
+never sees a half-written one; every object's sha256 is in it and is checked on read, and a
+dataset read whole is checked against its content hash too. Arrays are ``.npy`` loaded with
+``allow_pickle=False``: reading never unpickles. Datasets stored before sharding (one
+``images.npy``) are still read.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from warmstart import __version__, storage
 from warmstart.data.dataset import HASH_FORMAT, ImageDataset, content_hash
-from warmstart.errors import DataError, StorageError
+from warmstart.data.shards import (
+    ShardCache,
+    ShardedImages,
+    ShardIndex,
+    env_int,
+    fetch_shard,
+    parse_npy,
+    sha256,
+)
+from warmstart.data.writer import MANIFEST, Part, memory_parts, publish, side_files
+from warmstart.errors import DataError
 
 log = logging.getLogger(__name__)
 PREFIX = "datasets"
-MANIFEST = "manifest.json"
+STORAGE_FORMAT = 2  # 1: one images.npy; 2: shards
+IN_MEMORY_ENV = "WARMSTART_IN_MEMORY_BYTES"
+IN_MEMORY_BYTES = 512 * 2**20  # open_dataset holds images up to this size in memory
+READ_THREADS = 4
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -56,73 +71,67 @@ class DatasetRef:
         )
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def dataset_uri(digest: str, *, bucket: str | None = None) -> storage.S3Uri:
     return storage.uri(PREFIX, digest, bucket=bucket)
 
 
-def build_manifest(ds: ImageDataset, digest: str, files: dict[str, bytes]) -> dict:
-    prov = ds.provenance or {}
+def build_manifest(
+    meta: dict, digest: str, *, classes: list[str], labels: np.ndarray, test: np.ndarray | None
+) -> dict:
+    """The manifest (without its ``files``/``shards``, which publishing fills in)."""
+    prov = meta.get("provenance") or {}
+    counts = np.bincount(labels, minlength=len(classes))
     return {
         "format": HASH_FORMAT,
+        "storage": STORAGE_FORMAT,
         "hash": digest,
-        "name": ds.name,
+        "name": meta.get("name", "dataset"),
         "source": prov.get("spec"),
-        "classes": ds.classes,
-        "counts": ds.counts(),
-        "shape": list(ds.images.shape),
+        "classes": list(classes),
+        "counts": {c: int(k) for c, k in zip(classes, counts, strict=True)},
+        "shape": [int(v) for v in meta["shape"]],
         "dtype": "uint8",
         "layout": "NCHW",
-        "predefined_test": None if ds.predefined_test is None else int(ds.predefined_test.sum()),
-        "files": {name: {"sha256": _sha(data), "bytes": len(data)} for name, data in files.items()},
+        "predefined_test": None if test is None else int(test.sum()),
         "provenance": prov,
         "warmstart_version": __version__,
     }
 
 
-def store_dataset(ds: ImageDataset, *, bucket: str | None = None) -> DatasetRef:
-    """Upload once per content hash; the same content again uploads nothing (``uploaded=False``)."""
-    digest = ds.content_hash()
+def existing(digest: str, bucket: str | None = None) -> DatasetRef | None:
+    """The stored dataset with this hash, or None."""
     root = dataset_uri(digest, bucket=bucket)
-    manifest_uri = root.child(MANIFEST)
-    if storage.exists(manifest_uri):
-        manifest = json.loads(storage.get_bytes(manifest_uri))
-        log.info("dataset %s already stored at %s: nothing uploaded", digest[:12], root)
-        return DatasetRef.from_manifest(manifest, uri=f"{root}/", uploaded=False)
-    files = {"images.npy": _npy(ds.images), "labels.npy": _npy(ds.labels)}
-    if ds.predefined_test is not None:
-        files["predefined_test.npy"] = _npy(ds.predefined_test)
-    manifest = build_manifest(ds, digest, files)
-    try:
-        for name, data in files.items():
-            storage.put_bytes(root.child(name), data)
-        storage.put_bytes(
-            manifest_uri,
-            json.dumps(manifest, indent=1, sort_keys=True).encode(),
-            content_type="application/json",
-        )
-    except BaseException:
-        _cleanup(root, manifest_uri)
-        raise
+    if not storage.exists(root.child(MANIFEST)):
+        return None
+    manifest = json.loads(storage.get_bytes(root.child(MANIFEST)))
+    log.info("dataset %s already stored at %s: nothing uploaded", digest[:12], root)
+    return DatasetRef.from_manifest(manifest, uri=f"{root}/", uploaded=False)
+
+
+def store_parts(
+    digest: str, shards: list[Part], meta: dict, labels, test, *, bucket: str | None = None
+) -> DatasetRef:
+    """Publish shards + labels (+ test mask) under the content hash; the manifest goes last."""
+    found = existing(digest, bucket)
+    if found is not None:
+        return found
+    root = dataset_uri(digest, bucket=bucket)
+    classes = meta["classes"]
+    manifest = build_manifest(meta, digest, classes=classes, labels=labels, test=test)
+    manifest = publish(root, shards, side_files(labels, test), manifest)
     return DatasetRef.from_manifest(manifest, uri=f"{root}/", uploaded=True)
 
 
-def _cleanup(root: storage.S3Uri, manifest_uri: storage.S3Uri) -> None:
-    """Remove a failed upload's objects (best effort) unless another writer finished it."""
-    try:
-        if not storage.exists(manifest_uri):
-            storage.delete_prefix(storage.S3Uri(root.bucket, root.key + "/"))
-    except StorageError:
-        log.warning("could not clean up the partial upload under %s", root)
+def store_dataset(ds: ImageDataset, *, bucket: str | None = None) -> DatasetRef:
+    """Upload once per content hash; the same content again uploads nothing (``uploaded=False``).
+    An interrupted upload leaves no manifest (invisible); storing again resumes it."""
+    digest = ds.content_hash()
+    found = existing(digest, bucket)
+    if found is not None:
+        return found
+    meta = {"name": ds.name, "provenance": ds.provenance, "shape": ds.shape, "classes": ds.classes}
+    shards = memory_parts(np.asarray(ds.images))
+    return store_parts(digest, shards, meta, ds.labels, ds.predefined_test, bucket=bucket)
 
 
 def _resolve(ref_or_hash: DatasetRef | str, bucket: str | None) -> tuple[str, storage.S3Uri]:
@@ -156,39 +165,95 @@ def read_manifest(ref_or_hash: DatasetRef | str, *, bucket: str | None = None) -
         ) from None
 
 
-def load_dataset(ref_or_hash: DatasetRef | str, *, bucket: str | None = None) -> ImageDataset:
-    """Read a stored dataset back, verifying each object's sha256 and the content hash."""
-    digest, root = _resolve(ref_or_hash, bucket)
-    manifest = read_manifest(ref_or_hash, bucket=bucket)
+def _read_files(root: storage.S3Uri, manifest: dict) -> dict[str, np.ndarray]:
+    """The manifest's side files (labels, test mask; ``images.npy`` of the old layout), verified."""
     arrays: dict[str, np.ndarray] = {}
     for name, info in manifest.get("files", {}).items():
         obj = root.child(name)
+        if storage.head(obj) is None:
+            raise DataError(
+                f"{obj} is missing from the store: the dataset was partly deleted; delete "
+                f"{root}/ and re-ingest the source"
+            )
         data = storage.get_bytes(obj)
-        if _sha(data) != info.get("sha256"):
+        if sha256(data) != info.get("sha256"):
             raise DataError(
                 f"{obj} does not match its sha256 in the manifest: the stored dataset was "
                 "altered; delete the prefix and re-ingest the source"
             )
-        try:
-            arrays[name] = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
-            raise DataError(
-                f"{obj} is not a plain .npy array ({exc}); re-ingest the source"
-            ) from None
-    if "images.npy" not in arrays or "labels.npy" not in arrays:
+        arrays[name] = parse_npy(data, str(obj))
+    if "labels.npy" not in arrays or ("images.npy" not in arrays and "shards" not in manifest):
         raise DataError(f"{root.child(MANIFEST)} lists no images/labels: re-ingest the source")
+    return arrays
+
+
+def _read_shards(index: ShardIndex) -> np.ndarray:
+    """Every shard into one preallocated array, fetched in threads, each verified."""
+    images = np.empty(index.shape, dtype=np.uint8)
+    cache = ShardCache()
+
+    def one(i: int) -> None:
+        start, stop = index.span(i)
+        images[start:stop] = fetch_shard(index, i, cache)
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        list(pool.map(one, range(len(index.keys))))
+    return images
+
+
+def _dataset(manifest: dict, digest: str, arrays: dict, images, known: str | None) -> ImageDataset:
+    return ImageDataset(
+        images=images,
+        labels=arrays["labels.npy"],
+        classes=manifest["classes"],
+        provenance=manifest.get("provenance", {}),
+        predefined_test=arrays.get("predefined_test.npy"),
+        name=manifest.get("name", digest[:12]),
+        known_hash=known,
+    )
+
+
+def load_dataset(ref_or_hash: DatasetRef | str, *, bucket: str | None = None) -> ImageDataset:
+    """Read a stored dataset whole into memory, verifying each object's sha256 and the content
+    hash. For datasets too large for memory use ``open_dataset``."""
+    digest, root = _resolve(ref_or_hash, bucket)
+    manifest = read_manifest(ref_or_hash, bucket=bucket)
+    arrays = _read_files(root, manifest)
+    if "shards" in manifest:
+        images = _read_shards(ShardIndex.from_manifest(str(root), manifest))
+    else:
+        images = arrays.pop("images.npy")
     test = arrays.get("predefined_test.npy")
-    actual = content_hash(arrays["images.npy"], arrays["labels.npy"], manifest["classes"], test)
+    actual = content_hash(images, arrays["labels.npy"], manifest["classes"], test)
     if actual != digest or manifest.get("hash") != digest:
         raise DataError(
             f"dataset at {root}/ hashes to {actual[:12]}…, not {digest[:12]}…: "
             f"{root.child(MANIFEST)} or its objects were altered; delete the prefix and re-ingest"
         )
-    return ImageDataset(
-        images=arrays["images.npy"],
-        labels=arrays["labels.npy"],
-        classes=manifest["classes"],
-        provenance=manifest.get("provenance", {}),
-        predefined_test=test,
-        name=manifest.get("name", digest[:12]),
-    )
+    return _dataset(manifest, digest, arrays, images, None)
+
+
+def in_memory_limit() -> int:
+    """Bytes of images ``open_dataset`` still loads whole (``WARMSTART_IN_MEMORY_BYTES``)."""
+    return env_int(IN_MEMORY_ENV, IN_MEMORY_BYTES, "5e8")
+
+
+def open_dataset(
+    ref_or_hash: DatasetRef | str, *, bucket: str | None = None, limit: int | None = None
+) -> ImageDataset:
+    """A stored dataset, whole in memory up to ``limit`` bytes of images (default
+    ``in_memory_limit()``); above it, images are read from the shards on demand (each shard
+    verified by its sha256) and the dataset carries the manifest's verified hash."""
+    digest, root = _resolve(ref_or_hash, bucket)
+    manifest = read_manifest(ref_or_hash, bucket=bucket)
+    limit = in_memory_limit() if limit is None else limit
+    if "shards" not in manifest or int(np.prod(manifest["shape"])) <= limit:
+        return load_dataset(ref_or_hash, bucket=bucket)
+    if manifest.get("hash") != digest:
+        raise DataError(
+            f"{root.child(MANIFEST)} names dataset {str(manifest.get('hash'))[:12]}…, not "
+            f"{digest[:12]}…: the manifest was altered; delete the prefix and re-ingest"
+        )
+    arrays = _read_files(root, manifest)
+    images = ShardedImages(ShardIndex.from_manifest(str(root), manifest), ShardCache())
+    return _dataset(manifest, digest, arrays, images, digest)

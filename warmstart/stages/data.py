@@ -1,4 +1,6 @@
-"""Data stages: ingest a dataset spec into the store, make the target's split, load them back."""
+"""Data stages: ingest a dataset spec into the store (streaming, bounded memory), make the
+target's split, load them back (whole in memory when small, else read from the shards the
+split's indices touch)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,13 @@ from warmstart.contracts import DatasetRef, Job, SplitRef
 from warmstart.data import (
     ImageDataset,
     Splits,
-    load_dataset,
-    load_source,
     load_splits,
     make_splits,
+    open_dataset,
     parse_spec,
-    store_dataset,
     store_splits,
 )
+from warmstart.data.ingest import ingest_source
 from warmstart.params import PipelineParams
 
 SPLIT_SEED = 0  # one split for the whole run: every arm and seed sees exactly the same examples
@@ -33,8 +34,7 @@ def ingest(spec: str, *, like: DatasetRef | None = None) -> DatasetRef:
         if parsed.channels is None:
             changes["channels"] = like.channels
         parsed = parsed.with_options(**changes)
-    ds = load_source(parsed)
-    stored = store_dataset(ds)
+    stored = ingest_source(parsed)
     # A class selection is a different task: it gets its own experiment and registered model.
     name = stored.name + ("-" + "-".join(parsed.classes) if parsed.classes else "")
     return DatasetRef(
@@ -46,7 +46,7 @@ def ingest(spec: str, *, like: DatasetRef | None = None) -> DatasetRef:
         channels=stored.channels,
         size=(int(stored.size[0]), int(stored.size[1])),
         count=stored.count,
-        classes=tuple(ds.classes),
+        classes=tuple(stored.manifest["classes"]),
         uploaded=stored.uploaded,
     )
 
@@ -54,7 +54,7 @@ def ingest(spec: str, *, like: DatasetRef | None = None) -> DatasetRef:
 def make_target_splits(target: DatasetRef, params: PipelineParams) -> SplitRef:
     """The stratified train/val/test split with ``k_shot`` labelled images per class."""
     splits = make_splits(
-        load_dataset(target.hash),
+        open_dataset(target.hash),
         seed=SPLIT_SEED,
         val_fraction=params.val_fraction,
         test_fraction=params.test_fraction,
@@ -71,7 +71,9 @@ def make_target_splits(target: DatasetRef, params: PipelineParams) -> SplitRef:
 
 
 def load_target(job: Job) -> tuple[ImageDataset, Splits]:
-    return load_dataset(job.target.hash), load_splits(job.split.hash)
+    """The target and its split; ``ds.images[idx]`` reads only the shards ``idx`` touches when
+    the target is too large to hold in memory (see ``open_dataset``)."""
+    return open_dataset(job.target.hash), load_splits(job.split.hash)
 
 
 def unlabelled_pool(split: SplitRef) -> np.ndarray:
