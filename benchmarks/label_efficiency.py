@@ -8,6 +8,7 @@ pretraining cost.
     python benchmarks/label_efficiency.py mnist-uci
     python benchmarks/label_efficiency.py split-mnist
     python benchmarks/label_efficiency.py shapes
+    python benchmarks/label_efficiency.py shapes-hard-32 --k 1,5,10,20   # the flow's preset
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import subprocess
 import time
 
 import numpy as np
+
+from warmstart.sweep import PRESETS as SWEEP_PRESETS
 
 PRESETS = {
     "mnist-uci": dict(
@@ -39,6 +42,9 @@ PRESETS = {
         transfer_modes=["finetune", "linear_probe"],
     ),
 }
+# The flow's named scenarios (warmstart/sweep.py), e.g. shapes-hard-32 (issue 16). They carry
+# their own k values; --k and --seeds still override.
+PRESETS.update({name: dict(preset) for name, preset in SWEEP_PRESETS.items()})
 
 
 def _cumulative(seconds: list[float]) -> list[float]:
@@ -101,7 +107,11 @@ def main() -> None:
 
     logsafe.install()
     params = SweepParams(
-        **PRESETS[args.preset], seeds=args.seeds, k_values=[int(k) for k in args.k.split(",")]
+        **{
+            **PRESETS[args.preset],
+            "seeds": args.seeds,
+            "k_values": [int(k) for k in args.k.split(",")],
+        }
     )
     t0 = time.time()
     out = label_efficiency(params)

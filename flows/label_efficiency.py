@@ -11,6 +11,7 @@ from prefect import flow
 from warmstart.flows.common import prepare, sources_by_label, submit_sources, train_all
 from warmstart.flows.hooks import FLOW_OPTIONS
 from warmstart.params import SweepParams
+from warmstart.sweep import preset
 from warmstart.tasks import pipeline as t
 from warmstart.tasks import sweep as s
 
@@ -32,6 +33,12 @@ def label_efficiency(params: SweepParams = SweepParams()) -> dict:  # noqa: B008
         f"label efficiency: {dataset.name if dataset else job.params.source} → {job.target.name}"
     )
     return s.report(per_k, results, list(source_models.values()), job.run, title)
+
+
+def run_preset(name: str, **overrides: object) -> dict:
+    """The flow on a named scenario (``warmstart.sweep.PRESETS``, e.g. "shapes-hard-32"), with
+    ``overrides`` of its parameters (a smaller target, fewer seeds...)."""
+    return label_efficiency(preset(name, **overrides))
 
 
 if __name__ == "__main__":

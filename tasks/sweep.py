@@ -5,18 +5,22 @@ shared."""
 from __future__ import annotations
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from warmstart import stages, sweep, tracking
 from warmstart.contracts import ArmResult, Job, RunContext, SourceModel
+from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.pipeline import IO_RETRIES
+from warmstart.tasks.promote import log_arm_runs
 
 
 @task(name="evaluate-k", task_run_name="evaluate[k={k}]", cache_policy=NO_CACHE, **IO_RETRIES)
 def evaluate_k(k: int, results: list[ArmResult], job: Job) -> list[dict]:
-    """Test accuracy of every arm at this k (the test split is the same for every k)."""
-    rows = sweep.curve_rows(k, stages.evaluate(results, job), results)
+    """Test accuracy of every arm at this k (the test split is the same for every k); each arm's
+    run gets ``test_accuracy`` and ``val_accuracy``, the names the pipeline's arm runs carry."""
+    evaluation = stages.evaluate(results, job)
+    log_arm_runs(evaluation, results)
+    rows = sweep.curve_rows(k, evaluation, results)
     for row in rows:
         key = row["arm"].replace("/", ".")
         tracking.log_metrics(job.run.run_id, {f"test_acc.{key}": row["test_acc"]}, step=k)
@@ -30,22 +34,27 @@ def report(
     sources: list[SourceModel],
     run: RunContext,
     title: str,
+    target: str | None = None,
 ) -> dict:
-    rows = [r for rows in per_k for r in rows]
+    """The sweep's table and plot on the parent run and, first on the flow run, in Prefect.
+    ``target`` (the target dataset's name) keys the artifacts; without it, the title's end."""
+    target = target or title.rsplit("→", 1)[-1].strip()
+    rows = sweep.with_compute([r for rows in per_k for r in rows], sources)
     md = sweep.markdown(rows)
     tracking.log_text(run.run_id, "label_efficiency.md", f"# {title}\n\n{md}")
     tracking.log_text(run.run_id, "label_efficiency.json", sweep.dumps(rows))
     tracking.log_bytes(run.run_id, "label_efficiency.png", sweep.figure_png(rows, title))
-    create_markdown_artifact(
-        markdown=f"# {title}\n\nTest accuracy %, mean [95% CI] over seeds.\n\n{md}",
-        key="label-efficiency",
-        description=title,
-    )
     table = [
         {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "histories"}
         for r in rows
     ]
-    create_table_artifact(table=table, key="label-efficiency-table", description=title)
+    publish_report(
+        f"# {title}\n\nTest accuracy %, mean [95% CI] over seeds.\n\n{md}",
+        artifact_key("label-efficiency", target),
+        table,
+        artifact_key("label-efficiency-table", target),
+        title,
+    )
     stages_run = [r.stage for r in results] + [s.stage for s in sources if s.stage]
     trained = sum(not st.reused for st in stages_run)
     tracking.log_metrics(
@@ -59,4 +68,5 @@ def report(
         "trained": trained,
         "reused": len(stages_run) - trained,
         "pretrain_seconds": {s.label: s.seconds for s in sources},
+        "pretrain_compute": {s.label: sweep.pretrain_compute(s) for s in sources},
     }

@@ -14,9 +14,39 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from warmstart.contracts import ArmResult, Evaluation
+from warmstart.contracts import ArmResult, Evaluation, SourceModel
+from warmstart.errors import ConfigError
+from warmstart.params import SweepParams
 from warmstart.promotion import accuracy_ci
 from warmstart.reports import figure_png as to_png
+
+# Named scenarios of the label-efficiency flow: `preset(name, **overrides)` -> SweepParams.
+PRESETS: dict[str, dict] = {
+    # Issue 16: the regime where unlabelled images vastly outnumber labels (Paine et al. 2014).
+    # 24,000 hard 32×32 shapes, 10 classes: 2,400 test, 1,200 validation and a 20,400-image
+    # unlabelled pool that the label-free strategies pretrain on; k = 1..20 labels per class
+    # (≈ 100-2,000 unlabelled images per label). The source (easy shapes) is used only if a
+    # labelled strategy ("supervised") is added.
+    "shapes-hard-32": dict(
+        source="builtin:shapes?n=2000&size=32x32",
+        target="builtin:shapes-hard?n=24000&size=32x32",
+        strategies=["gan", "autoencoder", "simclr"],
+        transfer_modes=["linear_probe"],
+        unsupervised_data="target_pool",
+        val_fraction=0.05,
+        test_fraction=0.1,
+        pretrain_epochs=2,
+        k_values=[1, 5, 10, 20],
+    ),
+}
+
+
+def preset(name: str, **overrides: object) -> SweepParams:
+    """The label-efficiency parameters of a named scenario, with `overrides` (e.g. a smaller
+    ``target`` or fewer ``seeds``) applied on top; an unknown name lists the valid ones."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(sorted(PRESETS))}")
+    return SweepParams(**{**PRESETS[name], **overrides})
 
 
 def curve_rows(k: int, evaluation: Evaluation, results: Sequence[ArmResult] = ()) -> list[dict]:
@@ -46,12 +76,54 @@ def curve_rows(k: int, evaluation: Evaluation, results: Sequence[ArmResult] = ()
     return rows
 
 
+def pretrain_compute(source: SourceModel) -> dict[str, float]:
+    """What a source model's pretraining cost: epochs × images (the images it pretrained on),
+    epochs, and wall seconds (zeros for a source that was not pretrained here)."""
+    epochs = len(source.stage.history) if source.stage else 0
+    return {"images": epochs * source.images, "passes": epochs, "seconds": float(source.seconds)}
+
+
+def with_compute(rows: list[dict], sources: Sequence[SourceModel]) -> list[dict]:
+    """Rows with ``pretrain_images`` / ``pretrain_passes`` / ``pretrain_seconds`` of the source
+    their arm was built on (zeros for scratch and the controls), so cost sits beside accuracy."""
+    cost = {s.label: pretrain_compute(s) for s in sources}
+    none = {"images": 0, "passes": 0, "seconds": 0.0}
+    out = []
+    for r in rows:
+        c = cost.get(r["arm"].split("/")[0], none)
+        out.append(
+            {
+                **r,
+                "pretrain_images": c["images"],
+                "pretrain_passes": c["passes"],
+                "pretrain_seconds": c["seconds"],
+            }
+        )
+    return out
+
+
+def compute_cell(row: dict) -> str:
+    """``epochs × images (epochs), seconds`` of an arm's pretraining, or "—" when none ran."""
+    if not row.get("pretrain_images"):
+        return "—"
+    return (
+        f"{row['pretrain_images']:,} img ({row.get('pretrain_passes', 0)} ep), "
+        f"{row.get('pretrain_seconds', 0.0):.0f} s"
+    )
+
+
 def markdown(rows: list[dict]) -> str:
-    """Arms as rows, k as columns: ``mean [low, high]`` in percent."""
+    """Arms as rows, k as columns: ``mean [low, high]`` in percent; a last column with the
+    pretraining compute when the rows carry it (``with_compute``)."""
     ks = sorted({r["k"] for r in rows})
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     cell = {(r["arm"], r["k"]): r for r in rows}
-    out = ["| arm | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    costed = any("pretrain_images" in r for r in rows)
+    extra = " pretraining (epochs × images, wall) |" if costed else ""
+    out = [
+        "| arm | " + " | ".join(f"k={k}" for k in ks) + " |" + extra,
+        "|---|" + "---|" * (len(ks) + costed),
+    ]
     for arm in arms:
         cells = []
         for k in ks:
@@ -61,6 +133,8 @@ def markdown(rows: list[dict]) -> str:
                 if r
                 else "—"
             )
+        if costed:
+            cells.append(compute_cell(next(r for r in rows if r["arm"] == arm)))
         out.append(f"| {arm} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -64,7 +64,8 @@ class AutoencoderConfig(OptimConfig):
     image reconstructed from a corrupted copy."""
 
     noise_std: float = 0.1  # Gaussian noise σ on [0, 1] inputs (0: off)
-    mask_frac: float = 0.0  # fraction of pixels zeroed (0: off)
+    mask_frac: float = 0.0  # fraction of pixels (or patches) zeroed (0: off)
+    mask_patch: int = 1  # side of the square patches masked together (1: single pixels)
     width: int = 64  # decoder channels
 
 
@@ -95,6 +96,16 @@ class Autoencoder(Strategy):
             x = x * (mask.to(x.device) >= c.mask_frac)
         return x
 
+    def draw_mask(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        """Uniform [0, 1) scores per pixel, or per mask_patch² patch shared over channels
+        (MAE-style masking); corrupt() zeroes the entries below mask_frac."""
+        p = self.config.mask_patch
+        if p <= 1:
+            return torch.rand(shape, generator=gen)
+        n, _, h, w = shape
+        scores = torch.rand((n, 1, -(-h // p), -(-w // p)), generator=gen)
+        return scores.repeat_interleave(p, 2).repeat_interleave(p, 3)[..., :h, :w].expand(shape)
+
     def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
         c, dev = self.config, self.device
         idx = batch_indices(len(x), self.run.batch_size, self.steps, gen).to(dev)
@@ -110,7 +121,7 @@ class Autoencoder(Strategy):
             self.opt.param_groups[0]["lr"] = lr
             clean = to_float(x[idx[s]]).contiguous(memory_format=mf)
             noise = torch.randn(shape, generator=gen) if c.noise_std > 0 else None
-            mask = torch.rand(shape, generator=gen) if c.mask_frac > 0 else None
+            mask = self.draw_mask(shape, gen) if c.mask_frac > 0 else None
             loss = F.mse_loss(self.reconstruct(self.corrupt(clean, noise, mask)), clean)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

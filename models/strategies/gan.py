@@ -4,6 +4,7 @@ BatchNorm in both nets, one-sided label smoothing (real = 0.9), Tanh generator o
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -11,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ..augment import batch_indices, to_float
 from ..config import ConfigBase
@@ -66,6 +69,8 @@ class GANConfig(ConfigBase):
     latent_dim: int = 64  # generator input noise dimension
     width: int = 64  # generator channels at its last hidden layer (doubles per level up)
     real_label: float = 0.9  # one-sided label smoothing for real images (stabiliser)
+    spectral_norm: bool = False  # spectral normalisation of D's conv/linear weights (Miyato 2018)
+    feature_matching: float = 0.0  # weight of the feature-matching G loss (Salimans et al. 2016)
 
 
 @register_strategy("gan")
@@ -77,6 +82,10 @@ class GAN(Strategy):
     def build(self) -> None:
         c, dev = self.config, self.device
         self.disc = self.build_backbone(num_classes=1)
+        if c.spectral_norm:
+            for m in list(self.disc.modules()):
+                if isinstance(m, nn.Conv2d | nn.Linear):
+                    spectral_norm(m)
         self.gen_net = Generator(c.latent_dim, self.in_channels, self.image_size, c.width).to(dev)
         betas = (c.beta1, 0.999)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=c.lr, betas=betas)
@@ -104,9 +113,7 @@ class GAN(Strategy):
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
-            with autocast(dev):
-                d_gen = self.disc(fake).float().squeeze(1)
-            loss_g = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+            loss_g = self.generator_loss(real, fake)
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()
@@ -128,6 +135,20 @@ class GAN(Strategy):
             "images": self.steps * idx.shape[1],
         }
 
+    def generator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Non-saturating loss, plus (feature_matching > 0) the squared distance between the
+        batch means of D's pooled features on real and generated images."""
+        c = self.config
+        with autocast(self.device):
+            feats = self.disc.forward_features(fake)
+            d_gen = self.disc.forward_head(feats).float().squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
+        if c.feature_matching > 0:
+            with torch.no_grad(), autocast(self.device):
+                target = self.disc.forward_features(real).float().mean(0)
+            loss = loss + c.feature_matching * (feats.float().mean(0) - target).pow(2).sum()
+        return loss
+
     @torch.no_grad()
     def samples(self, n: int) -> torch.Tensor:
         """n generator samples from a fixed noise seed (comparable across epochs and runs)."""
@@ -139,4 +160,11 @@ class GAN(Strategy):
         return {"gan_samples": image_grid(self.samples(self.run.grid_images), min_tile=48)}
 
     def backbone_state(self) -> dict[str, torch.Tensor]:
-        return self.disc.trunk_state_dict()
+        """D's trunk with spectral normalisation folded into plain weights (loadable as is)."""
+        if not self.config.spectral_norm:
+            return self.disc.trunk_state_dict()
+        disc = copy.deepcopy(self.disc).eval()
+        for m in disc.modules():
+            if parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        return disc.trunk_state_dict()

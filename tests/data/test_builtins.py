@@ -13,7 +13,7 @@ def mnist():
 
 
 def test_registry_lists_the_builtins():
-    assert list_builtins() == ["mnist-5k", "noise", "shapes", "uci-digits"]
+    assert list_builtins() == ["mnist-5k", "noise", "shapes", "shapes-hard", "uci-digits"]
 
 
 def test_mnist_5k_is_mlxtends_digits(mnist):

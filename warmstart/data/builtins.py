@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -131,29 +132,65 @@ SHAPES = (
 )
 
 
-@register_builtin(
-    "shapes", "generated RGB shapes on cluttered backgrounds (colour stand-in, up to 10 classes)"
+@dataclass(frozen=True)
+class ShapeStyle:
+    """How hard a generated shapes image is: shape radius (fraction of the side), clutter counts
+    (lines, blobs, shape-sized random fragments), background noise σ, and the minimum colour
+    distance (sum over RGB) between the shape and the background under it."""
+
+    radius: tuple[float, float] = (0.22, 0.42)
+    lines: tuple[int, int] = (2, 6)  # numpy integers(low, high): high excluded
+    blobs: tuple[int, int] = (1, 5)
+    fragments: tuple[int, int] = (0, 0)  # random filled quadrilaterals, up to the shape's size
+    noise: float = 12.0
+    contrast: float = 180.0
+
+
+EASY = ShapeStyle()
+# Small shapes, twice the clutter, shape-sized distractor fragments, noisier backgrounds and
+# colours only half as far from the background: a target where a few labels are not enough.
+HARD = ShapeStyle(
+    radius=(0.14, 0.42), lines=(4, 10), blobs=(3, 8), fragments=(1, 4), noise=24.0, contrast=90.0
 )
-def shapes(spec: SourceSpec, seed: int) -> ImageDataset:
+
+
+def _shapes(spec: SourceSpec, seed: int, style: ShapeStyle, name: str) -> ImageDataset:
     n, k = spec.n or 5000, spec.num_classes or len(SHAPES)
     if k > len(SHAPES):
         raise DataError(
-            f"builtin:shapes num_classes={k}: at most {len(SHAPES)} shapes exist; "
+            f"builtin:{name} num_classes={k}: at most {len(SHAPES)} shapes exist; "
             f"write num_classes<={len(SHAPES)}"
         )
     h, w = spec.size or (32, 32)
-    rng = np.random.default_rng([seed, 0x54A9E5])
+    rng = np.random.default_rng([seed, 0x54A9E5 if style == EASY else 0x4A2D5])
     labels = rng.permutation(np.arange(n) % k).astype(np.int64)
     images = np.empty((n, 3, h, w), dtype=np.uint8)
     for i, label in enumerate(labels):
-        images[i] = _draw_shape(SHAPES[label], h, w, rng)
+        images[i] = _draw_shape(SHAPES[label], h, w, rng, style)
+    version = "shapes v1" if style == EASY else "shapes-hard v1"
     return ImageDataset(
         images=images,
         labels=labels,
         classes=list(SHAPES[:k]),
-        provenance={"origin": "generated", "generator": "shapes v1", "seed": seed},
-        name="shapes",
+        provenance={"origin": "generated", "generator": version, "seed": seed},
+        name=name,
     )
+
+
+@register_builtin(
+    "shapes", "generated RGB shapes on cluttered backgrounds (colour stand-in, up to 10 classes)"
+)
+def shapes(spec: SourceSpec, seed: int) -> ImageDataset:
+    return _shapes(spec, seed, EASY, "shapes")
+
+
+@register_builtin(
+    "shapes-hard",
+    "generated RGB shapes, smaller and low-contrast among heavy clutter and distractor fragments "
+    "(up to 10 classes; any n: an unlimited unlabelled pool)",
+)
+def shapes_hard(spec: SourceSpec, seed: int) -> ImageDataset:
+    return _shapes(spec, seed, HARD, "shapes-hard")
 
 
 def _shape_points(kind: str, r: float, rot: float) -> list[tuple[float, float]]:
@@ -184,39 +221,47 @@ def _shape_points(kind: str, r: float, rot: float) -> list[tuple[float, float]]:
     return [(r * (x * c - y * s), r * (x * s + y * c)) for x, y in pts]
 
 
-def _background(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """Cluttered H×W×3 background: a random two-colour gradient, noise, lines and blobs."""
+def _background(h: int, w: int, rng: np.random.Generator, style: ShapeStyle) -> np.ndarray:
+    """Cluttered H×W×3 background: a random two-colour gradient, noise, lines, blobs and
+    (hard style) shape-sized fragments."""
     from PIL import Image, ImageDraw
 
     a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
     angle = rng.uniform(0, 2 * math.pi)
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
     t = np.clip((xx * math.cos(angle) + yy * math.sin(angle) + 1) / 2, 0, 1)[..., None]
-    img = a * (1 - t) + b * t + rng.normal(0, 12, (h, w, 3))
+    img = a * (1 - t) + b * t + rng.normal(0, style.noise, (h, w, 3))
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(pil)
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(*style.lines))):
         x0, y0, x1, y1 = rng.uniform(0, w, 4)
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         draw.line(
             (x0, y0, x1, y1 * h / w), fill=colour, width=int(rng.integers(1, max(2, w // 16)))
         )
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(*style.blobs))):
         x, y, s = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(w / 40, w / 14)
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         draw.ellipse((x - s, y - s, x + s, y + s), fill=colour)
+    if style.fragments[1] > 0:
+        for _ in range(int(rng.integers(*style.fragments))):
+            x, y, s = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.08, 0.3) * min(h, w)
+            pts = [(x + s * a, y + s * b) for a, b in rng.uniform(-1, 1, (4, 2))]
+            draw.polygon(pts, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
     return np.asarray(pil)
 
 
-def _draw_shape(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+def _draw_shape(
+    kind: str, h: int, w: int, rng: np.random.Generator, style: ShapeStyle = EASY
+) -> np.ndarray:
     """One C×H×W image: the shape in a random colour, size, position and rotation, drawn at
     2× and area-downsampled for anti-aliased edges."""
     from PIL import Image, ImageDraw
 
     H, W = 2 * h, 2 * w
-    bg = _background(H, W, rng)
+    bg = _background(H, W, rng, style)
     side = min(H, W)
-    r = rng.uniform(0.22, 0.42) * side
+    r = rng.uniform(*style.radius) * side
     cx, cy = rng.uniform(r * 0.8, W - r * 0.8), rng.uniform(r * 0.8, H - r * 0.8)
     rot = rng.uniform(0, 2 * math.pi)
     mask = Image.new("L", (W, H), 0)
@@ -240,7 +285,7 @@ def _draw_shape(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarr
     under = bg[m].mean(axis=0) if m.any() else bg.reshape(-1, 3).mean(axis=0)
     for _ in range(20):
         colour = rng.integers(0, 256, 3)
-        if np.abs(colour - under).sum() > 180:
+        if np.abs(colour - under).sum() > style.contrast:
             break
     fg = Image.new("RGB", (W, H), tuple(int(v) for v in colour))
     out = Image.composite(fg, Image.fromarray(bg), mask).resize((w, h), Image.Resampling.BOX)

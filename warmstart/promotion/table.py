@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 
 import numpy as np
 
@@ -20,6 +21,18 @@ COLUMNS = (
     "fine-tune s",
 )
 TITLE = "transfer vs scratch on the target test split"
+# Pretraining compute (epochs × images) beside the seconds: a last column, live once
+# the TableRow contract (warmstart/contracts.py) carries `pretrain_images`; absent until then.
+_ROW_HAS_IMAGES = "pretrain_images" in {f.name for f in fields(TableRow)}
+if _ROW_HAS_IMAGES:
+    COLUMNS = (*COLUMNS, "pretrain images")
+
+
+def pretrain_images(source: SourceModel | None) -> int:
+    """A source's pretraining compute in images: epochs × the images it pretrained on."""
+    if source is None or source.stage is None:
+        return 0
+    return len(source.stage.history) * source.images
 
 
 def summarize(evaluation: Evaluation, sources: Mapping[str, SourceModel]) -> list[TableRow]:
@@ -42,6 +55,7 @@ def summarize(evaluation: Evaluation, sources: Mapping[str, SourceModel]) -> lis
             repeated = np.repeat(correct, scratch.shape[0], axis=0)[: scratch.shape[0]]
             delta = paired_bootstrap(repeated, scratch)
         source = sources.get(arm.strategy or "")
+        compute = {"pretrain_images": pretrain_images(source)} if _ROW_HAS_IMAGES else {}
         rows.append(
             TableRow(
                 arm=name,
@@ -55,6 +69,7 @@ def summarize(evaluation: Evaluation, sources: Mapping[str, SourceModel]) -> lis
                 delta_ci=(float(delta["ci_low"]), float(delta["ci_high"])),
                 pretrain_seconds=float(source.seconds) if source is not None else 0.0,
                 finetune_seconds=float(np.sum(arm.seconds)),
+                **compute,
             )
         )
     return rows
@@ -83,8 +98,9 @@ def table_cells(rows: Sequence[TableRow]) -> list[dict[str, str]]:
                     f"{_pts(r.delta_vs_scratch)} [{_pts(r.delta_ci[0])}, {_pts(r.delta_ci[1])}]",
                     f"{r.pretrain_seconds:.1f}",
                     f"{r.finetune_seconds:.1f}",
+                    f"{getattr(r, 'pretrain_images', 0) or 0:,}",
                 ),
-                strict=True,
+                strict=False,  # the images cell is dropped while COLUMNS lacks it
             )
         )
         for r in rows
