@@ -74,7 +74,9 @@ def test_simclr_loss_falls_below_chance_on_a_learnable_set():
     colours = np.broadcast_to(corners[:, :, None, None], (8, 3, 8, 8)).copy()
     r = run("simclr", SimCLRConfig(lr=1e-2, jitter=0.1, grey_prob=0.0), colours, epochs=6)
     chance = math.log(2 * 8 - 1)
-    assert r.history[-1]["loss"] < 0.5 * r.history[0]["loss"] and r.history[-1]["loss"] < 0.4 * chance
+    assert (
+        r.history[-1]["loss"] < 0.5 * r.history[0]["loss"] and r.history[-1]["loss"] < 0.4 * chance
+    )
 
 
 def test_gan_spectral_norm_hands_over_plain_normalised_weights():
