@@ -1,7 +1,7 @@
 """The leakage guard and comparable champions against the real stack (S3, MLflow, Prefect): a
 champion from another split is not compared and does not block; the same dataset as source and
-target is refused in one line, with the counts on the MLflow run, and the champion trained on
-those leaky inputs loses its alias; ``allow_leakage`` runs it but marks the job."""
+target fails the flow before training, in one line, with the counts on its MLflow run, and the
+champion trained on those leaky inputs loses its alias; ``allow_leakage`` marks the job."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from warmstart.params import PipelineParams
 from warmstart.promotion.registry import model_name
 from warmstart.stages.leakage import LeakageError
 from warmstart.tasks.leakage import check_leakage
+from warmstart.tracking import END_REASON_TAG
 from warmstart.tracking.client import client
 
 SPEC = "builtin:uci-digits?classes=0-1"
@@ -65,17 +66,21 @@ def _promote(job: Job, model, x: np.ndarray, correct: np.ndarray, name: str):
 def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
     import torch
 
+    from warmstart.flows.pipeline import transfer_pipeline
+
     target = stages.ingest(SPEC)
-    target = dataclasses.replace(target, name=f"itest-leak-{uuid.uuid4().hex[:6]}")
     source = stages.ingest(SPEC, like=target)
     assert source.hash == target.hash
-    params = PipelineParams(source=SPEC, target=SPEC, k_shot=5, strategies=["supervised"])
+    params = PipelineParams(
+        source=SPEC, target=SPEC, k_shot=5, strategies=["supervised"], seeds=1,
+        transfer_modes=["linear_probe"], pretrain_epochs=1, finetune_epochs=1,
+    )  # fmt: skip
     split = stages.make_target_splits(target, params)
     exp = tracking.experiment_id(target.name)
-    run = RunContext(exp, tracking.start_run(exp, "pipeline-itest"), f"flow-{uuid.uuid4().hex[:6]}")
+    run = RunContext(exp, tracking.start_run(exp, "itest-leakage"), f"flow-{uuid.uuid4().hex[:6]}")
     job = Job(params, target, split, run)
     name = model_name(target)
-    assert name.startswith(f"warmstart-{target.name}-8x8-1ch-")
+    assert name.startswith("warmstart-uci-digits-0-1-8x8-1ch-")
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2)).eval()
     x = np.zeros((4, 1, 8, 8), dtype=np.float32)
@@ -95,18 +100,21 @@ def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
     assert (second.version, second.champion_version, second.previous_champion) == ("2", "2", "1")
     assert not second.registered
 
-    # same dataset as source and target: refused before training, in one line with the counts
+    # same dataset as source and target: the flow fails before training, in one line with the
+    # counts, and its MLflow parent run ends FAILED with them
     with pytest.raises(LeakageError) as info:
-        check_leakage(job, source)
+        transfer_pipeline(params)
     line = str(info.value)
     assert "\n" not in line
     assert line.startswith(
         f"source shares {split.test} of {split.test} test images and {split.val} of {split.val} "
         "validation images with the target"
     )
-    metrics = client().get_run(run.run_id).data.metrics
-    assert metrics["leakage.source.test.exact"] == split.test
-    assert metrics["leakage.source.validation.exact"] == split.val
+    (parent,) = client().search_runs([exp], "tags.leakage = 'found'")
+    assert parent.info.status == "FAILED" and "source shares" in parent.data.tags[END_REASON_TAG]
+    assert parent.data.metrics["leakage.source.test.exact"] == split.test
+    assert parent.data.metrics["leakage.source.validation.exact"] == split.val
+    assert not [r for r in client().search_runs([exp]) if r.data.tags.get("warmstart.stage")]
     # the champion trained on these leaky inputs lost its alias, with the reason as a tag
     assert "champion" not in tracking.aliases(name)
     v2 = client().get_model_version(name, "2")
@@ -115,5 +123,6 @@ def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
     allowed = dataclasses.replace(job, params=params.model_copy(update={"allow_leakage": True}))
     marked = check_leakage(allowed, source)
     assert marked.leakage.startswith(f"leakage: source shares {split.test} of {split.test} test")
+    assert client().get_run(run.run_id).data.metrics["leakage.source.test.exact"] == split.test
     assert client().get_run(run.run_id).data.tags["leakage_allowed"] == "true"
     tracking.end_run(run.run_id)
