@@ -71,10 +71,10 @@ class _Feed:
         self.host = x.device != device if host is None else host
         self.sync_free = device.type != "cpu" if sync_free is None else sync_free
         self.pin = device.type == "cuda" if pin is None else pin
-        self.idx = idx if self.host else idx.to(device)
+        self.idx = idx if self.host else _to_device(idx, device)
         draws = draw_augment(tuple(idx.shape), augment.pad, augment.hflip, gen)
         if self.sync_free:
-            draws = tuple(t.to(device) for t in draws)
+            draws = tuple(_to_device(t, device) for t in draws)
         self.oy, self.ox, self.flip = draws
         self.no_flip = torch.zeros(idx.shape[1], dtype=torch.bool)
         self.mf = memory_format(device)

@@ -157,7 +157,9 @@ def test_no_host_read_per_step(monkeypatch):
 
 def test_precision_per_device(monkeypatch):
     cpu = A.precision(torch.device("cpu"))
-    assert cpu.dtype is None and not cpu.needs_scaler and not cpu.autocast()._enabled
+    assert cpu.dtype is None and not cpu.needs_scaler
+    with cpu.autocast():
+        assert not torch.is_autocast_enabled("cpu")
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert A.precision(cuda).dtype == torch.bfloat16 and not A.precision(cuda).needs_scaler
