@@ -436,7 +436,7 @@ def test_untraceable_model_falls_back_to_pickle_or_raises_export_error(mlflow_en
 @pytest.mark.services
 def test_promotion_lifecycle_registry_tags_and_fresh_process_load(mlflow_env, tmp_path):
     target = f"itest-promo-{uuid.uuid4().hex[:8]}"
-    name = tracking.model_name_for(target)
+    name = promotion.registry.model_name(_job(target).target)
     good, worse, best = _linear(0.9, 1), _linear(2.0, 1), _linear(0.0)
     acc = {
         k: float(_correct(m).mean()) for k, m in (("good", good), ("worse", worse), ("best", best))
@@ -539,7 +539,7 @@ def test_concurrent_promotions_take_turns_and_the_better_model_wins(mlflow_env):
     """Two runs both gate against champion v1; under the lock the second re-reads the champion
     and is compared with the first's result, so a worse model cannot replace a better one."""
     target = f"itest-race-{uuid.uuid4().hex[:8]}"
-    name = tracking.model_name_for(target)
+    name = promotion.registry.model_name(_job(target).target)
     weak, better, best = _linear(3.0, 1), _linear(2.0, 1), _linear(0.9, 1)
     assert _correct(best).mean() > _correct(better).mean() > _correct(weak).mean()
     assert _promote(_job(target), weak, "weak").champion_version == "1"
@@ -593,7 +593,7 @@ def test_compare_and_set_regates_when_the_champion_moves_meanwhile(mlflow_env):
     from contextlib import nullcontext
 
     target = f"itest-cas-{uuid.uuid4().hex[:8]}"
-    name = tracking.model_name_for(target)
+    name = promotion.registry.model_name(_job(target).target)
     weak, better, best = _linear(3.0, 1), _linear(2.0, 1), _linear(0.9, 1)
     assert _promote(_job(target), weak, "weak", lock=nullcontext).champion_version == "1"
     scored, best_done = threading.Event(), threading.Event()
