@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from warmstart import promotion, reports, stages, tracking
 from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
+from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.pipeline import IO_RETRIES
 
 
@@ -148,13 +148,12 @@ def publish(
     tracking.log_text(run.run_id, "gate_report.md", report_md)
     tracking.log_text(run.run_id, "gate_report.json", report_json)
     tracking.set_tags(run.run_id, decision.tags())
-    create_markdown_artifact(
-        markdown=report_md, key="gate-verdict", description=f"gate: {decision.verdict}"
-    )
-    create_table_artifact(
-        table=promotion.table_cells(rows),
-        key="accuracy-table",
-        description="strategy × mode vs scratch (test split, 95% CI)",
+    publish_report(
+        report_md,
+        artifact_key("gate-verdict", job.target.name),
+        promotion.table_cells(rows),
+        artifact_key("accuracy-table", job.target.name),
+        f"gate: {decision.verdict} — {job.target.name}, k={job.split.k_shot}",
     )
     d = decision.delta_vs_scratch
     gate = {"gate_promoted": float(decision.passed), "gate_delta_vs_scratch": d["mean_diff"]}

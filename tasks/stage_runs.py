@@ -1,62 +1,37 @@
-"""Tracking around a training stage: its nested MLflow run, per-epoch metrics, one Prefect
-progress artifact updated in place, and the run's end (FAILED with the reason on error).
+"""Tracking around a training stage: its nested MLflow run, per-epoch reporting
+(``stage_progress.Progress``), and the run's end (FAILED with the reason on error).
 
 Plain functions and a context manager used by the thin tasks in ``warmstart.tasks.pipeline``.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TypeVar
 
 from prefect import get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from warmstart import reports, storage, tracking
 from warmstart.contracts import DatasetRef, Job, RunContext, SourceModel, StageRecord
-from warmstart.errors import WarmstartError
 from warmstart.params import PipelineParams
 from warmstart.tasks import stale_runs
+from warmstart.tasks.stage_progress import (  # noqa: F401 - StageStopped: re-exported for flows
+    STOPPED_FLOW_RUNS,
+    Progress,
+    StageEvent,
+    StageStopped,
+    finish_monitor,
+    notify,
+    stage_label,
+)
 
 T = TypeVar("T")
 
 
-# Flow runs that ended early (failed, crashed, cancelled): their training stages still running in
-# other threads stop at their next epoch instead of training on for nothing.
-STOPPED_FLOW_RUNS: set[str] = set()
 # Flow runs this process has started (their parent MLflow run is open), for `abandon_flow_runs`.
 ACTIVE_FLOW_RUNS: set[str] = set()
-
-
-class StageStopped(WarmstartError):
-    """A stage stopped because its flow run already ended (not the root cause)."""
-
-
-class Progress:
-    """Per-epoch reporting: MLflow metrics on the stage's run + a Prefect progress artifact.
-    Raises ``StageStopped`` once the stage's flow run has ended early. From the first epoch on,
-    system metrics are sampled onto the run (a reused stage trains no epoch and gets none)."""
-
-    def __init__(self, run_id: str, total_epochs: int, description: str, flow_run_id: str = ""):
-        self.run_id = run_id
-        self.flow_run_id = flow_run_id
-        self.total = max(1, total_epochs)
-        self.artifact_id = create_progress_artifact(progress=0.0, description=description)
-        self.monitor = None  # the system-metrics monitor (False: it could not start)
-
-    def __call__(self, epoch: int, metrics: dict) -> None:
-        if self.flow_run_id in STOPPED_FLOW_RUNS:
-            raise StageStopped(f"stopped after epoch {epoch}: flow run {self.flow_run_id} ended")
-        tracking.log_metrics(self.run_id, metrics, step=epoch)
-        if self.monitor is None:
-            self.monitor = system_metrics(self.run_id) or False
-        update_progress_artifact(self.artifact_id, progress=min(100.0, 100.0 * epoch / self.total))
-
-    def done(self) -> None:
-        update_progress_artifact(self.artifact_id, progress=100.0)
 
 
 @contextmanager
@@ -71,42 +46,18 @@ def stage_run(
         params=params,
         tags={**tags, "warmstart.flow_run_id": run.flow_run_id},
     )
-    progress = Progress(run_id, epochs, name, run.flow_run_id)
+    progress = Progress(run_id, epochs, stage_label(params, run.kind), run.flow_run_id)
     try:
         yield progress
     except BaseException as exc:
-        _finish(progress.monitor)
-        tracking.end_run(run_id, "FAILED", reason=f"{type(exc).__name__}: {exc}")
+        finish_monitor(progress.monitor)
+        reason = f"{type(exc).__name__}: {exc}"
+        tracking.end_run(run_id, "FAILED", reason=reason)
+        progress.failed(reason)
         raise
-    _finish(progress.monitor)
+    finish_monitor(progress.monitor)
     tracking.end_run(run_id)
     progress.done()
-
-
-def system_metrics(run_id: str):
-    """MLflow's CPU/memory/disk/network (and GPU) monitor on one run, by explicit run id (no
-    fluent active run, so safe in the task runner's threads); ``None`` if it cannot start."""
-    try:
-        from mlflow.system_metrics.system_metrics_monitor import (  # deferred: heavy (mlflow)
-            SystemMetricsMonitor,
-        )
-
-        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines
-        monitor = SystemMetricsMonitor(run_id, tracking_uri=tracking.tracking_uri())
-        monitor.start()
-        return monitor
-    except Exception as exc:  # noqa: BLE001 - monitoring must never fail a training stage
-        get_run_logger().warning("no system metrics for run %s: %s", run_id, exc)
-        return None
-
-
-def _finish(monitor) -> None:
-    """Stop the monitor and flush its last samples (before the run ends)."""
-    if monitor:
-        try:
-            monitor.finish()
-        except Exception as exc:  # noqa: BLE001 - monitoring must never fail a training stage
-            get_run_logger().warning("system metrics not flushed: %s", exc)
 
 
 def log_stage(run_id: str, name: str, stage: StageRecord, label: str) -> None:
@@ -204,6 +155,7 @@ def abandon_flow_runs(reason: str, *, final: bool = False) -> list[str]:
 
     Call it again with ``final`` just before the process exits: a flow whose stages stopped
     reports Failed, and that must not be the state it is left in."""
+    notify(StageEvent("abandon"))  # a live display stops first (the process exits right after)
     for flow_run_id in sorted(ACTIVE_FLOW_RUNS):
         end_flow_runs(flow_run_id, "KILLED", reason)
         stale_runs.cancel_flow_run(flow_run_id, reason, over_final=final)

@@ -198,6 +198,7 @@ def run(
 ) -> None:
     """Run the transfer pipeline once against the configured services; print the table and verdict.
     Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=10)."""
+    from warmstart.cli.progress import stage_display  # deferred: heavy (prefect, mlflow)
     from warmstart.cli.summary import print_summary  # deferred: heavy (promotion, numpy)
     from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
     from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)
@@ -210,11 +211,13 @@ def run(
     params = build_params(PipelineParams, flags)
     start(params)
     t0 = time.monotonic()
-    if dask:
+    if dask:  # stages train in the Dask workers' processes: no live display here
         address = None if dask == "local" else dask
-        summary = run_flow(lambda: run_on_dask(params, address=address))
+        with stage_display(False):
+            summary = run_flow(lambda: run_on_dask(params, address=address))
     else:
-        summary = run_flow(lambda: transfer_pipeline(params))
+        with stage_display(not json_out):
+            summary = run_flow(lambda: transfer_pipeline(params))
     if json_out:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
     else:
@@ -233,6 +236,7 @@ def sweep(
     epochs: EpochsOpt = None,
 ) -> None:
     """Label efficiency: every arm at every k, mean [95% CI]; table and plot in MLflow and Prefect."""
+    from warmstart.cli.progress import stage_display  # deferred: heavy (prefect, mlflow)
     from warmstart.flows.label_efficiency import label_efficiency  # deferred: heavy (prefect)
     from warmstart.params import SweepParams  # deferred: heavy (the registries import torch)
 
@@ -244,5 +248,6 @@ def sweep(
     flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
     params = build_params(SweepParams, flags)
     start(params.at(params.k_values[0]))
-    out = run_flow(lambda: label_efficiency(params))
+    with stage_display(True):
+        out = run_flow(lambda: label_efficiency(params))
     console.print(out["markdown"], highlight=False)

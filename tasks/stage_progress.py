@@ -1,0 +1,155 @@
+"""Per-epoch reporting of a training stage, everywhere a user watches: MLflow metrics on the
+stage's run, one Prefect progress artifact updated in place, one concise INFO line per epoch in
+the flow run's logs, and events for in-process listeners (the CLI's live display)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+from warmstart import tracking
+from warmstart.errors import WarmstartError
+
+# Flow runs that ended early (failed, crashed, cancelled): their training stages still running in
+# other threads stop at their next epoch instead of training on for nothing.
+STOPPED_FLOW_RUNS: set[str] = set()
+# Marks the per-epoch log records, so a console that shows its own progress can leave them out.
+EPOCH_RECORD = "warmstart_epoch"
+
+
+class StageStopped(WarmstartError):
+    """A stage stopped because its flow run already ended (not the root cause)."""
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """What a listener hears: a stage started, finished an epoch, ended, or the process is
+    abandoning its runs (Ctrl-C/SIGTERM). ``key`` is the stage's MLflow run id."""
+
+    kind: str  # "start" | "epoch" | "done" | "failed" | "abandon"
+    key: str = ""
+    label: str = ""
+    epoch: int = 0
+    total: int = 0
+    summary: str = ""
+
+
+Listener = Callable[[StageEvent], None]
+LISTENERS: list[Listener] = []
+
+
+@contextmanager
+def listening(listener: Listener) -> Iterator[None]:
+    """Hear every stage of this process while the block runs (called in the stages' threads)."""
+    LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        LISTENERS.remove(listener)
+
+
+def notify(event: StageEvent) -> None:
+    for listener in list(LISTENERS):
+        try:
+            listener(event)
+        except Exception:  # noqa: BLE001, S110 - a display must never fail a training stage
+            pass
+
+
+def epoch_summary(metrics: dict) -> str:
+    """``loss 0.412 · val 91.3%`` from an epoch's row (pretraining: its own losses, accuracy)."""
+    parts = []
+    loss = metrics.get("train_loss", metrics.get("loss"))
+    if loss is not None:
+        parts.append(f"loss {loss:.3f}")
+    parts += [f"{k} {metrics[k]:.3f}" for k in ("d_loss", "g_loss") if k in metrics]
+    if "val_acc" in metrics:
+        parts.append(f"val {100 * metrics['val_acc']:.1f}%")
+    elif "acc" in metrics:
+        parts.append(f"acc {100 * metrics['acc']:.1f}%")
+    return " · ".join(parts)
+
+
+def stage_label(params: dict, kind: str) -> str:
+    """What a person calls a stage: ``supervised/finetune seed 1`` or ``pretrain gan``; a sweep
+    adds the k it trains at."""
+    if "arm" in params:
+        label = f"{params['arm']} seed {params['seed']}"
+        return f"{label} k={params['k_shot']}" if kind == "label_efficiency" else label
+    return f"pretrain {params.get('strategy', '?')}"
+
+
+class Progress:
+    """The ``report`` callback of one stage. Raises ``StageStopped`` once the stage's flow run
+    has ended early. From the first epoch on, system metrics are sampled onto the run (a reused
+    stage trains no epoch and gets none)."""
+
+    def __init__(self, run_id: str, total_epochs: int, label: str, flow_run_id: str = "") -> None:
+        self.run_id = run_id
+        self.flow_run_id = flow_run_id
+        self.label = label
+        self.total = max(1, total_epochs)
+        self.epochs = 0
+        self.artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: starting")
+        self.monitor = None  # the system-metrics monitor (False: it could not start)
+        notify(StageEvent("start", run_id, label, 0, self.total))
+
+    def __call__(self, epoch: int, metrics: dict) -> None:
+        if self.flow_run_id in STOPPED_FLOW_RUNS:
+            raise StageStopped(f"stopped after epoch {epoch}: flow run {self.flow_run_id} ended")
+        tracking.log_metrics(self.run_id, metrics, step=epoch)
+        if self.monitor is None:
+            self.monitor = system_metrics(self.run_id) or False
+        self.epochs += 1
+        line = f"epoch {epoch}/{self.total}"
+        summary = epoch_summary(metrics)
+        line += f" · {summary}" if summary else ""
+        get_run_logger().info("%s · %s", self.label, line, extra={EPOCH_RECORD: True})
+        update_progress_artifact(
+            self.artifact_id,
+            progress=min(100.0, 100.0 * epoch / self.total),
+            description=f"{self.label} · {line}",
+        )
+        notify(StageEvent("epoch", self.run_id, self.label, epoch, self.total, summary))
+
+    def done(self) -> None:
+        """The stage ended well: the artifact full, listeners told."""
+        what = f"{self.epochs} epoch(s) trained" if self.epochs else "reused, nothing trained"
+        update_progress_artifact(
+            self.artifact_id, progress=100.0, description=f"{self.label}: {what}"
+        )
+        notify(StageEvent("done", self.run_id, self.label, self.epochs, self.total, what))
+
+    def failed(self, reason: str) -> None:
+        notify(StageEvent("failed", self.run_id, self.label, self.epochs, self.total, reason))
+
+
+def system_metrics(run_id: str):
+    """MLflow's CPU/memory/disk/network (and GPU) monitor on one run, by explicit run id (no
+    fluent active run, so safe in the task runner's threads); ``None`` if it cannot start."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import (  # deferred: heavy (mlflow)
+            SystemMetricsMonitor,
+        )
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines
+        monitor = SystemMetricsMonitor(run_id, tracking_uri=tracking.tracking_uri())
+        monitor.start()
+        return monitor
+    except Exception as exc:  # noqa: BLE001 - monitoring must never fail a training stage
+        get_run_logger().warning("no system metrics for run %s: %s", run_id, exc)
+        return None
+
+
+def finish_monitor(monitor) -> None:
+    """Stop the monitor and flush its last samples (before the run ends)."""
+    if monitor:
+        try:
+            monitor.finish()
+        except Exception as exc:  # noqa: BLE001 - monitoring must never fail a training stage
+            get_run_logger().warning("system metrics not flushed: %s", exc)
