@@ -8,7 +8,14 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
 from warmstart import stages
-from warmstart.contracts import ArmResult, DatasetRef, Job, SourceModel
+from warmstart.contracts import (
+    TARGET_POOL_CONTROL,
+    ArmResult,
+    ArmSpec,
+    DatasetRef,
+    Job,
+    SourceModel,
+)
 from warmstart.errors import WarmstartError
 from warmstart.params import PipelineParams
 from warmstart.tasks import pipeline as t
@@ -74,3 +81,24 @@ def train_all(sources: dict[str, PrefectFuture], job: Job) -> list[ArmResult]:
     """Submit every arm and gather them together with their sources (root cause first)."""
     arms = submit_arms(sources, job)
     return gather([*sources.values(), *arms])[len(sources) :]
+
+
+def train_confirmation(
+    specs: list[ArmSpec],
+    sources: dict[str, PrefectFuture],
+    dataset: DatasetRef | None,
+    job: Job,
+) -> list[ArmResult]:
+    """The chosen arm and scratch on the confirmation seeds; the target-pool-only control arms
+    get their own pretraining (the same strategy on the target pool alone)."""
+    labels = {s.strategy for s in specs if s.arm.startswith(TARGET_POOL_CONTROL) and s.strategy}
+    pool = {label: t.pretrain_pool_only.submit(label, dataset, job) for label in sorted(labels)}
+    arms = [
+        t.TRAIN_TASKS[spec.stage].submit(
+            spec,
+            (pool if spec.arm.startswith(TARGET_POOL_CONTROL) else sources).get(spec.strategy),
+            job,
+        )
+        for spec in specs
+    ]
+    return gather([*pool.values(), *arms])[len(pool) :]

@@ -1,7 +1,10 @@
 """The transfer pipeline flow: it only composes tasks (no tensors, no loops over batches).
 
 ingest → make_splits → pretrain_source (per source model) → finetune_target (source × mode ×
-seed) → train_scratch_baseline (per seed) + controls → evaluate → register_and_promote.
+selection seed) + train_scratch_baseline (scratch's search grid × seed) + controls → choose on
+validation → confirmation: the chosen arm and scratch again on fresh seeds (and, for a GAN or
+autoencoder that also saw the target pool, a target-pool-only control) → evaluate →
+register_and_promote, deciding on the confirmation seeds only.
 Training tasks carry the tag ``gpu``; the ``gpu`` concurrency limit decides how many run at once.
 """
 
@@ -11,23 +14,38 @@ import time
 
 from prefect import flow
 
-from warmstart.flows.common import prepare, sources_by_label, submit_sources, train_all
+from warmstart.flows.common import (
+    prepare,
+    sources_by_label,
+    submit_sources,
+    train_all,
+    train_confirmation,
+)
 from warmstart.flows.hooks import FLOW_OPTIONS
 from warmstart.params import PipelineParams
+from warmstart.tasks import confirm as c
 from warmstart.tasks import promote as p
 
 
 @flow(name="transfer-pipeline", **FLOW_OPTIONS)
 def transfer_pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008
     """Pretrain on the source with each strategy, transfer to the target, compare with scratch on
-    the same data and budget, and promote a model in MLflow only if it really beats scratch."""
+    the same data and an equal search, choose on validation, confirm on fresh seeds, and promote a
+    model in MLflow only if it really beats scratch there."""
     started = time.time()
     job, dataset = prepare(params, "pipeline")
     sources = submit_sources(job, dataset)
     results = train_all(sources, job)
+    plan, specs = c.choose(results, job)
+    confirmed = train_confirmation(specs, sources, dataset, job)
     source_models = sources_by_label(sources)
-    scored = p.evaluate(results, source_models, job)
-    return p.register_and_promote(scored, results, source_models, job, started)
+    evaluation, rows = p.evaluate(results, source_models, job)
+    gate, confirm_rows, record = c.evaluate_confirmation(plan, confirmed, source_models, job)
+    if gate is None:  # confirm_seeds=0: the selection's numbers, which cannot promote
+        gate = c.with_protocol(evaluation, plan, record)
+    scored = (gate, rows + confirm_rows)
+    summary = p.register_and_promote(scored, results + confirmed, source_models, job, started)
+    return {**summary, "protocol": record}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ retries); the task-level retry is the second line, for an outage longer than tha
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -98,8 +100,25 @@ def log_inputs(job: Job, source: DatasetRef | None) -> None:
 @task(name="pretrain-source", task_run_name="pretrain-source[{label}]", **TRAIN_OPTS)
 def pretrain_source(label: str, dataset: DatasetRef | None, job: Job) -> SourceModel:
     """Resolve one source model through the source's provider (pretraining, for datasets)."""
+    return _pretrain(label, dataset, job, f"pretrain-source[{label}]")
+
+
+@task(
+    name="pretrain-target-pool-only",
+    task_run_name="pretrain-target-pool-only[{label}]",
+    **TRAIN_OPTS,
+)
+def pretrain_pool_only(label: str, dataset: DatasetRef | None, job: Job) -> SourceModel:
+    """The source-vs-target-pool control: the same strategy pretrained on the target's
+    unlabelled pool only, so the arm's gain can be split into the source's and the pool's."""
+    pool_only = job.params.model_copy(update={"unsupervised_data": "target_pool"})
+    return _pretrain(
+        label, dataset, replace(job, params=pool_only), f"pretrain-source[{label}/pool-only]"
+    )
+
+
+def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> SourceModel:
     provider = stages.provider_for(job.params.source)
-    name = f"pretrain-source[{label}]"
     params = {
         "strategy": label,
         "provider": provider.name,
@@ -126,12 +145,16 @@ def _train(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
         "backbone": job.params.backbone,
         "epochs": job.params.finetune_epochs,
         "k_shot": job.params.k_shot,
+        "phase": spec.phase,
     }
+    if spec.lr is not None:  # a point of scratch's search grid
+        params |= {"lr": spec.lr, "weight_decay": spec.weight_decay}
     tags = {
         "warmstart.stage": spec.stage,
         "strategy": spec.strategy or "none",
         "transfer_mode": spec.mode,
         "seed": str(spec.seed),
+        "phase": spec.phase,
     }
     with stage_run(job.run, name, params, tags, job.params.finetune_epochs) as progress:
         result = stages.finetune_target(spec, source, job, report=progress)
@@ -149,7 +172,7 @@ finetune_target = task(
 train_scratch_baseline = task(
     _train,
     name="train-scratch-baseline",
-    task_run_name="train-scratch-baseline[seed={spec.seed}]",
+    task_run_name="train-scratch-baseline[{spec.arm}/seed={spec.seed}]",
     **TRAIN_OPTS,
 )
 train_control = task(

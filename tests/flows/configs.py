@@ -10,6 +10,7 @@ TINY = dict(
     seeds=2,
     pretrain_epochs=3,
     finetune_epochs=4,
+    confirm_seeds=0,  # no confirmation training: the gate says "unconfirmed" (never promotes)
 )
 
 # MNIST digits → UCI digits at k=5: supervised transfer beats scratch by several points.
@@ -22,4 +23,5 @@ PROMOTING = dict(
     seeds=2,
     pretrain_epochs=3,
     finetune_epochs=6,
+    confirm_seeds=5,  # the gate decides on seeds 1000-1004 only (seed-level t, 4 df)
 )

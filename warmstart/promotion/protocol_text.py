@@ -17,6 +17,10 @@ def seed_span(seeds: Sequence[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _pts(x: float) -> str:
     return f"{100.0 * x:+.1f}"
 
@@ -52,9 +56,9 @@ def protocol_sentence(p: dict[str, Any] | None) -> str:
     scratch = f"lr {lr:g}, wd {wd:g}" if lr is not None and wd is not None else "defaults"
     parts = [
         f"confirmation seeds {seed_span(p['confirmation_seeds'])}",
-        f"chosen on validation from {p['arms_compared']} transfer configurations over "
+        f"chosen on validation from {_n(p['arms_compared'], 'transfer configuration')} over "
         f"selection seeds {seed_span(p['selection_seeds'])} (scratch: best of "
-        f"{p['scratch_configs']} configurations, {scratch})",
+        f"{_n(p['scratch_configs'], 'configuration')}, {scratch})",
     ]
     if p.get("labels"):
         parts.append(labels_text(p["labels"]))

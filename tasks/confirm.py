@@ -1,0 +1,85 @@
+"""Prefect tasks of the confirmation protocol: choose on validation, then score the fresh-seed
+retraining of the chosen arm and scratch, which is all the gate reads (``promotion.protocol``).
+Thin wrappers: the choice and the records are pure functions; these add logs and MLflow."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from warmstart import stages, tracking
+from warmstart.contracts import ArmResult, ArmSpec, Evaluation, Job, SourceModel, TableRow
+from warmstart.promotion import protocol
+from warmstart.promotion.protocol_text import labels_text, seed_span
+from warmstart.stages.pretrain import data_needs
+from warmstart.stages.training import confirmation_seeds, confirmation_specs, labels_used
+from warmstart.tasks.pipeline import IO_RETRIES
+from warmstart.tasks.promote import log_arm_runs
+
+
+def needs_pool_control(plan: protocol.Plan, job: Job) -> bool:
+    """The chosen arm pretrained on the source and the target pool (GAN, autoencoder with
+    ``unsupervised_data="both"``): its gain is split by a target-pool-only control."""
+    strategy = plan.candidate.strategy
+    if not job.params.source_control or strategy is None or job.params.confirm_seeds < 2:
+        return False
+    if not stages.provider_for(job.params.source).needs_dataset:
+        return False
+    return data_needs(strategy, job.params) == (True, True)
+
+
+@task(name="choose-on-validation", cache_policy=NO_CACHE, **IO_RETRIES)
+def choose(results: list[ArmResult], job: Job) -> tuple[protocol.Plan, list[ArmSpec]]:
+    """The arm and scratch's configuration, chosen on validation; the confirmation specs."""
+    plan = protocol.plan_confirmation(results)
+    specs = confirmation_specs(
+        job.params, plan.candidate, plan.scratch, needs_pool_control(plan, job)
+    )
+    get_run_logger().info(
+        "chosen on validation: %s (of %d transfer configurations) and %s (of %d scratch "
+        "configurations); confirming on seeds %s",
+        plan.candidate.arm,
+        plan.arms_compared,
+        plan.scratch.arm,
+        plan.scratch_configs,
+        seed_span(confirmation_seeds(job.params)),
+    )
+    counts = {
+        "transfer_configs": plan.arms_compared,
+        "scratch_configs": plan.scratch_configs,
+        "confirm_seeds": job.params.confirm_seeds,
+    }
+    tracking.log_metrics(job.run.run_id, counts)
+    return plan, specs
+
+
+@task(name="evaluate-confirmation", cache_policy=NO_CACHE, **IO_RETRIES)
+def evaluate_confirmation(
+    plan: protocol.Plan,
+    confirmed: list[ArmResult],
+    sources: dict[str, SourceModel],
+    job: Job,
+) -> tuple[Evaluation | None, list[TableRow], dict]:
+    """The confirmation seeds on test: the gate's evaluation (the chosen arm carrying the
+    protocol, and scratch), their table rows, and the protocol record. Without confirmation
+    seeds the evaluation is None (the gate then uses the selection's, and cannot promote)."""
+    seeds = sorted({r.seed for r in confirmed}) or plan.selection_seeds
+    labels = labels_used(job, sorted(set(plan.selection_seeds) | set(seeds)))
+    if not confirmed:
+        record = protocol.protocol_record(plan, None, labels)
+        return None, [], record
+    evaluation = stages.evaluate(confirmed, job)
+    record = protocol.protocol_record(plan, evaluation, labels)
+    rows = protocol.confirmation_rows(evaluation, sources)
+    log_arm_runs(evaluation, confirmed)
+    tracking.log_metrics(
+        job.run.run_id,
+        {"labels_per_model": labels["per_model"], "labels_distinct": labels["distinct"]},
+    )
+    get_run_logger().info("%s", labels_text(labels))
+    return protocol.gate_evaluation(evaluation, plan, record), rows, record
+
+
+def with_protocol(evaluation: Evaluation, plan: protocol.Plan, record: dict) -> Evaluation:
+    """The selection's evaluation with the protocol on the chosen arm (``confirm_seeds=0``)."""
+    return protocol.gate_evaluation(evaluation, plan, record)
