@@ -148,6 +148,13 @@ LeakOpt = Annotated[
     bool | None,
     Opt("--allow-leakage", help="Run although the leakage guard found overlap (never promoted)."),
 ]
+ConfirmOpt = Annotated[
+    int | None,
+    Opt("--confirm-seeds", help="Fresh seeds the gate decides on (default 5; 0: never promoted)."),
+]
+ValCapOpt = Annotated[
+    int | None, Opt("--val-per-class", help="Cap on validation labels per class (default: all).")
+]
 JsonOpt = Annotated[bool, Opt("--json", help="Print the summary as JSON (for scripts).")]
 DaskOpt = Annotated[
     str | None,
@@ -193,6 +200,8 @@ def run(
     margin: MarginOpt = None,
     keep_candidates: KeepOpt = None,
     allow_leakage: LeakOpt = None,
+    confirm_seeds: ConfirmOpt = None,
+    val_per_class: ValCapOpt = None,
     json_out: JsonOpt = False,
     dask: DaskOpt = None,
 ) -> None:
@@ -208,6 +217,7 @@ def run(
     flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
     flags |= dict(finetune_epochs=epochs, pretrain_epochs=pretrain_epochs, device=device)
     flags |= dict(margin=margin, keep_candidates=keep_candidates, allow_leakage=allow_leakage)
+    flags |= dict(confirm_seeds=confirm_seeds, val_per_class=val_per_class)
     params = build_params(PipelineParams, flags)
     start(params)
     t0 = time.monotonic()
