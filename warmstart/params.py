@@ -126,6 +126,10 @@ class PipelineParams(BaseModel):
             arch = TORCHVISION + source[len(TORCHVISION) :].split("?")[0]
             if data.get("backbone", arch) != arch:
                 raise ValueError(f"--backbone {data['backbone']}: drop it, {source} sets {arch}")
+            try:
+                backbone_class(arch)
+            except ModelError as exc:
+                raise ValueError(f"--source {source}: {exc}") from None
             data = {**data, "backbone": arch}
         return data
 
@@ -135,8 +139,6 @@ class PipelineParams(BaseModel):
         try:
             backbone_class(value)
         except ModelError as exc:
-            if value.startswith(TORCHVISION):
-                raise ValueError(f"--source {value}: {exc}") from None
             raise ValueError(f"{exc}; choose from {', '.join(list_backbones())}") from None
         return value
 

@@ -261,27 +261,33 @@ def torchvision_state_dict(
     model: str,
     weights: str | WeightsEnum | None = None,
     *,
-    file: Path | None = None,
+    model_dir: Path | None = None,
     allow_download: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """`model`'s trunk state from its weights `weights` (default: DEFAULT), loaded through
-    torchvision's own API (`weights.get_state_dict`, the torch.hub cache, `weights_only=True`).
-    `file`: a weights file elsewhere on disk, read through the same hub loader. Without
-    `allow_download`, a file missing from the cache is a CheckpointError naming its path."""
+    """`model`'s trunk state (Backbone keys) from its weights `weights` (default: DEFAULT), read
+    through torchvision's own API: `weights.get_state_dict(weights_only=True)` from the torch.hub
+    cache, or from `model_dir` holding the file under the same name. Without `allow_download`,
+    a missing file is a CheckpointError naming the path it should be at (nothing is fetched)."""
     enum = weights_enum(model, weights)
-    if file is None:
-        cached = hub_cache_file(enum)
-        if not cached.exists() and not allow_download:
-            raise CheckpointError(f"{enum!r} is not in the torch hub cache: {cached} is missing")
-        state = enum.get_state_dict(progress=False, weights_only=True, map_location="cpu")
-    else:
-        state = torch.hub.load_state_dict_from_url(
-            file.resolve().as_uri(),
-            model_dir=str(file.parent),
-            file_name=file.name,
-            map_location="cpu",
-            weights_only=True,
-        )
+    where = model_dir if model_dir is not None else hub_cache_file(enum).parent
+    if not (where / Path(enum.url).name).exists() and not allow_download:
+        raise CheckpointError(f"{enum!r}: {where / Path(enum.url).name} is missing")
+    state = enum.get_state_dict(
+        model_dir=str(where), progress=False, check_hash=True, weights_only=True, map_location="cpu"
+    )
+    return backbone_state(model, state)
+
+
+def file_state_dict(model: str, file: Path) -> dict[str, torch.Tensor]:
+    """`model`'s trunk state from a weights file of one's own, read by the torch.hub loader
+    (`weights_only=True`), like a cached download."""
+    state = torch.hub.load_state_dict_from_url(
+        file.resolve().as_uri(),
+        model_dir=str(file.parent),
+        file_name=file.name,
+        map_location="cpu",
+        weights_only=True,
+    )
     return backbone_state(model, state)
 
 

@@ -9,6 +9,7 @@ from warmstart.stages import (  # noqa: F401  (register the source providers)
     pretrain,
     sources_checkpoint,
     sources_registered,
+    sources_torchvision,
 )
 from warmstart.stages.data import ingest, load_target, make_target_splits
 from warmstart.stages.evaluate import evaluate

@@ -34,6 +34,8 @@ def check_image_size(backbone: str, size: tuple[int, int], flag: str, spec: str)
     try:
         get_backbone(backbone, in_channels=1, num_classes=0, image_size=size)
     except ModelError as exc:
+        if "?size=" in str(exc):  # the backbone's own advice (torchvision models)
+            raise ConfigError(f"{flag} {spec}: {exc}") from None
         raise ConfigError(
             f"{flag} {spec}: images of {size[0]}x{size[1]} px do not fit backbone {backbone!r} "
             f"({exc}); add ?size=HxW to {flag} with a supported size"

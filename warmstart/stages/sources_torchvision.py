@@ -1,0 +1,112 @@
+"""The ``torchvision`` source provider: ``torchvision:<model>[?weights=<ENUM>]``.
+
+Any classification model ``torchvision.models.list_models(module=torchvision.models)`` lists,
+with the weights enum ``ENUM`` (default: the model's ``DEFAULT``) or a name added with
+``warmstart weights add --as NAME --arch <model>``. Nothing is pretrained: the weights come from
+the mirror, the torch.hub cache or (where allowed) a torchvision download, through torchvision's
+weights API, and every arm and scratch use the backbone ``torchvision:<model>`` (the parameters
+set it from the source). The weights' mean/std normalise inside the model; a grey target is
+repeated to three channels. Provenance ``lineage.*`` keys become the registered version's tags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from warmstart import storage, weights
+from warmstart.contracts import DatasetRef, Job, SourceModel
+from warmstart.errors import ConfigError
+from warmstart.models import ModelError
+from warmstart.models.backbones.torchvision import PREFIX, check_input_size, check_model_name
+from warmstart.params import PipelineParams
+from warmstart.stages.sources import SourceProvider, register_source_provider
+from warmstart.stages.weights import Report, no_report, save_state
+
+KIND = "torchvision"
+TRUNKS = "trunks"  # weights/trunks/torchvision-<model>-<sha256>.safetensors: what arms load
+
+
+def parse_source(spec: str) -> tuple[str, str | None]:
+    """(model, weights) of ``torchvision:<model>[?weights=<ENUM or name>]``."""
+    body = spec[len(PREFIX) :]
+    model, _, query = body.partition("?")
+    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    unknown = sorted(set(options) - {"weights"})
+    if unknown or not model:
+        raise ConfigError(
+            f"--source {spec}: write torchvision:<model>[?weights=<ENUM>]"
+            + (f" (unknown option {unknown[0]!r})" if unknown else "")
+        )
+    try:
+        check_model_name(model)
+    except ModelError as exc:
+        raise ConfigError(f"--source {spec}: {exc}") from None
+    return model, options.get("weights") or None
+
+
+def check_size(spec: str, model: str, size: tuple[int, int]) -> None:
+    """The target's image size against the model (before anything is trained)."""
+    try:
+        check_input_size(model, (int(size[0]), int(size[1])))
+    except ModelError as exc:
+        raise ConfigError(f"--target: {exc} (source {spec})") from None
+
+
+def trunk_uri(model: str, sha256: str) -> storage.S3Uri:
+    return storage.uri(weights.MIRROR, TRUNKS, f"{KIND}-{model}-{sha256}.safetensors")
+
+
+def lineage(fetched: weights.Fetched) -> dict[str, str]:
+    """Provenance keys copied onto the versions registered from this source."""
+    return {
+        "lineage.source_kind": KIND,
+        "lineage.source_model": fetched.arch,
+        "lineage.weights": fetched.weights,
+        "lineage.weights_sha256": fetched.sha256,
+        "lineage.weights_file": fetched.file_name,
+        "lineage.weights_origin": fetched.origin,
+        "lineage.note": (
+            f"transferred from torchvision `{fetched.arch}` weights `{fetched.weights}` "
+            f"(`{fetched.file_name}`, sha256 {fetched.sha256[:12]}, from the {fetched.origin})."
+        ),
+    }
+
+
+@register_source_provider(KIND)
+class TorchvisionProvider(SourceProvider):
+    """Published weights of a torchvision model: one source, arms ``torchvision/<mode>``."""
+
+    def validate(self, params: PipelineParams) -> None:
+        model, name = parse_source(params.source)
+        try:
+            weights.available(model, name)
+        except ConfigError as exc:
+            raise ConfigError(f"--source {params.source}: {exc}") from None
+
+    def resolve(
+        self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
+    ) -> SourceModel:
+        spec, target = job.params.source, job.target
+        model, name = parse_source(spec)
+        check_size(spec, model, target.size)
+        try:
+            fetched = weights.fetch(model, name)
+        except ConfigError as exc:
+            raise ConfigError(f"--source {spec}: {exc}") from None
+        uri = trunk_uri(model, fetched.sha256)
+        if not storage.exists(uri):
+            with TemporaryDirectory() as tmp:
+                path = Path(tmp) / "trunk.safetensors"
+                save_state(path, fetched.state)
+                storage.put_file(uri, path)
+        return SourceModel(
+            label=label,
+            provider=self.name,
+            backbone=PREFIX + model,
+            weights_uri=str(uri),
+            channels=target.channels,
+            image_size=(int(target.size[0]), int(target.size[1])),
+            provenance={"weights_sha256": fetched.sha256, "backbone": PREFIX + model}
+            | lineage(fetched),
+        )
