@@ -160,8 +160,8 @@ def main() -> None:
         f"setup: {a.torchvision or a.backbone} {a.channels}x{a.size}x{a.size}, batch {a.batch_size}, {a.steps} steps x {a.repeats} repeats, "
         f"our augmentation pad={aug.pad}"
     )
-    print(f"ours  images/s: median {med_o:8.0f}  runs {[round(v) for v in r_ours]}")
-    print(f"plain images/s: median {med_p:8.0f}  runs {[round(v) for v in r_plain]}")
+    print(f"ours  images/s: median {med_o:8.1f}  runs {[round(v, 1) for v in r_ours]}")
+    print(f"plain images/s: median {med_p:8.1f}  runs {[round(v, 1) for v in r_plain]}")
     print(f"ours  images/CPU-s: median {statistics.median(c_ours):8.1f}")
     print(f"plain images/CPU-s: median {statistics.median(c_plain):8.1f}")
     for what, o_, p_ in (("wall", r_ours, r_plain), ("CPU-time", c_ours, c_plain)):
