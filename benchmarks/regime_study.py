@@ -177,7 +177,7 @@ def phase_recipes(args, data, pool, geometry, res, save) -> None:
     }
     save()
     for fam in args.families.split(","):
-        for vname, cfg in list(VARIANTS[fam].items())[: args.variants]:
+        for vname, cfg in list(VARIANTS[fam].items())[args.skip_variants : args.variants]:
             pre = cached_pretrain(fam, vname, cfg, pool, geometry, args)
             vals = [
                 layer_probe(pre["trunk"], data, data["k"][k_val], s, geometry)
@@ -257,7 +257,8 @@ def _pct(x: float) -> str:
 
 def render(folder: Path) -> str:
     """Markdown tables from the recipes / baselines / final JSON files in `folder`."""
-    rec = json.loads((folder / "recipes.json").read_text())
+    recs = [json.loads(f.read_text()) for f in sorted(folder.glob("recipes*.json"))]
+    rec = {**recs[0], "recipes": {k: v for r in recs for k, v in r["recipes"].items()}}
     out = [
         f"Validation accuracy % at k = 5 (mean of {len(rec['recipes']['random-init']['val'])} "
         f"probe seeds, {rec['val']} validation images), linear probe on each stage's pooled "
@@ -271,9 +272,18 @@ def render(folder: Path) -> str:
         cells = " | ".join(_pct(m[n]) for n in ("stage1", "stage2", "stage3", "all"))
         out.append(f"| {name} | {cells} | {cost} |")
     rows = []
-    for f in ("baselines.json", "final.json"):
-        if (folder / f).exists():
-            rows += json.loads((folder / f).read_text())["final"]
+    for pattern in ("baselines*.json", "final*.json"):
+        for f in sorted(folder.glob(pattern)):
+            rows += json.loads(f.read_text())["final"]
+    correct: dict[str, np.ndarray] = {}
+    for f in sorted(folder.glob("*.npz")):
+        correct.update(dict(np.load(f)))
+    for r in rows:  # paired deltas from the saved per-image correctness of every phase
+        for b in ("scratch", "control/random-init-frozen"):
+            mine, base = correct.get(f"{r['arm']}@{r['k']}"), correct.get(f"{b}@{r['k']}")
+            if mine is not None and base is not None and r["arm"] != b:
+                d = paired_bootstrap(mine, base)
+                r[f"delta_{b.split('/')[0]}"] = [d["mean_diff"], d["ci_low"], d["ci_high"]]
     ks = sorted({r["k"] for r in rows})
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     cell = {(r["arm"], r["k"]): r for r in rows}
@@ -326,6 +336,7 @@ def main() -> None:
     ap.add_argument("--baselines", type=Path, help="final: the baselines phase's .npz (pairing)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", type=int, default=3, help="recipe variants per family")
+    ap.add_argument("--skip-variants", type=int, default=0, help="start at this variant")
     ap.add_argument("--pretrain-images", type=int, default=9600, help="pool images per pass")
     ap.add_argument("--pretrain-epochs", type=int, default=1)
     ap.add_argument("--finetune-epochs", type=int, default=12)

@@ -17,7 +17,7 @@ TINY = dict(
     seeds=1,
     pretrain_epochs=1,
     finetune_epochs=2,
-    k_values=[1, 2],
+    k_values=[1],
 )
 
 
@@ -44,7 +44,7 @@ def test_tiny_preset_runs_every_arm_with_its_compute(stack):
     out = run_preset("shapes-hard-32", **TINY)
     rows = out["rows"]
     arms = {"simclr/linear_probe", "scratch", "control/random-init-frozen", "control/pixel-logreg"}
-    assert {(r["arm"], r["k"]) for r in rows} == {(a, k) for a in arms for k in (1, 2)}
+    assert {(r["arm"], r["k"]) for r in rows} == {(a, 1) for a in arms}
     cost = out["pretrain_compute"]["simclr"]
     # one epoch over the unlabelled pool: 400 images less 10% test and 5% validation
     assert cost["passes"] == 1 and cost["images"] == 340 and cost["seconds"] > 0
