@@ -14,7 +14,7 @@ from warmstart.contracts import DatasetRef, Job, RunContext, SplitRef
 from warmstart.errors import ConfigError
 from warmstart.params import PipelineParams
 from warmstart.stages.sources_checkpoint import read_trunk
-from warmstart.stages.sources_registered import lookup, registered_weights
+from warmstart.stages.sources_registered import check_geometry, lookup, registered_weights
 from warmstart.stages.weights import load_weights
 from warmstart.tracking.client import client
 
@@ -105,13 +105,14 @@ def test_an_unknown_model_lists_the_registered_ones(registered):
 
 def test_another_backbone_or_input_is_refused_before_ingest(registered):
     source = f"mlflow:models:/{registered['name']}/{registered['version']}"
+    geometry = lookup(source).geometry  # what the provider's validate checks, read once
     other = PipelineParams(**{**FAST, "source": source, "target": TASK_B, "backbone": "resnet18"})
-    provider = stages.get_source_provider("mlflow")
     with pytest.raises(ConfigError, match="is a 'convnet-s' model.*add --backbone convnet-s"):
-        provider.validate(other)
+        check_geometry(source, geometry, other)
     bigger = PipelineParams(**{**FAST, "source": source, "target": TASK_B + "&size=16x16"})
     with pytest.raises(ConfigError, match=r"takes 1×8×8 images.*add &size=8x8&channels=1"):
-        provider.validate(bigger)
+        check_geometry(source, geometry, bigger)
+    check_geometry(source, geometry, PipelineParams(**{**FAST, "source": source, "target": TASK_B}))
 
 
 def test_a_stored_warmstart_checkpoint_is_a_source(registered):
