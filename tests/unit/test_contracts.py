@@ -117,7 +117,7 @@ def test_arm_specs_cover_sources_modes_seeds_scratch_and_control():
 @pytest.mark.parametrize(
     "kwargs, words",
     [
-        ({"strategies": ["simclr"]}, ["unknown strategy 'simclr'", "supervised"]),
+        ({"strategies": ["diffusion"]}, ["unknown strategy 'diffusion'", "supervised"]),
         ({"transfer_modes": ["freeze=layer9"]}, ["freeze=layer9", "freeze=stage1"]),
         ({"backbone": "vgg"}, ["unknown backbone 'vgg'", "convnet-s"]),
     ],
