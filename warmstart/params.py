@@ -1,7 +1,8 @@
 """Pipeline parameters: one pydantic model, rendered by Prefect as the run form in the UI.
 
 Defaults are the demo: MNIST-5k digits (source) → UCI optical digits (target), 10 labelled images
-per class, all three strategies, two transfer modes, three seeds, budgets sized for 2 CPU cores.
+per class, all three strategies, two transfer modes, two selection seeds and five confirmation
+seeds, budgets sized for 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ class PipelineParams(BaseModel):
         description="`finetune`, `linear_probe`, `lp_ft` or `freeze=STAGE`",
     )
     seeds: int = Field(
-        3, ge=1, le=20, description="Seeds 0..n-1 for every fine-tuned arm and scratch."
+        2,
+        ge=1,
+        le=20,
+        description="Selection seeds 0..n-1 for every fine-tuned arm and scratch's grid: they "
+        "only choose (on validation); the gate decides on `confirm_seeds` fresh seeds.",
     )
     pretrain_epochs: int = Field(
         16, ge=1, le=500, description="Source pretraining epochs per strategy."
@@ -189,6 +194,9 @@ class SweepParams(PipelineParams):
         description="`finetune`, `linear_probe`, `lp_ft` or `freeze=STAGE`",
     )
     register_model: bool = Field(False, description="The sweep measures; it never registers.")
+    seeds: int = Field(
+        3, ge=1, le=20, description="Seeds 0..n-1 per arm and k (the curve's intervals)."
+    )
 
     @field_validator("k_values")
     @classmethod

@@ -134,7 +134,9 @@ StrategiesOpt = Annotated[str | None, Opt(help="Comma list from the strategy reg
 ModesOpt = Annotated[
     str | None, Opt(help="Comma list: finetune,linear_probe,lp_ft,freeze=<stage>.")
 ]
-SeedsOpt = Annotated[int | None, Opt(help="Number of seeds (>= 3 for honest CIs).")]
+SeedsOpt = Annotated[
+    int | None, Opt(help="Seeds per arm (run: selection only; the gate uses --confirm-seeds).")
+]
 EpochsOpt = Annotated[int | None, Opt(help="Target epochs (every arm, scratch included).")]
 PretrainOpt = Annotated[int | None, Opt(help="Source pretraining epochs.")]
 BackboneOpt = Annotated[str | None, Opt(help="Backbone from the registry.")]
