@@ -62,7 +62,7 @@ def registered_by(summary: dict) -> tuple[str, str]:
     return found[0].name, str(found[0].version)
 
 
-def comparison(rows_m: list[dict], rows_d: list[dict]) -> list[str]:
+def comparison(rows_m: list[dict], rows_d: list[dict], modes: list[str]) -> list[str]:
     """Per k: the mlflow-source arms beside the dataset-source arms and scratch."""
     cell = {(r["arm"], r["k"]): r for r in rows_m + rows_d}
 
@@ -77,7 +77,7 @@ def comparison(rows_m: list[dict], rows_d: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for k in sorted({r["k"] for r in rows_m}):
-        for mode in MODES:
+        for mode in modes:
             m, s = cell.get((f"mlflow/{mode}", k)), cell.get(("scratch", k))
             delta = f"{100 * (m['test_acc'] - s['test_acc']):+.1f}" if m and s else "—"
             out.append(
@@ -91,6 +91,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--k", default="1,5,10", help="comma list of k values")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--modes", default=",".join(MODES), help="transfer modes of task B")
+    ap.add_argument("--no-dataset-route", action="store_true", help="mlflow: source only")
     args = ap.parse_args()
 
     from warmstart.settings import load_env
@@ -108,14 +110,20 @@ def main() -> None:
     t_a = time.time() - t0
     name, version = registered_by(a)
     source = f"mlflow:models:/{name}/{version}"
-    common = dict(target=TASK_B, transfer_modes=MODES, seeds=args.seeds, k_values=ks)
+    modes = args.modes.split(",")
+    common = dict(target=TASK_B, transfer_modes=modes, seeds=args.seeds, k_values=ks)
     t1 = time.time()
     m = label_efficiency(SweepParams(source=source, **common))
     t_m = time.time() - t1
     print(f"mlflow: source ({t_m:.0f} s):\n\n{m['markdown']}\n", flush=True)
     t2 = time.time()
-    d = label_efficiency(
-        SweepParams(source=f"{SHAPES}&classes=0-3", strategies=["supervised"], **common)
+    empty = {"rows": [], "markdown": "(not run)", "trained": 0, "reused": 0}
+    d = (
+        empty
+        if args.no_dataset_route
+        else label_efficiency(
+            SweepParams(source=f"{SHAPES}&classes=0-3", strategies=["supervised"], **common)
+        )
     )
     t_d = time.time() - t2
     cpu = next(
@@ -128,7 +136,8 @@ def main() -> None:
         f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load avg at end "
         f"{' '.join(load)}.\n"
     )
-    print(f"Command: `python benchmarks/continual.py --k {args.k} --seeds {args.seeds}`\n")
+    flags = f" --modes {args.modes}" + (" --no-dataset-route" if args.no_dataset_route else "")
+    print(f"Command: `python benchmarks/continual.py --k {args.k} --seeds {args.seeds}{flags}`\n")
     print(
         f"Task A: {name} version {version} ({a['verdict']}, served test "
         f"accuracy {100 * a.get('served_test_accuracy', float('nan')):.1f} %), {t_a:.0f} s.  \n"
@@ -137,7 +146,7 @@ def main() -> None:
         f"{d['reused']} reused.\n"
     )
     print("Test accuracy %, mean [95% CI] over seeds × test images:\n")
-    print("\n".join(comparison(m["rows"], d["rows"])))
+    print("\n".join(comparison(m["rows"], d["rows"], modes)))
     print("\nmlflow: source, every arm:\n")
     print(m["markdown"])
     print("\ndataset source, every arm:\n")
