@@ -68,6 +68,7 @@ def test_user_file_round_trips_through_the_mirror(random_r18):
     )
 
 
+@pytest.mark.slow
 def test_resnet18_every_mode_end_to_end_with_lineage(random_r18, monkeypatch, tmp_path):
     from warmstart.flows.pipeline import transfer_pipeline
 
