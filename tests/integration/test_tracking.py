@@ -682,3 +682,15 @@ def test_calls_ride_out_a_20_second_mlflow_restart(mlflow_env):
     assert sorted({m.step for m in history}) == list(range(1, len(steps) + 1))
     tracking.end_run(run_id)
     print(f"outage {outage:.1f} s, {len(steps)} call groups, longest {max(steps):.1f} s")
+
+
+def test_metric_keys_are_made_valid_for_mlflow():
+    """Arm names carry '=' and ',' (freeze=layer3, the scratch grid); MLflow refuses both in a
+    metric name, which failed a whole run at its last step."""
+    from warmstart.tracking.runs import metric_key
+
+    assert metric_key("test_acc.torchvision.freeze=layer3") == "test_acc.torchvision.freeze_layer3"
+    assert (
+        metric_key("test_acc.scratch.lr=0.001,wd=0.0005") == "test_acc.scratch.lr_0.001_wd_0.0005"
+    )
+    assert metric_key("val/acc: best-1_x.y") == "val/acc: best-1_x.y"  # valid names unchanged

@@ -177,13 +177,24 @@ def set_tags(run_id: str, tags: Mapping[str, Any]) -> None:
             client().log_batch(run_id, tags=items)
 
 
+_METRIC_KEY_BAD = re.compile(r"[^\w.\- :/]")
+
+
+def metric_key(name: str) -> str:
+    """``name`` as MLflow accepts it (letters, digits, ``_ - . : /`` and spaces): an arm such
+    as ``freeze=layer3`` or ``scratch/lr=0.001,wd=0.0005`` becomes ``freeze_layer3`` or
+    ``scratch/lr_0.001_wd_0.0005`` instead of failing the run."""
+    return _METRIC_KEY_BAD.sub("_", name)
+
+
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
-    """Numeric, finite-or-not-NaN metrics at ``step`` (0 when None); other values are skipped."""
+    """Numeric, finite-or-not-NaN metrics at ``step`` (0 when None); other values are skipped.
+    Keys are made valid for MLflow (``metric_key``)."""
     from mlflow.entities import Metric  # deferred: heavy
 
     now = int(time.time() * 1000)
     items = [
-        Metric(k, float(v), now, int(step or 0))
+        Metric(metric_key(k), float(v), now, int(step or 0))
         for k, v in metrics.items()
         if isinstance(v, int | float) and not isinstance(v, bool) and v == v
     ]
