@@ -5,9 +5,12 @@
 1. Prefect UI: find deployment `nightly` of flow `transfer-pipeline`, open Run → Custom run, edit
    the `params` form (k_shot = 3, and a tiny configuration so the run takes about a minute), Submit.
 2. The process worker runs it to Completed (polled through the Prefect API, bounded).
-3. MLflow UI: the experiment `warmstart/uci-digits-5-9`, the pipeline's parent run with its test
-   accuracy metric and gate verdict, the registered model `warmstart-uci-digits-5-9` with either the
-   `champion` alias on our version or the version's `gate_verdict` tag "not promoted".
+   Its Artifacts tab lists the gate's verdict first (then the accuracy table), keys per target.
+3. MLflow UI: the experiment `warmstart/uci-digits-5-9` opens in the training view (runs table),
+   the pipeline's parent run with its test accuracy metric and gate verdict, the chart view with
+   one `test_accuracy` chart holding every arm's runs, the registered model
+   `warmstart-uci-digits-5-9-8x8-1ch-<digest>` with either the `champion` alias on our version or the version's
+   `gate_verdict` tag "not promoted", and the version's link to the run that trained it.
 
 Every step saves a screenshot under test-output/e2e/<test>/NN-<step>.png; a failing step saves
 NN-<step>-FAILED.png and the assertion names the step.
@@ -26,6 +29,7 @@ import httpx
 import pytest
 
 from warmstart.params import PipelineParams
+from warmstart.tasks.flow_artifacts import flow_run_artifacts
 
 # What the test types into the custom-run form (titles as Prefect renders the pydantic fields).
 K_SHOT = 3
@@ -40,7 +44,15 @@ FORM = {
 STRATEGIES_KEPT = ["supervised"]
 TRANSFER_MODES = ["linear_probe"]
 EXPERIMENT = "warmstart/uci-digits-5-9"
-MODEL = "warmstart-uci-digits-5-9"
+TARGET_SLUG = "uci-digits-5-9"  # Prefect artifact keys name the target
+# Every arm's runs carry test_accuracy: transfer, scratch and the control.
+ARM_RUN_PREFIXES = (
+    "finetune-target[supervised/linear_probe/",
+    "train-scratch-baseline[scratch/",
+    "train-control[",
+)
+# the registered model: warmstart-<target>-<H>x<W>-<C>ch-<preprocessing digest>
+MODEL_PREFIX = "warmstart-uci-digits-5-9-8x8-1ch-"
 RUN_TIMEOUT_S = 600  # the worker must finish the tiny run within this
 UI_TIMEOUT_MS = 30_000
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -149,6 +161,25 @@ def _dismiss_mlflow_overlays(page) -> None:
         button = page.locator(selector)
         if button.count() and button.first.is_visible():
             button.first.click()
+
+
+def _chart_of_this_run(page, mlflow_url: str, experiment_id: str, parent, flow_run_id: str):
+    """The runs page's chart view, on this flow run's runs, the parent expanded, every run shown
+    and the charts narrowed to test_accuracy."""
+    from urllib.parse import quote
+
+    where = quote(f"tags.`warmstart.flow_run_id` = '{flow_run_id}'")
+    page.goto(
+        f"{mlflow_url}/#/experiments/{experiment_id}/runs"
+        f"?compareRunsMode=CHART&searchFilter={where}"
+    )
+    _dismiss_mlflow_overlays(page)
+    link = page.get_by_role("link", name=parent.info.run_name, exact=True)
+    expander = link.locator("xpath=ancestor::div[@role='gridcell'][1]").locator("button").first
+    expander.dispatch_event("click")  # the grid re-renders while polling: no stable moment
+    page.get_by_role("button", name="Toggle visibility of runs").click()
+    page.get_by_role("menuitemradio", name="Show all runs").click()
+    page.get_by_placeholder("Search metric charts").fill("test_accuracy")
 
 
 @pytest.mark.browser
@@ -276,6 +307,17 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
             expect(page.get_by_text(f"k={K_SHOT}").first).to_be_visible()
             expect(page.get_by_text("Completed", exact=True).first).to_be_visible()
 
+        with step("prefect-flow-run-artifacts-verdict-first"):
+            own = flow_run_artifacts(flow_run_id, api, auth)  # the order the UI lists them
+            assert [(a["type"], a["key"]) for a in own[:2]] == [
+                ("markdown", f"gate-verdict-{TARGET_SLUG}"),
+                ("table", f"accuracy-table-{TARGET_SLUG}"),
+            ], own
+            page.locator("li.p-tab#artifacts").click(no_wait_after=True)
+            cards = page.locator(".flow-run-artifacts a[href^='/artifacts/artifact/']")
+            expect(cards.first).to_have_attribute("href", f"/artifacts/artifact/{own[0]['id']}")
+            expect(cards.first).to_contain_text("gate: ")
+
         # What the UI must show, read through the tracking API.
         client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
         experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -294,14 +336,15 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
         verdict = parent.data.tags["gate_verdict"]
         assert verdict in ("promoted", "not promoted"), verdict
         versions = client.search_model_versions(
-            f"name = '{MODEL}' and tags.flow_run_id = '{flow_run_id}'"
+            f"name LIKE '{MODEL_PREFIX}%' and tags.flow_run_id = '{flow_run_id}'"
         )
         assert len(versions) == 1, (
-            f"{len(versions)} versions of {MODEL} from flow run {flow_run_id}"
+            f"{len(versions)} versions of {MODEL_PREFIX}* from flow run {flow_run_id}"
         )
         version = versions[0]
         assert version.tags["gate_verdict"] == verdict, (version.tags, verdict)
-        champion = client.get_registered_model(MODEL).aliases.get("champion")
+        model = version.name
+        champion = client.get_registered_model(model).aliases.get("champion")
         if verdict == "promoted":
             assert champion == version.version, f"promoted v{version.version}, champion {champion}"
         else:
@@ -320,14 +363,14 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
             exp_link = page.get_by_role("link", name=EXPERIMENT, exact=True)
             expect(exp_link).to_be_visible()
 
-        with step("mlflow-experiment-runs"):
+        with step("mlflow-experiment-training-view"):
+            # MLflow 3.17's UI opens experiments in the view its GenAI / Model training switch
+            # holds (default GenAI; the experiment-kind tag is only read with the switch off):
+            # a user picks "Model training" once and the experiment opens on its runs.
+            assert experiment.tags.get("mlflow.experimentKind") == "custom_model_development"
+            page.get_by_text("Model training", exact=True).first.click()
             exp_link.click()
-            page.wait_for_url(re.compile(rf"#/experiments/{experiment.experiment_id}\b"))
-            # The classic runs table lives under the "Model training" workflow.
-            page.goto(
-                f"{mlflow_url}/#/experiments/{experiment.experiment_id}/runs"
-                "?workflowType=machine_learning"
-            )
+            page.wait_for_url(re.compile(rf"#/experiments/{experiment.experiment_id}/runs\b"))
             _dismiss_mlflow_overlays(page)
             run_link = page.get_by_role("link", name=parent.info.run_name, exact=True)
             expect(run_link).to_be_visible()
@@ -346,10 +389,18 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
             expect(row.get_by_role("cell").nth(1)).to_have_text(repr(accuracy))
             row.scroll_into_view_if_needed()
 
+        with step("mlflow-chart-test-accuracy"):
+            _chart_of_this_run(page, mlflow_url, experiment.experiment_id, parent, flow_run_id)
+            charts = page.locator("[data-testid='experiment-view-compare-runs-card']")
+            expect(charts).to_have_count(1)  # one chart: test_accuracy, every arm's runs in it
+            expect(charts.first).to_contain_text("test_accuracy")
+            for prefix in ARM_RUN_PREFIXES:
+                expect(charts.first).to_contain_text(prefix)
+
         with step("mlflow-registered-model"):
-            page.goto(f"{mlflow_url}/#/models/{MODEL}")
+            page.goto(f"{mlflow_url}/#/models/{model}")
             _dismiss_mlflow_overlays(page)
-            expect(page.get_by_role("heading", name=MODEL)).to_be_visible()
+            expect(page.get_by_role("heading", name=model)).to_be_visible()
             v_link = page.get_by_role("link", name=f"Version {version.version}", exact=True)
             expect(v_link).to_be_visible()
             v_row = page.get_by_role("row").filter(has=v_link)
@@ -361,7 +412,7 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
 
         with step("mlflow-model-version-verdict"):
             v_link.click()
-            page.wait_for_url(re.compile(rf"#/models/{MODEL}/versions/{version.version}$"))
+            page.wait_for_url(re.compile(rf"#/models/{model}/versions/{version.version}$"))
             _dismiss_mlflow_overlays(page)
             row = page.get_by_role("row").filter(has_text="gate_verdict")
             expect(row).to_have_count(1)
@@ -369,6 +420,16 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
             if verdict == "promoted":
                 expect(page.get_by_text("champion").first).to_be_visible()
             row.scroll_into_view_if_needed()
+
+        with step("mlflow-version-source-run"):
+            trained_by = client.get_run(version.run_id)  # the stage run that trained it
+            assert trained_by.info.run_name.startswith("finetune-target["), trained_by.info
+            source = page.locator(f"a[href*='/runs/{version.run_id}']").first
+            expect(source).to_be_visible()
+            source.click()
+            page.wait_for_url(re.compile(rf"/runs/{version.run_id}"))
+            _dismiss_mlflow_overlays(page)
+            expect(page.get_by_test_id("runs-header")).to_have_text(trained_by.info.run_name)
     finally:
         context.close()
 
@@ -379,4 +440,4 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
         + ", ".join(f"{k} {v:.1f}" for k, v in step.seconds.items())
     )
     print("e2e: " + "\n     ".join(str(p) for p in step.saved))
-    assert len(step.saved) == 11 and all(p.stat().st_size > 10_000 for p in step.saved), step.saved
+    assert len(step.saved) == 14 and all(p.stat().st_size > 10_000 for p in step.saved), step.saved
