@@ -117,7 +117,9 @@ def register_and_promote(
     else:
         outcome = None
         candidate = promotion.select_candidate(evaluation)
-        decision = promotion.decide(candidate, evaluation.arms["scratch"], margin=job.params.margin)
+        decision = promotion.decide(
+            candidate, evaluation.arms["scratch"], margin=job.params.margin, blocked=job.leakage
+        )
     _log_confusion(job.run.run_id, model, x_test, evaluation)
     stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
     summary = publish(decision, outcome, rows, stage_records, job, time.time() - started)
@@ -173,7 +175,9 @@ def summary(
 ) -> dict:
     """The flow's return value, JSON-ready: verdict, table, registry outcome, reuse counts."""
     version = outcome.version if outcome else None
-    model_name = tracking.model_name_for(job.target.name)
+    # The name the version is (or would be) registered under: it carries the target's geometry.
+    model_name = outcome.model_name if outcome else promotion.registry.model_name(job.target)
+    experiment_url = f"{tracking.tracking_uri()}/#/experiments/{job.run.experiment_id}"
     return {
         "verdict": decision.verdict,
         "passed": decision.passed,
@@ -189,5 +193,6 @@ def summary(
         "trained": sum(not st.reused for st in stage_records),
         "reused": sum(st.reused for st in stage_records),
         "resumed": sum(bool(st.resumed_from) and not st.reused for st in stage_records),
-        "mlflow_run_url": f"{tracking.tracking_uri()}/#/experiments/{job.run.experiment_id}/runs/{job.run.run_id}",
+        # MLflow 3's UI opens its GenAI view unless the URL asks for the training one.
+        "mlflow_run_url": f"{experiment_url}/runs/{job.run.run_id}?workflowType=machine_learning",
     }
