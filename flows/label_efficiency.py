@@ -32,7 +32,9 @@ def label_efficiency(params: SweepParams = SweepParams()) -> dict:  # noqa: B008
     title = (
         f"label efficiency: {dataset.name if dataset else job.params.source} → {job.target.name}"
     )
-    return s.report(per_k, results, list(source_models.values()), job.run, title)
+    return s.report(
+        per_k, results, list(source_models.values()), job.run, title, target=job.target.name
+    )
 
 
 def run_preset(name: str, **overrides: object) -> dict:

@@ -63,4 +63,5 @@ def test_prefect_artifacts(swept, stack):
     api = stack.env["PREFECT_API_URL"]
     arts = httpx.post(f"{api}/artifacts/filter", json={}, auth=stack.prefect_auth).json()
     keys = {a["key"] for a in arts}
-    assert {"label-efficiency", "label-efficiency-table"} <= keys
+    # keyed per target, so two targets' sweeps never share a key
+    assert {"label-efficiency-uci-digits-5-9", "label-efficiency-table-uci-digits-5-9"} <= keys
