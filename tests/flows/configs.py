@@ -13,11 +13,12 @@ TINY = dict(
     confirm_seeds=0,  # no confirmation training: the gate says "unconfirmed" (never promotes)
 )
 
-# MNIST digits → UCI digits at k=5: supervised transfer beats scratch by several points.
+# MNIST digits → UCI digits at k=1: supervised transfer beats scratch by tens of points (at k=5
+# the gain on fresh confirmation seeds is about +3 points, too small for 5 seeds to confirm).
 PROMOTING = dict(
     source="builtin:mnist-5k?crop=content",
     target="builtin:uci-digits",
-    k_shot=5,
+    k_shot=1,
     strategies=["supervised"],
     transfer_modes=["linear_probe"],
     seeds=2,
