@@ -240,7 +240,8 @@ def test_prefect_artifacts_and_task_names(first_run, stack):
     kinds = {a["type"] for a in arts}
     assert {"markdown", "table", "progress"} <= kinds
     ours = first_run["summary"]["flow_run_id"]
-    verdict = next(a for a in arts if a["key"] == "gate-verdict" and a["flow_run_id"] == ours)
+    ours_arts = [a for a in arts if a["flow_run_id"] == ours]
+    verdict = next(a for a in ours_arts if a["key"] == "gate-verdict-uci-digits-5-9")
     assert first_run["summary"]["verdict"] in verdict["data"]
     tr = httpx.post(f"{api}/task_runs/filter", json={}, auth=stack.prefect_auth).json()
     names = {t["name"] for t in tr}

@@ -29,6 +29,8 @@ TINY = [
     "1",
     "--pretrain-epochs",
     "2",
+    "--confirm-seeds",
+    "0",  # no confirmation training: these tests are about errors, not verdicts
 ]
 
 

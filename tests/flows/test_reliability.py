@@ -32,6 +32,7 @@ def tiny(target_classes: str, epochs: int = 40) -> list[str]:
         "--target", f"builtin:uci-digits?classes={target_classes}",
         "--k-shot", "5", "--strategies", "supervised", "--modes", "finetune",
         "--seeds", "1", "--pretrain-epochs", "2", "--epochs", str(epochs), "--json",
+        "--confirm-seeds", "0",  # no confirmation training: these tests are about ending runs
     ]  # fmt: skip
 
 
