@@ -1,131 +1,15 @@
 """Every run ends, and the first real error is what the user reads — through the CLI against the
-real services: S3 or MLflow stopped in the middle of training (then a rerun completes), SIGTERM,
-and kill -9 followed by a rerun that resumes from the last epoch checkpoint and closes what the
-killed run left RUNNING."""
+real services: S3 or MLflow stopped in the middle of training (then a rerun completes).
+(SIGTERM and kill -9 are in test_interrupts.py: two files, so parallel test workers share the
+load.)"""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-
-import httpx
 import pytest
-from mlflow.tracking import MlflowClient
 
-from warmstart import storage
-from warmstart.infra import stack as stack_mod
+from tests.flows.cli_runs import rerun, stopped_mid_run, tiny
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-WARMSTART = [sys.executable, "-m", "warmstart.cli"]
-
-
-def tiny(target_classes: str, epochs: int = 40) -> list[str]:
-    """A run whose fine-tuning lasts long enough to be interrupted (many cheap epochs)."""
-    return [
-        "run",
-        "--source", "builtin:uci-digits?classes=0-2",
-        "--target", f"builtin:uci-digits?classes={target_classes}",
-        "--k-shot", "5", "--strategies", "supervised", "--modes", "finetune",
-        "--seeds", "1", "--pretrain-epochs", "2", "--epochs", str(epochs), "--json",
-        "--confirm-seeds", "0",  # no confirmation training: these tests are about ending runs
-    ]  # fmt: skip
-
-
-def start(args: list[str], **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*WARMSTART, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-        start_new_session=True,
-    )
-
-
-def wait_for_training(proc: subprocess.Popen, before: set[str], timeout: float = 420) -> None:
-    """Until a fine-tuning epoch checkpoint of this run is in S3."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        keys = storage.list_keys(storage.uri("checkpoints"))
-        if any("/ckpt/epoch-" in k and "/finetune-" in k and k not in before for k in keys):
-            return
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        time.sleep(0.5)
-    pytest.fail("no fine-tuning checkpoint appeared in S3")
-
-
-def checkpoints() -> set[str]:
-    return set(storage.list_keys(storage.uri("checkpoints")))
-
-
-def runs_of(experiment: str) -> list:
-    c = MlflowClient()
-    exp = c.get_experiment_by_name(f"warmstart/{experiment}")
-    assert exp is not None, f"no experiment warmstart/{experiment}"
-    return c.search_runs([exp.experiment_id], max_results=500)
-
-
-def flow_runs(stack, state: str, exclude: set[str] = frozenset()) -> list[dict]:
-    """Flow runs in ``state``, leaving out those in ``exclude`` (ids from before the test: the
-    session's stack is shared with other tests that kill runs too)."""
-    body = {"flow_runs": {"state": {"type": {"any_": [state]}}}}
-    api = stack.env["PREFECT_API_URL"]
-    runs = httpx.post(f"{api}/flow_runs/filter", json=body, auth=stack.prefect_auth).json()
-    return [r for r in runs if r["id"] not in exclude]
-
-
-def all_flow_run_ids(stack) -> set[str]:
-    api = stack.env["PREFECT_API_URL"]
-    runs = httpx.post(f"{api}/flow_runs/filter", json={}, auth=stack.prefect_auth).json()
-    return {r["id"] for r in runs}
-
-
-def stop(svc) -> None:
-    """Stop one of the stack's services (``stack_mod.up`` starts it again)."""
-    stack_mod.stop_pid(stack_mod.service_pid(svc))
-    svc.pid_file.unlink(missing_ok=True)
-
-
-def last_line(proc: subprocess.Popen, timeout: float) -> str:
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        _, err = proc.communicate()
-        pytest.fail(f"the run did not end within {timeout} s:\n{err[-6000:]}")
-    assert proc.returncode == 2, (proc.returncode, err[-3000:])
-    assert "Traceback" not in err, err[-3000:]
-    return err.strip().splitlines()[-1]
-
-
-def stopped_mid_run(stack, service: str, target_classes: str) -> str:
-    """Stop ``service`` once a run is training; the run's last stderr line (then restart it)."""
-    svc = next(s for s in stack_mod.services(stack.config) if s.name == service)
-    before = checkpoints()
-    proc = start(tiny(target_classes), WARMSTART_IO_RETRY_SECONDS="5")
-    try:
-        wait_for_training(proc, before)
-        stop(svc)
-        return last_line(proc, timeout=420)
-    finally:
-        proc.kill()
-        stack_mod.up(stack.config, echo=lambda s: None)
-
-
-def rerun(args: list[str], **env: str) -> dict:
-    """The same run again, to the end: its JSON summary."""
-    out = subprocess.run(
-        [*WARMSTART, *args], capture_output=True, text=True, timeout=600, env={**os.environ, **env}
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["verdict"] in ("promoted", "not promoted")
-    return summary
 
 
 def test_s3_stopped_mid_run_names_s3_and_the_fix_then_a_rerun_completes(stack):
@@ -139,41 +23,3 @@ def test_mlflow_stopped_mid_run_names_mlflow_and_the_fix(stack):
     line = stopped_mid_run(stack, "mlflow", "4-7")
     assert "MLflow" in line and ("warmstart status" in line or "warmstart up" in line), line
     assert "UnfinishedRun" not in line
-
-
-def test_sigterm_ends_the_flow_run_and_its_mlflow_runs_within_seconds(stack):
-    earlier = all_flow_run_ids(stack)
-    before = checkpoints()
-    proc = start(tiny("5-8"))
-    wait_for_training(proc, before)
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
-    assert time.monotonic() - t0 < 30
-    assert proc.returncode == 130
-    running = [r for r in runs_of("uci-digits-5-8") if r.info.status == "RUNNING"]
-    assert running == []
-    ended = [r for r in runs_of("uci-digits-5-8") if r.info.status == "KILLED"]
-    assert ended and all("warmstart.end_reason" in r.data.tags for r in ended)
-    assert flow_runs(stack, "RUNNING", earlier) == []
-    assert flow_runs(stack, "CANCELLED", earlier), "the interrupted flow run is Cancelled"
-
-
-def test_kill_9_leaves_runs_that_the_next_run_closes(stack):
-    earlier = all_flow_run_ids(stack)
-    before = checkpoints()
-    proc = start(tiny("6-9"))
-    wait_for_training(proc, before)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    left = [r for r in runs_of("uci-digits-6-9") if r.info.status == "RUNNING"]
-    assert left, "a killed process leaves its MLflow runs RUNNING"
-    assert flow_runs(stack, "RUNNING", earlier), "and its Prefect flow run Running"
-    time.sleep(3)
-    summary = rerun(tiny("6-9"), WARMSTART_STALE_AFTER_S="2")
-    assert summary["resumed"] >= 1, "the rerun resumes from the killed run's epoch checkpoint"
-    statuses = {r.info.run_id: r.info.status for r in runs_of("uci-digits-6-9")}
-    assert all(statuses[r.info.run_id] == "KILLED" for r in left)
-    assert flow_runs(stack, "RUNNING", earlier) == []
-    crashed = flow_runs(stack, "CRASHED", earlier)
-    assert any("stale" in (r["state"]["message"] or "") for r in crashed)
