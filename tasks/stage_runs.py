@@ -6,6 +6,7 @@ Plain functions and a context manager used by the thin tasks in ``warmstart.task
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -32,20 +33,28 @@ T = TypeVar("T")
 
 # Flow runs this process has started (their parent MLflow run is open), for `abandon_flow_runs`.
 ACTIVE_FLOW_RUNS: set[str] = set()
+# Held while a stage opens its MLflow run and while an interrupt ends a flow run's runs: a stage
+# that was waiting for its `gpu` slot when Ctrl-C/SIGTERM came must not open a run afterwards
+# (the process exits at once, and that run would stay RUNNING).
+_OPENING = threading.Lock()
 
 
 @contextmanager
 def stage_run(
     run: RunContext, name: str, params: dict, tags: dict, epochs: int
 ) -> Iterator[Progress]:
-    """A nested MLflow run for one stage; FAILED (with the error as its reason) if it raises."""
-    run_id = tracking.start_run(
-        run.experiment_id,
-        name,
-        parent=run.run_id,
-        params=params,
-        tags={**tags, "warmstart.flow_run_id": run.flow_run_id},
-    )
+    """A nested MLflow run for one stage; FAILED (with the error as its reason) if it raises.
+    A stage of a flow run already stopped (interrupted, failed) opens no run."""
+    with _OPENING:
+        if run.flow_run_id in STOPPED_FLOW_RUNS:
+            raise StageStopped(f"not started: flow run {run.flow_run_id} has ended")
+        run_id = tracking.start_run(
+            run.experiment_id,
+            name,
+            parent=run.run_id,
+            params=params,
+            tags={**tags, "warmstart.flow_run_id": run.flow_run_id},
+        )
     progress = Progress(run_id, epochs, stage_label(params, run.kind), run.flow_run_id)
     try:
         yield progress
@@ -156,7 +165,12 @@ def abandon_flow_runs(reason: str, *, final: bool = False) -> list[str]:
     Call it again with ``final`` just before the process exits: a flow whose stages stopped
     reports Failed, and that must not be the state it is left in."""
     notify(StageEvent("abandon"))  # a live display stops first (the process exits right after)
-    for flow_run_id in sorted(ACTIVE_FLOW_RUNS):
-        end_flow_runs(flow_run_id, "KILLED", reason)
-        stale_runs.cancel_flow_run(flow_run_id, reason, over_final=final)
+    locked = _OPENING.acquire(timeout=10)  # a stage opening its run finishes first
+    try:
+        for flow_run_id in sorted(ACTIVE_FLOW_RUNS):
+            end_flow_runs(flow_run_id, "KILLED", reason)
+            stale_runs.cancel_flow_run(flow_run_id, reason, over_final=final)
+    finally:
+        if locked:
+            _OPENING.release()
     return sorted(ACTIVE_FLOW_RUNS)
