@@ -269,3 +269,4 @@ class TableRow(_Json):
     delta_ci: tuple[float, float]
     pretrain_seconds: float
     finetune_seconds: float
+    pretrain_images: int = 0  # pretraining compute: epochs × images (0: nothing pretrained here)

@@ -33,11 +33,10 @@ def tiny(target_classes: str, epochs: int = 40) -> list[str]:
 
 
 def cli_env(**env: str) -> dict[str, str]:
-    """This process's environment for a CLI run, without the MLflow HTTP settings that this
-    process's own tracking client wrote into it (the child would take them for the user's own
-    and ignore its WARMSTART_IO_RETRY_SECONDS)."""
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
-    return {**inherited, **env}
+    """This process's environment for a CLI run, plus ``env`` (the MLflow HTTP settings this
+    process's client wrote are marked as its own, so the child recomputes them from its own
+    WARMSTART_IO_RETRY_SECONDS)."""
+    return {**os.environ, **env}
 
 
 def start(args: list[str], **env: str) -> subprocess.Popen:

@@ -34,7 +34,12 @@ from warmstart.contracts import (
 )
 from warmstart.errors import ConfigError, TrackingError
 from warmstart.params import PipelineParams
-from warmstart.tracking.client import apply_settings, backoff_total_s, retry_settings
+from warmstart.tracking.client import (
+    OURS_VARIABLE,
+    apply_settings,
+    backoff_total_s,
+    retry_settings,
+)
 
 # ------------------------------------------------------------------ no services
 
@@ -82,6 +87,30 @@ def test_retry_settings_cover_the_window(monkeypatch):
     monkeypatch.setenv("WARMSTART_IO_RETRY_SECONDS", "soon")
     with pytest.raises(ConfigError, match="WARMSTART_IO_RETRY_SECONDS"):
         apply_settings()
+
+
+def test_a_child_process_recomputes_the_settings_its_parent_wrote(monkeypatch):
+    """Values inherited from a parent warmstart process follow the child's own retry window;
+    a value the user exported stays."""
+    monkeypatch.delenv("WARMSTART_IO_RETRY_SECONDS", raising=False)
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", OURS_VARIABLE):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # the user's own
+    apply_settings()  # the parent: 60 s window
+    parent_env = dict(os.environ)
+    assert parent_env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "6"
+    script = (
+        "import os; from warmstart.tracking.client import apply_settings; apply_settings(); "
+        "print(os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'], os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'])"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**parent_env, "WARMSTART_IO_RETRY_SECONDS": "5"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert child.stdout.split() == ["3", "7"]  # 0 + 2 + 4 s covers 5 s; the user's timeout kept
 
 
 def test_outage_longer_than_the_window_is_one_line_error(monkeypatch):

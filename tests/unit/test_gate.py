@@ -292,8 +292,12 @@ def test_select_candidate_tie_breaks_and_errors():
 
 
 def _source(label: str, seconds: float) -> SourceModel:
-    stage = StageRecord(key="k", checkpoint_uri="s3://b/c", seconds=seconds)
-    return SourceModel(label, "pretrain", "convnet-s", "s3://b/w", 1, (8, 8), stage=stage)
+    stage = StageRecord(
+        key="k", checkpoint_uri="s3://b/c", seconds=seconds, history=({"epoch": 1}, {"epoch": 2})
+    )
+    return SourceModel(
+        label, "pretrain", "convnet-s", "s3://b/w", 1, (8, 8), images=1500, stage=stage
+    )
 
 
 def test_summarize_numbers_and_the_one_formatter():
@@ -334,10 +338,12 @@ def test_summarize_numbers_and_the_one_formatter():
         f"{100 * delta['ci_high']:+.1f}]"
     )
     assert cells[0]["pretrain s"] == "6.8" and cells[0]["fine-tune s"] == "3.0"
+    assert sup.pretrain_images == 3000 and cells[0]["pretrain images"] == "3,000"  # 2 epochs
+    assert scr.pretrain_images == 0 and cells[1]["pretrain images"] == "0"
     md = promotion.table_markdown(rows)
     assert md.count("\n") == 5
     assert md.splitlines()[0] == "| " + " | ".join(promotion.COLUMNS) + " |"
-    assert "| scratch | 3 | 80.0% |" in md and "| +0.0 [+0.0, +0.0] | 0.0 | 3.0 |" in md
+    assert "| scratch | 3 | 80.0% |" in md and "| +0.0 [+0.0, +0.0] | 0.0 | 3.0 | 0 |" in md
 
 
 def test_table_cells_render_the_demo_row_exactly():
@@ -355,12 +361,14 @@ def test_table_cells_render_the_demo_row_exactly():
                 delta_ci=(0.0204, 0.0662),
                 pretrain_seconds=6.81,
                 finetune_seconds=8.24,
+                pretrain_images=15000,
             )
         ]
     )
     md = promotion.markdown(row)
     assert md.splitlines()[2] == (
-        "| supervised/finetune | 3 | 99.0% | 98.2% [96.8, 99.4] | +4.3 [+2.0, +6.6] | 6.8 | 8.2 |"
+        "| supervised/finetune | 3 | 99.0% | 98.2% [96.8, 99.4] | +4.3 [+2.0, +6.6] | 6.8 | 8.2 "
+        "| 15,000 |"
     )
 
 

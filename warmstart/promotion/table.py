@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 
 import numpy as np
 
@@ -19,13 +18,9 @@ COLUMNS = (
     "Δ vs scratch (95% CI)",
     "pretrain s",
     "fine-tune s",
+    "pretrain images",  # pretraining compute beside its seconds: epochs × images
 )
 TITLE = "transfer vs scratch on the target test split"
-# Pretraining compute (epochs × images) beside the seconds: a last column, live once
-# the TableRow contract (warmstart/contracts.py) carries `pretrain_images`; absent until then.
-_ROW_HAS_IMAGES = "pretrain_images" in {f.name for f in fields(TableRow)}
-if _ROW_HAS_IMAGES:
-    COLUMNS = (*COLUMNS, "pretrain images")
 
 
 def pretrain_images(source: SourceModel | None) -> int:
@@ -55,7 +50,6 @@ def summarize(evaluation: Evaluation, sources: Mapping[str, SourceModel]) -> lis
             repeated = np.repeat(correct, scratch.shape[0], axis=0)[: scratch.shape[0]]
             delta = paired_bootstrap(repeated, scratch)
         source = sources.get(arm.strategy or "")
-        compute = {"pretrain_images": pretrain_images(source)} if _ROW_HAS_IMAGES else {}
         rows.append(
             TableRow(
                 arm=name,
@@ -69,7 +63,7 @@ def summarize(evaluation: Evaluation, sources: Mapping[str, SourceModel]) -> lis
                 delta_ci=(float(delta["ci_low"]), float(delta["ci_high"])),
                 pretrain_seconds=float(source.seconds) if source is not None else 0.0,
                 finetune_seconds=float(np.sum(arm.seconds)),
-                **compute,
+                pretrain_images=pretrain_images(source),
             )
         )
     return rows
@@ -98,9 +92,9 @@ def table_cells(rows: Sequence[TableRow]) -> list[dict[str, str]]:
                     f"{_pts(r.delta_vs_scratch)} [{_pts(r.delta_ci[0])}, {_pts(r.delta_ci[1])}]",
                     f"{r.pretrain_seconds:.1f}",
                     f"{r.finetune_seconds:.1f}",
-                    f"{getattr(r, 'pretrain_images', 0) or 0:,}",
+                    f"{r.pretrain_images:,}",
                 ),
-                strict=False,  # the images cell is dropped while COLUMNS lacks it
+                strict=True,
             )
         )
         for r in rows

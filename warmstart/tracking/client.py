@@ -45,7 +45,9 @@ FIXED_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
 }
-_ours: dict[str, str] = {}  # values this module put into os.environ (so it may update them)
+# The settings this module wrote into os.environ, as "KEY=value,…": an inherited value listed
+# here is ours, not the user's, so a child process recomputes it from its own retry window.
+OURS_VARIABLE = "WARMSTART_MLFLOW_SETTINGS"
 
 
 class NotFound(TrackingError):
@@ -81,11 +83,19 @@ def retry_settings(window_s: float) -> dict[str, str]:
 def apply_settings() -> None:
     """Put the client settings into ``os.environ`` where the user has not exported their own."""
     wanted = {**FIXED_DEFAULTS, **retry_settings(retry_window_s())}
+    ours = _ours()
     for key, value in wanted.items():
         current = os.environ.get(key)
-        if current is None or current == _ours.get(key):
+        if current is None or current == ours.get(key):
             os.environ[key] = value
-            _ours[key] = value
+            ours[key] = value
+    os.environ[OURS_VARIABLE] = ",".join(f"{k}={v}" for k, v in sorted(ours.items()))
+
+
+def _ours() -> dict[str, str]:
+    """The values this package (in this process or a parent) put into ``os.environ``."""
+    raw = os.environ.get(OURS_VARIABLE, "")
+    return dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
 
 
 def tracking_uri() -> str:
