@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,18 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .amp import Precision, precision
-from .augment import apply_augment, batch_indices, draw_augment, to_float
+from .augment import batch_indices, to_float
+from .batches import BatchSource
 from .config import ClassifierConfig, OptimConfig
 from .device import memory_format
 from .errors import ModelError
-
-
-@dataclass
-class Augment:
-    """What train_one_epoch does to each batch."""
-
-    pad: int = 0  # random-crop padding in px (0: no shift)
-    hflip: bool = False  # random horizontal flips
+from .feeds import Augment
+from .feeds import Feed as _Feed
+from .feeds import SourceFeed as _SourceFeed
+from .feeds import to_device_async as _to_device
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup_frac: float) -> float:
@@ -44,76 +40,6 @@ def lr_factor(step: int, total: int, schedule: str, warmup_frac: float) -> float
 def steps_per_epoch(n: int, batch_size: int, min_steps: int) -> int:
     """One pass over n images, but never fewer than `min_steps` updates."""
     return max(-(-n // min(batch_size, n)), min_steps)
-
-
-class _Feed:
-    """Batch s of an epoch on the compute `device`: uint8 → float, augmented, in the device's
-    memory format. Data on the device is indexed there. Host data (`host`: x is not on `device`)
-    is gathered into pinned memory and copied with non_blocking, one batch ahead (`prefetch`).
-    `sync_free`
-    (default: any device but the CPU) moves the augmentation draws to the device once per epoch
-    and flips without testing on the host whether a batch has any (that test would sync)."""
-
-    def __init__(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        idx: torch.Tensor,
-        device: torch.device,
-        augment: Augment,
-        gen: torch.Generator,
-        *,
-        host: bool | None = None,
-        sync_free: bool | None = None,
-        pin: bool | None = None,
-    ) -> None:
-        self.x, self.y, self.device, self.augment = x, y, device, augment
-        self.host = x.device != device if host is None else host
-        self.sync_free = device.type != "cpu" if sync_free is None else sync_free
-        self.pin = device.type == "cuda" if pin is None else pin
-        self.idx = idx if self.host else _to_device(idx, device)
-        draws = draw_augment(tuple(idx.shape), augment.pad, augment.hflip, gen)
-        if self.sync_free:
-            draws = tuple(_to_device(t, device) for t in draws)
-        self.oy, self.ox, self.flip = draws
-        self.no_flip = torch.zeros(idx.shape[1], dtype=torch.bool)
-        self.mf = memory_format(device)
-        self.ahead: tuple[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-
-    def _copy(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.idx[s]
-        out = []
-        for t in (self.x, self.y):
-            buf = torch.empty((len(b), *t.shape[1:]), dtype=t.dtype, pin_memory=self.pin)
-            torch.index_select(t, 0, b, out=buf)
-            out.append(buf.to(self.device, non_blocking=True))
-        return out[0], out[1]
-
-    def raw(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch s as stored (uint8 images, labels) on the device (host data: the copy that
-        `prefetch(s)` started, else a copy made now)."""
-        if not self.host:
-            b = self.idx[s]
-            return self.x[b], self.y[b]
-        ahead, self.ahead = self.ahead, None
-        return ahead[1] if ahead is not None and ahead[0] == s else self._copy(s)
-
-    def prefetch(self, s: int) -> None:
-        """Host data: gather batch s and start its copy now (called once step s - 1 is queued
-        on the device, so the gather overlaps the device's work). No-op otherwise."""
-        if self.host and s < len(self.idx):
-            self.ahead = (s, self._copy(s))
-
-    def batch(self, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-        xb, yb = self.raw(s)
-        a = self.augment
-        if self.sync_free:
-            xb = apply_augment(to_float(xb), a.pad, self.oy[s], self.ox[s], self.no_flip)
-            if a.hflip:
-                xb = torch.where(self.flip[s][:, None, None, None], xb.flip(-1), xb)
-        else:
-            xb = apply_augment(to_float(xb), a.pad, self.oy[s], self.ox[s], self.flip[s])
-        return xb.contiguous(memory_format=self.mf), yb
 
 
 def _step(
@@ -148,8 +74,8 @@ def _set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
 
 def train_one_epoch(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | BatchSource,
+    y: torch.Tensor | None,
     *,
     optimizer: torch.optim.Optimizer,
     gen: torch.Generator,
@@ -163,19 +89,23 @@ def train_one_epoch(
     amp: Precision | None = None,
 ) -> dict[str, float]:
     """`steps` updates of cross-entropy on (x uint8 N×C×H×W, y int64), held on the compute
-    `device` (default: x's) or on the host (then streamed batch by batch through pinned memory).
+    `device` (default: x's) or on the host (then streamed batch by batch through pinned memory),
+    or on the labelled batches of a `BatchSource` x (y None; device default: the CPU).
     Each param group's lr = its `peak_lr` × lr_at(global step). `amp` defaults to the device's
     precision (bf16/fp16 autocast on CUDA, fp32 elsewhere). Loss and accuracy accumulate on the
     device and are read once, at the end: no host sync per step. Returns train_loss, train_acc,
     lr (non-finite train_loss means divergence: the caller decides what to do)."""
-    dev = x.device if device is None else torch.device(device)
+    if isinstance(x, torch.Tensor):
+        dev = x.device if device is None else torch.device(device)
+        feed = _Feed(x, y, batch_indices(len(x), batch_size, steps, gen), dev, augment, gen)
+    else:
+        dev = torch.device("cpu" if device is None else device)
+        feed = _SourceFeed(x, steps, batch_size, dev, augment, gen)
     amp = precision(dev) if amp is None else amp
     model.train()
-    idx = batch_indices(len(x), batch_size, steps, gen)
-    feed = _Feed(x, y, idx, dev, augment, gen)
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
-    lr = optimizer.param_groups[0]["lr"]
+    lr, n = optimizer.param_groups[0]["lr"], 0
     for s in range(steps):
         if lr_at is not None:
             lr = _set_lr(optimizer, lr_at(step0 + s))
@@ -184,7 +114,7 @@ def train_one_epoch(
         feed.prefetch(s + 1)  # host data: the next batch's gather overlaps this step
         loss_sum += loss.detach()
         correct += (logits.detach().argmax(1) == yb).sum()
-    n = steps * idx.shape[1]
+        n += len(yb)
     return {
         "train_loss": float(loss_sum) / steps,
         "train_acc": int(correct) / n,
@@ -210,22 +140,23 @@ def adamw(params: Iterable[nn.Parameter], config: OptimConfig) -> torch.optim.Ad
 
 def classifier_epoch(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | BatchSource,
+    y: torch.Tensor | None,
     *,
-    optimizer: torch.optim.Optimizer,
-    gen: torch.Generator,
+    config: ClassifierConfig,
     epoch: int,
     steps: int,
     total_steps: int,
     batch_size: int,
-    config: ClassifierConfig,
     pad: int,
+    optimizer: torch.optim.Optimizer,
+    gen: torch.Generator,
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """Epoch `epoch` (1-based) of `total_steps` / `steps` epochs: train_one_epoch with the
     config's schedule, label smoothing and crop/flip augmentation (on `device`, default x's:
-    host-held x with a CUDA device streams batches through pinned memory)."""
+    host-held x with a CUDA device streams batches through pinned memory; x may be a labelled
+    `BatchSource`, y None)."""
     return train_one_epoch(
         model,
         x,
@@ -251,14 +182,6 @@ def _batches(
         xb = torch.as_tensor(xb)
         yb = None if yb is None else torch.as_tensor(yb)
         yield xb, yb
-
-
-def _to_device(t: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
-    """`t` on `device`; host data bound for CUDA goes through pinned memory, without blocking."""
-    t = torch.as_tensor(t)
-    if device.type == "cuda" and t.device.type == "cpu":
-        t = t.pin_memory()
-    return t.to(device, non_blocking=True)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .batches import ArrayBatches, BatchSource
 from .checkpoint import fingerprint
 from .config import PretrainConfig, identity_dict
 from .data import check_images, to_device
@@ -34,21 +35,19 @@ class PretrainResult:
 
 
 class _StrategyTask(EpochTask):
-    """A strategy on its (device-resident) data, as the epoch driver sees it."""
+    """A strategy on its batch source (device-resident arrays, or streamed), as the epoch driver
+    sees it."""
 
-    def __init__(
-        self, strategy: Strategy, data: tuple[torch.Tensor, torch.Tensor | None], ident: dict
-    ) -> None:
+    def __init__(self, strategy: Strategy, data: BatchSource, ident: dict) -> None:
         super().__init__(ident)
-        x, y = data
-        self.strategy, self.x, self.y = strategy, x, y
+        self.strategy, self.data = strategy, data
         self.modules, self.optimizers = strategy.modules, strategy.optimizers
         self.label = f"{strategy.name} pretraining"
         cfg = type(strategy.config).__name__
         self.hint = f"lower the strategy's lr: PretrainConfig(strategy={cfg}(lr=...))"
 
     def train_epoch(self, epoch: int, gen: torch.Generator) -> dict[str, float]:
-        return self.strategy.train_epoch(self.x, self.y, gen=gen, epoch=epoch)
+        return self.strategy.train_batches(self.data, gen=gen, epoch=epoch)
 
 
 def _labels(
@@ -64,13 +63,19 @@ def _labels(
     return labels, int(num_classes if num_classes is not None else int(np.max(labels)) + 1)
 
 
+def _shape_view(data: BatchSource) -> np.ndarray:
+    """A uint8 array of `data`'s shape that holds one byte (for the geometry checks)."""
+    shape = (data.num_examples, *data.image_shape)
+    return np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), shape)
+
+
 def pretrain(
     strategy: str,
     *,
     backbone: str,
     in_channels: int,
     image_size: tuple[int, int],
-    images: np.ndarray,
+    images: np.ndarray | BatchSource,
     labels: np.ndarray | None = None,
     num_classes: int | None = None,
     config: PretrainConfig | None = None,
@@ -79,40 +84,45 @@ def pretrain(
 ) -> PretrainResult:
     """Pretrain `backbone` on uint8 N×C×H×W `images` with `strategy` (one that needs_labels uses
     `labels`; label-free ones ignore them, so the caller may pass source images, the target's
-    unlabelled pool, or both). `config.strategy` None takes the strategy's default config. A
-    compatible checkpoint in `checkpoint_dir` is resumed."""
+    unlabelled pool, or both). `images` may instead be a `BatchSource` (e.g. shards streamed
+    from storage; its own `labels`, and `labels` here is ignored). `config.strategy` None takes
+    the strategy's default config. A compatible checkpoint in `checkpoint_dir` is resumed."""
     t_start = time.perf_counter()
     cls = strategy_class(strategy)
     backbone_class(backbone)
     config = cls.resolve(config or PretrainConfig())
     image_size = (int(image_size[0]), int(image_size[1]))
-    labels, num_classes = _labels(cls, labels, num_classes)
+    streamed = isinstance(images, BatchSource)
+    labels, num_classes = _labels(cls, images.labels if streamed else labels, num_classes)
     geometry = {"in_channels": in_channels, "image_size": image_size}
-    check_images("pretraining", images, **geometry, labels=labels, num_classes=num_classes)
+    # a source is checked through a zero-stride view of its shape (no pixels are read)
+    shaped = _shape_view(images) if streamed else images
+    check_images("pretraining", shaped, **geometry, labels=labels, num_classes=num_classes)
     device = start_run(config)
     strat = cls(
         backbone=backbone,
         **geometry,
         num_classes=num_classes,
-        num_images=len(images),
+        num_images=images.num_examples if streamed else len(images),
         config=config,
         device=device,
     )
+    data = images if streamed else ArrayBatches(*to_device(images, labels, device))
     ident = {
         "kind": f"pretrain:{strategy}",
         "backbone": backbone,
         "in_channels": in_channels,
         "num_classes": num_classes,
         "image_size": list(image_size),
-        "data": fingerprint(images, labels),
+        "data": images.fingerprint if streamed else fingerprint(images, labels),
         "config": identity_dict(config),
     }
-    task = _StrategyTask(strat, to_device(images, labels, device), ident)
+    task = _StrategyTask(strat, data, ident)
     progress = run_epochs(task, config, checkpoint_dir, on_epoch_end)
     return PretrainResult(
         backbone_state=strat.backbone_state(),
         history=progress.history,
-        artifacts=strat.artifacts(task.x),
+        artifacts=strat.artifacts(data),
         seconds=time.perf_counter() - t_start,
         epochs_done=len(progress.history),
         resumed_from=progress.resumed_from,

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import batch_indices, to_float
+from ..augment import to_float
+from ..batches import BatchSource
 from ..config import OptimConfig
 from ..device import autocast, memory_format
 from ..grids import image_grid
-from ..loop import adamw, lr_factor
 from ..registry import register_strategy
 from ..strategies.base import Strategy
 
@@ -80,9 +80,7 @@ class Autoencoder(Strategy):
         ch, h, w = self.encoder.trunk_shape()
         width = self.config.width
         self.decoder = Decoder(ch, (h, w), self.in_channels, self.image_size, width).to(self.device)
-        self.opt = adamw([*self.encoder.parameters(), *self.decoder.parameters()], self.config)
-        self.modules = {"encoder": self.encoder, "decoder": self.decoder}
-        self.optimizers = {"opt": self.opt}
+        self.train_together(encoder=self.encoder, decoder=self.decoder)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self.device):
@@ -106,40 +104,29 @@ class Autoencoder(Strategy):
         scores = torch.rand((n, 1, -(-h // p), -(-w // p)), generator=gen)
         return scores.repeat_interleave(p, 2).repeat_interleave(p, 3)[..., :h, :w].expand(shape)
 
-    def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
-        c, dev = self.config, self.device
-        idx = batch_indices(len(x), self.run.batch_size, self.steps, gen).to(dev)
-        total = self.total_steps
-        shape = (idx.shape[1], *x.shape[1:])
-        mf = memory_format(dev)
-        self.encoder.train()
-        self.decoder.train()
-        loss_sum = torch.zeros((), device=dev)
-        lr = c.lr
-        for s in range(self.steps):
-            lr = c.lr * lr_factor((epoch - 1) * self.steps + s, total, c.schedule, c.warmup_frac)
-            self.opt.param_groups[0]["lr"] = lr
-            clean = to_float(x[idx[s]]).contiguous(memory_format=mf)
-            noise = torch.randn(shape, generator=gen) if c.noise_std > 0 else None
-            mask = self.draw_mask(shape, gen) if c.mask_frac > 0 else None
-            loss = F.mse_loss(self.reconstruct(self.corrupt(clean, noise, mask)), clean)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            loss_sum += loss.detach()
-        return {"loss": float(loss_sum) / self.steps, "lr": lr, "images": self.steps * idx.shape[1]}
+    def train_batches(self, data, *, gen, epoch) -> dict[str, float]:
+        c, mf = self.config, memory_format(self.device)
+
+        def loss_of(batch: torch.Tensor) -> torch.Tensor:
+            clean = batch.contiguous(memory_format=mf)
+            noise = torch.randn(clean.shape, generator=gen) if c.noise_std > 0 else None
+            mask = self.draw_mask(tuple(clean.shape), gen) if c.mask_frac > 0 else None
+            return F.mse_loss(self.reconstruct(self.corrupt(clean, noise, mask)), clean)
+
+        return self.optimise_epoch(data, loss_of, gen=gen, epoch=epoch)
 
     @torch.no_grad()
-    def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+    def artifacts(self, data: BatchSource) -> dict[str, np.ndarray]:
         """Inputs spread evenly over the set (it may be sorted by class), each row of inputs
         directly above its row of reconstructions. Deterministic: draws no random numbers."""
-        k = min(self.run.grid_images // 2, len(x))
+        n = data.num_examples
+        k = min(self.run.grid_images // 2, n)
         cols = min(8, k)
         k -= k % cols
         self.encoder.eval()
         self.decoder.eval()
-        idx = torch.linspace(0, len(x) - 1, k).round().long().to(x.device)
-        orig = to_float(x[idx])
+        idx = torch.linspace(0, n - 1, k).round().long()
+        orig = to_float(data.take(idx).to(self.device))
         rec = self.reconstruct(orig)
         pairs = torch.stack(
             [orig.view(-1, cols, *orig.shape[1:]), rec.view(-1, cols, *rec.shape[1:])], 1

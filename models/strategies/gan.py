@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..augment import batch_indices, to_float
+from ..augment import to_float
+from ..batches import BatchSource
 from ..config import ConfigBase
 from ..device import autocast, memory_format
 from ..grids import image_grid
@@ -93,18 +94,21 @@ class GAN(Strategy):
         self.modules = {"disc": self.disc, "gen": self.gen_net}
         self.optimizers = {"opt_d": self.opt_d, "opt_g": self.opt_g}
 
-    def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
+    def train_batches(self, data, *, gen, epoch) -> dict[str, float]:
         c, dev = self.config, self.device
-        idx = batch_indices(len(x), self.run.batch_size, self.steps, gen).to(dev)
-        z_all = torch.randn(self.steps, idx.shape[1], c.latent_dim, generator=gen).to(dev)
+        batches = data.epoch(gen, self.run.batch_size, self.steps)
+        b = min(self.run.batch_size, data.num_examples)
+        z_all = torch.randn(self.steps, b, c.latent_dim, generator=gen).to(dev)
         mf = memory_format(dev)
         self.disc.train()
         self.gen_net.train()
         sums = torch.zeros(4, device=dev)
-        for s in range(self.steps):
-            real = to_float(x[idx[s]]).contiguous(memory_format=mf)
+        n = 0
+        for s, (xb, _) in enumerate(batches):
+            real = to_float(xb.to(dev, non_blocking=True)).contiguous(memory_format=mf)
+            n += len(real)
             with autocast(dev):
-                fake = self.gen_net(z_all[s])
+                fake = self.gen_net(z_all[s][: len(real)])
                 d_real = self.disc(real).float().squeeze(1)
                 d_fake = self.disc(fake.detach()).float().squeeze(1)
             loss_d = F.binary_cross_entropy_with_logits(
@@ -132,7 +136,7 @@ class GAN(Strategy):
             "g_loss": g,
             "d_real": pr,
             "d_fake": pf,
-            "images": self.steps * idx.shape[1],
+            "images": n,
         }
 
     def generator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -156,7 +160,7 @@ class GAN(Strategy):
         self.gen_net.eval()
         return self.gen_net(z.to(self.device)).float()
 
-    def artifacts(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+    def artifacts(self, data: BatchSource) -> dict[str, np.ndarray]:
         return {"gan_samples": image_grid(self.samples(self.run.grid_images), min_tile=48)}
 
     def backbone_state(self) -> dict[str, torch.Tensor]:

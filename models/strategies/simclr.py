@@ -13,10 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import batch_indices, to_float
 from ..config import OptimConfig
 from ..device import autocast, memory_format
-from ..loop import adamw, lr_factor
 from ..registry import register_strategy
 from ..strategies.base import Strategy
 
@@ -92,37 +90,21 @@ class SimCLR(Strategy):
         self.proj = nn.Sequential(
             nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, self.config.proj_dim)
         ).to(self.device)
-        self.opt = adamw([*self.encoder.parameters(), *self.proj.parameters()], self.config)
-        self.modules = {"encoder": self.encoder, "proj": self.proj}
-        self.optimizers = {"opt": self.opt}
+        self.train_together(encoder=self.encoder, proj=self.proj)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self.device):
             return self.proj(self.encoder.forward_features(x)).float()
 
-    def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
-        c, dev = self.config, self.device
-        idx = batch_indices(len(x), self.run.batch_size, self.steps, gen).to(dev)
-        mf = memory_format(dev)
-        self.encoder.train()
-        self.proj.train()
-        loss_sum = torch.zeros((), device=dev)
-        lr = c.lr
-        for s in range(self.steps):
-            lr = c.lr * lr_factor(
-                (epoch - 1) * self.steps + s, self.total_steps, c.schedule, c.warmup_frac
-            )
-            self.opt.param_groups[0]["lr"] = lr
-            clean = to_float(x[idx[s]])
+    def train_batches(self, data, *, gen, epoch) -> dict[str, float]:
+        c, mf = self.config, memory_format(self.device)
+
+        def loss_of(clean: torch.Tensor) -> torch.Tensor:
             v1 = random_views(clean, c, gen).contiguous(memory_format=mf)
             v2 = random_views(clean, c, gen).contiguous(memory_format=mf)
-            loss = nt_xent(self.embed(v1), self.embed(v2), c.temperature)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            loss_sum += loss.detach()
-        images = self.steps * idx.shape[1]  # each seen as two views
-        return {"loss": float(loss_sum) / self.steps, "lr": lr, "images": images}
+            return nt_xent(self.embed(v1), self.embed(v2), c.temperature)
+
+        return self.optimise_epoch(data, loss_of, gen=gen, epoch=epoch)  # images: two views each
 
     def backbone_state(self) -> dict[str, torch.Tensor]:
         return self.encoder.trunk_state_dict()

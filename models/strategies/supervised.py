@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ClassifierConfig
-from ..loop import adamw, classifier_epoch
+from ..loop import classifier_epoch
 from ..registry import register_strategy
 from ..strategies.base import Strategy
 
@@ -27,15 +27,14 @@ class Supervised(Strategy):
 
     def build(self) -> None:
         self.model = self.build_backbone(int(self.num_classes or 0))
-        self.opt = adamw(self.model.parameters(), self.config)
-        self.modules, self.optimizers = {"model": self.model}, {"opt": self.opt}
+        self.train_together(model=self.model)
         self.pad = self.config.crop_pad(self.image_size)
 
-    def train_epoch(self, x, y, *, gen, epoch) -> dict[str, float]:
+    def train_batches(self, data, *, gen, epoch) -> dict[str, float]:
         m = classifier_epoch(
             self.model,
-            x,
-            y,
+            data,
+            None,
             optimizer=self.opt,
             gen=gen,
             epoch=epoch,
@@ -44,6 +43,7 @@ class Supervised(Strategy):
             batch_size=self.run.batch_size,
             config=self.config,
             pad=self.pad,
+            device=self.device,
         )
         return {
             "loss": m["train_loss"],

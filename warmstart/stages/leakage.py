@@ -24,6 +24,7 @@ matches (blank images, near-identical strokes) are tolerated, a copied subset is
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import imagehash
@@ -31,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from warmstart.contracts import Job
-from warmstart.data import load_dataset, load_splits, parse_spec
+from warmstart.data import load_splits, open_dataset, parse_spec
 from warmstart.data.transforms import resize_image, to_gray
 from warmstart.errors import ConfigError, WarmstartError
 from warmstart.params import PipelineParams
@@ -136,11 +137,23 @@ def near_mask(query: np.ndarray, reference: np.ndarray, bits: int = NEAR_BITS) -
 
 
 def overlaps(
-    what: str, reference: np.ndarray, splits: dict[str, np.ndarray], *, near: bool
+    what: str,
+    reference: np.ndarray | Iterable[np.ndarray],
+    splits: dict[str, np.ndarray],
+    *,
+    near: bool,
 ) -> list[Overlap]:
-    """Count, per split, the images of ``splits`` that ``reference`` holds (same geometry)."""
-    digests = set(pixel_digests(reference).tolist())
-    ref_hashes = perceptual_hashes(reference) if near and len(reference) else None
+    """Count, per split, the images of ``splits`` that ``reference`` holds (same geometry).
+    ``reference`` may be an array or its row chunks (e.g. shard by shard): only the 32-byte
+    digests and 8-byte hashes of its images are kept."""
+    chunks = [reference] if isinstance(reference, np.ndarray) else reference
+    digests: set[bytes] = set()
+    hashes: list[np.ndarray] = []
+    for chunk in chunks:
+        digests.update(pixel_digests(chunk).tolist())
+        if near and len(chunk):
+            hashes.append(perceptual_hashes(chunk))
+    ref_hashes = np.concatenate(hashes) if hashes else None
     found = []
     for split, images in splits.items():
         exact = np.array([d in digests for d in pixel_digests(images).tolist()], dtype=bool)
@@ -164,15 +177,17 @@ def common_geometry(images: np.ndarray, like: np.ndarray) -> np.ndarray:
 def check(
     splits: dict[str, np.ndarray],
     *,
-    source: np.ndarray | None = None,
+    source: np.ndarray | Iterable[np.ndarray] | None = None,
     pool: np.ndarray | None = None,
 ) -> LeakageReport:
-    """Compare the source (exact + near) and the target pool (exact) with the target's
-    ``splits`` (name → N×C×H×W uint8 images)."""
+    """Compare the source (exact + near; an array, or its row chunks) and the target pool
+    (exact) with the target's ``splits`` (name → N×C×H×W uint8 images)."""
     found: list[Overlap] = []
     like = next(iter(splits.values()))
     if source is not None:
-        found += overlaps("source", common_geometry(source, like), splits, near=True)
+        chunks = [source] if isinstance(source, np.ndarray) else source
+        at_target = (common_geometry(chunk, like) for chunk in chunks)
+        found += overlaps("source", at_target, splits, near=True)
     if pool is not None:
         found += overlaps("target pool", pool, splits, near=False)
     return LeakageReport(tuple(found))
@@ -185,12 +200,14 @@ def uses_target_pool(params: PipelineParams) -> bool:
 
 def check_job(job: Job, source_hash: str | None) -> LeakageReport:
     """The run's check: the ingested source (if any) and, when a strategy pretrains on it, the
-    target pool, against the stored split's validation and test images."""
-    target, split = load_dataset(job.target.hash), load_splits(job.split.hash)
+    target pool, against the stored split's validation and test images. A source above the
+    in-memory limit is read shard by shard (``open_dataset``), never whole."""
+    target, split = open_dataset(job.target.hash), load_splits(job.split.hash)
     images = {"test": target.images[split.test], "validation": target.images[split.val]}
     source = None
     if source_hash is not None and provider_for(job.params.source).needs_dataset:
-        source = load_dataset(source_hash).images
+        ds = open_dataset(source_hash)
+        source = ds.images if ds.in_memory else ds.images.chunks()
     pool = None
     if uses_target_pool(job.params):
         pool = target.images[np.union1d(split.train, split.unlabelled)]

@@ -11,7 +11,8 @@ import numpy as np
 
 from warmstart import models
 from warmstart.contracts import DatasetRef, Job, SourceModel
-from warmstart.data import load_dataset
+from warmstart.data import open_dataset
+from warmstart.data.streamed import StreamedBatches
 from warmstart.models.config import RUNTIME_FIELDS
 from warmstart.models.registry import strategy_class
 from warmstart.params import PipelineParams
@@ -81,7 +82,7 @@ class PretrainProvider(SourceProvider):
         done = store.finished()
         if done is not None:
             return mark_reused(SourceModel.from_dict(done))
-        images, labels = _images(label, dataset, job, pool, uses_source)
+        images, labels = _source_data(label, dataset, job, pool, uses_source)
         stage_dir = store.pull()
         result = models.pretrain(
             label,
@@ -109,22 +110,35 @@ class PretrainProvider(SourceProvider):
             image_size=tuple(target.size),
             provenance={**provenance, "source_dataset_hash": dataset.hash},
             artifacts=artifacts,
-            images=int(len(images)),
+            images=int(images.num_examples if streamed(images) else len(images)),
             stage=stage_record(store, result, config_dict(cfg)),
         )
         store.finish(source.to_dict())
         return source
 
 
-def _images(
+def streamed(images: np.ndarray | StreamedBatches) -> bool:
+    return isinstance(images, StreamedBatches)
+
+
+def _source_data(
     strategy: str, dataset: DatasetRef, job: Job, pool: np.ndarray | None, uses_source: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The pretraining images (source and/or target pool) and the labels if the strategy uses them."""
+) -> tuple[np.ndarray | StreamedBatches, np.ndarray | None]:
+    """The pretraining images (source and/or target pool) and the labels if the strategy uses
+    them. A source above the in-memory limit (``open_dataset``) is streamed shard by shard, the
+    pool (if used) mixed into it; smaller ones are arrays, exactly as before."""
     parts, labels = [], None
+    labelled = strategy_class(strategy).needs_labels
+    pool_images = open_dataset(job.target.hash).images[pool] if pool is not None else None
     if uses_source:
-        src = load_dataset(dataset.hash)
+        src = open_dataset(dataset.hash)
+        if not src.in_memory:
+            extra_id = index_hash(pool) if pool is not None else ""
+            return StreamedBatches(
+                src, labelled=labelled, extra=pool_images, extra_id=extra_id
+            ), None
         parts.append(src.images)
-        labels = src.labels if strategy_class(strategy).needs_labels else None
-    if pool is not None:
-        parts.append(load_dataset(job.target.hash).images[pool])
+        labels = src.labels if labelled else None
+    if pool_images is not None:
+        parts.append(pool_images)
     return (np.concatenate(parts) if len(parts) > 1 else parts[0]), labels
