@@ -7,14 +7,19 @@ seeds, budgets sized for 2 CPU cores.
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from warmstart.data.spec import parse_spec
+from warmstart.errors import WarmstartError
 from warmstart.models import ModelError, list_backbones, list_strategies, list_transfer_modes
+from warmstart.models.backbones.torchvision import input_preset
 from warmstart.models.registry import backbone_class
 
 TORCHVISION = "torchvision:"
+log = logging.getLogger(__name__)
 
 
 class PipelineParams(BaseModel):
@@ -135,7 +140,8 @@ class PipelineParams(BaseModel):
                 backbone_class(arch)
             except ModelError as exc:
                 raise ValueError(f"--source {source}: {exc}") from None
-            data = {**data, "backbone": arch}
+            target = data.get("target", cls.model_fields["target"].default)
+            data = {**data, "backbone": arch, "target": native_size_target(source, target)}
         return data
 
     @field_validator("backbone")
@@ -180,6 +186,34 @@ class PipelineParams(BaseModel):
                     f"unknown strategy {name!r}: choose from {', '.join(list_strategies())}"
                 )
         return list(dict.fromkeys(value))
+
+
+def native_size_target(source: str, target: str) -> str:
+    """``target`` with the input size of the ``torchvision:`` source's weights (their transforms'
+    crop, e.g. ``?size=224x224``) when it names no ``size=``, and a one-line notice saying so and
+    how to pick a smaller size; any other target unchanged."""
+    try:
+        spec = parse_spec(target)
+    except WarmstartError:
+        return target  # validate() refuses it in one line with the fix
+    if spec.size is not None:
+        return target
+    model, _, query = source[len(TORCHVISION) :].partition("?")
+    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    preset = input_preset(model, options.get("weights") or None)
+    crop, small = preset.crop, preset.smallest
+    faster = (
+        f"add ?size={max(small, 64)}x{max(small, 64)} to --target ({small} px and up fit {model})"
+        if small
+        else f"{model} takes only {crop}x{crop}"
+    )
+    log.warning(
+        "--target %s: no size= given, so images are resized to %dx%d px, the input size of %s "
+        "(its transforms: shorter side %d px, centre crop %d; here the whole image is resized). "
+        "On a CPU that trains slowly: %s.",
+        target, crop, crop, preset.weights, preset.resize, crop, faster,
+    )  # fmt: skip
+    return f"{target}{'&' if '?' in target else '?'}size={crop}x{crop}"
 
 
 class SweepParams(PipelineParams):

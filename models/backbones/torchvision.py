@@ -13,6 +13,7 @@ import difflib
 import functools
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +38,7 @@ BUILD_KWARGS: dict[str, dict[str, Any]] = {
     "inception_v3": {"aux_logits": False, "transform_input": True, "init_weights": True},
 }
 HASH_REGEX = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's: the sha256 prefix in a file name
+SMALLER_SIZES = (32, 64, 96, 128, 160)  # square sizes tried for the "train faster" advice
 
 
 def list_torchvision_models() -> list[str]:
@@ -220,6 +222,42 @@ def check_input_size(model: str, image_size: tuple[int, int]) -> None:
             f"images of {h}x{w} px do not fit {PREFIX}{model} (native {nh}x{nw} px); "
             f"resize them with ?size={nh}x{nw}"
         ) from None
+
+
+@dataclass(frozen=True)
+class InputPreset:
+    """The input the weights were trained and evaluated on (their ``transforms()``): resize the
+    shorter side to ``resize``, centre-crop ``crop`` x ``crop``."""
+
+    weights: str  # the enum the sizes come from, e.g. ResNet18_Weights.IMAGENET1K_V1
+    resize: int
+    crop: int
+    smallest: int | None  # the smallest of SMALLER_SIZES below `crop` the model takes, if any
+
+
+@functools.cache
+def input_preset(model: str, weights: str | None = None) -> InputPreset:
+    """``model``'s input sizes from the weights enum ``weights`` (None, or a user's own weights'
+    name: the model's DEFAULT, whose architecture they share)."""
+    check_model_name(model)
+    try:
+        enum = weights_enum(model, weights)
+    except ModelError:  # not an enum: a name given with `warmstart weights add --as`
+        enum = weights_enum(model)
+    transforms = enum.transforms()
+    crop = int(transforms.crop_size[0])
+    smallest = next((s for s in SMALLER_SIZES if s < crop and _fits(model, s)), None)
+    return InputPreset(
+        f"{type(enum).__name__}.{enum.name}", int(transforms.resize_size[0]), crop, smallest
+    )
+
+
+def _fits(model: str, size: int) -> bool:
+    try:
+        check_input_size(model, (size, size))
+    except ModelError:
+        return False
+    return True
 
 
 def backbone_state(model: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

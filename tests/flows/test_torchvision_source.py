@@ -1,8 +1,9 @@
 """Published weights offline (real SeaweedFS, MLflow, Prefect; no network): the weights mirror
 checks what it takes (weights_only load, keys, the enum's hash) and a user's file comes back
-through the torch.hub loader equal to the file; one tiny pipeline run on
-``torchvision:resnet18`` (weights from the mirror) through every transfer mode, with the gate's
-verdict and the lineage tags on the registered version."""
+through the torch.hub loader equal to the file; one tiny pipeline run at 64x64 px on each of
+``torchvision:resnet18`` and ``torchvision:mobilenet_v3_small`` (weights from the mirror) through
+every transfer mode, with the gate's verdict on two confirmation seeds and the lineage tags on
+the registered version."""
 
 from __future__ import annotations
 
@@ -19,10 +20,6 @@ from warmstart.params import PipelineParams
 from warmstart.tracking.client import client
 
 pytestmark = [pytest.mark.services]
-
-# freeze=<stage> is covered in tests/models/test_torchvision_backbone.py: the pipeline cannot log
-# a metric named after it yet (MLflow refuses '=' in test_acc.<arm> names, tasks/promote.py).
-MODES = ["finetune", "linear_probe", "lp_ft"]
 
 
 @pytest.fixture(scope="module")
@@ -68,37 +65,64 @@ def test_user_file_round_trips_through_the_mirror(random_r18):
     )
 
 
+# Each model through every transfer mode, freeze=<stage> with torchvision's stage name.
+RUNS = {
+    "resnet18": ["finetune", "linear_probe", "lp_ft", "freeze=layer3"],
+    "mobilenet_v3_small": ["finetune", "linear_probe", "lp_ft", "freeze=features.6"],
+}
+RULES = {"below-margin", "worse-than-champion", "champion-incomparable"}  # what 2 seeds can say
+
+
 @pytest.mark.slow
-def test_resnet18_every_mode_end_to_end_with_lineage(random_r18, monkeypatch, tmp_path):
+@pytest.mark.parametrize("model", sorted(RUNS))
+def test_every_mode_end_to_end_at_64px_with_verdict_and_lineage(
+    model, stack, monkeypatch, tmp_path
+):
+    """A randomly initialised torchvision model added as the user's weights, then one pipeline
+    at 64x64 px: every mode trains, two confirmation seeds give a real gate verdict, and the
+    (kept) candidate version carries the lineage tags."""
     from warmstart.flows.pipeline import transfer_pipeline
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # nothing cached
-    weights.add(random_r18["path"], "my-resnet18", "resnet18")
+    torch.manual_seed(1)
+    path = tmp_path / f"{model}-random.pth"
+    torch.save(torchvision.models.get_model(model).state_dict(), path)
+    entry = weights.add(path, f"my-{model}", model)
+    modes = RUNS[model]
     params = PipelineParams(
         **{
             **configs.TINY,
-            "source": "torchvision:resnet18?weights=my-resnet18",
-            "target": "builtin:shapes?n=45&num_classes=3",  # 32x32 RGB
-            "transfer_modes": MODES,
+            "source": f"torchvision:{model}?weights=my-{model}",
+            "target": "builtin:shapes?n=24&num_classes=3&size=64x64",
+            "transfer_modes": modes,
             "seeds": 1,
-            "k_shot": 3,
+            "k_shot": 1,
             "finetune_epochs": 1,
+            "confirm_seeds": 2,  # the fewest the gate's seed-level t interval takes
             "scratch_lrs": [3e-3],  # one scratch configuration (the grid is not under test)
             "scratch_weight_decays": [5e-4],
             "keep_candidates": True,
         }
     )
-    assert params.backbone == "torchvision:resnet18"
+    assert params.backbone == f"torchvision:{model}"
     summary = transfer_pipeline(params)
     arms = {r["arm"] for r in summary["table"]}
-    assert {f"torchvision/{m}" for m in MODES} | {"scratch"} <= arms
+    assert {f"torchvision/{m}" for m in modes} | {"scratch"} <= arms
+    assert summary["protocol"]["confirmation_seeds"] == [1000, 1001]
     assert summary["verdict"] in ("promoted", "not promoted")
+    assert summary["passed"] == (summary["verdict"] == "promoted")
+    assert summary["passed"] or summary["rule"] in RULES
+    assert (
+        summary["model_name"].startswith("warmstart-shapes-")
+        and "-64x64-3ch-" in summary["model_name"]
+    )
     found = client().search_model_versions(
         filter_string=f"tags.flow_run_id = '{summary['flow_run_id']}'"
     )
     assert len(found) == 1
     tags = found[0].tags
-    sha = weights.find_user("resnet18", "my-resnet18").sha256
     assert tags["lineage.source_kind"] == "torchvision"
-    assert (tags["lineage.source_model"], tags["lineage.weights"]) == ("resnet18", "my-resnet18")
-    assert tags["lineage.weights_sha256"] == sha
+    assert (tags["lineage.source_model"], tags["lineage.weights"]) == (model, f"my-{model}")
+    assert tags["lineage.weights_sha256"] == entry.sha256
+    assert tags["lineage.weights_origin"] == "mirror"
+    assert tags["gate_verdict"] == summary["verdict"]
