@@ -207,11 +207,12 @@ def native_size_target(source: str, target: str) -> str:
         if small
         else f"{model} takes only {crop}x{crop}"
     )
+    weights = f"{model}'s DEFAULT weights {preset.weights}" if preset.own else preset.weights
     log.warning(
         "--target %s: no size= given, so images are resized to %dx%d px, the input size of %s "
         "(its transforms: shorter side %d px, centre crop %d; here the whole image is resized). "
         "On a CPU that trains slowly: %s.",
-        target, crop, crop, preset.weights, preset.resize, crop, faster,
+        target, crop, crop, weights, preset.resize, crop, faster,
     )  # fmt: skip
     return f"{target}{'&' if '?' in target else '?'}size={crop}x{crop}"
 

@@ -233,6 +233,7 @@ class InputPreset:
     resize: int
     crop: int
     smallest: int | None  # the smallest of SMALLER_SIZES below `crop` the model takes, if any
+    own: bool = False  # the weights named are a user's own: the sizes are the DEFAULT enum's
 
 
 @functools.cache
@@ -240,15 +241,16 @@ def input_preset(model: str, weights: str | None = None) -> InputPreset:
     """``model``'s input sizes from the weights enum ``weights`` (None, or a user's own weights'
     name: the model's DEFAULT, whose architecture they share)."""
     check_model_name(model)
+    own = False
     try:
         enum = weights_enum(model, weights)
     except ModelError:  # not an enum: a name given with `warmstart weights add --as`
-        enum = weights_enum(model)
+        enum, own = weights_enum(model), True
     transforms = enum.transforms()
     crop = int(transforms.crop_size[0])
     smallest = next((s for s in SMALLER_SIZES if s < crop and _fits(model, s)), None)
     return InputPreset(
-        f"{type(enum).__name__}.{enum.name}", int(transforms.resize_size[0]), crop, smallest
+        f"{type(enum).__name__}.{enum.name}", int(transforms.resize_size[0]), crop, smallest, own
     )
 
 

@@ -40,7 +40,13 @@ def test_an_explicit_size_wins_and_says_nothing(caplog):
     ("source", "target", "size", "weights", "advice"),
     [
         # A user's own weights (not an enum) share the DEFAULT enum's transforms.
-        ("torchvision:resnet18?weights=my-r18", "imagefolder:/p", 224, "ResNet18_Weights", "64x64"),
+        (
+            "torchvision:resnet18?weights=my-r18",
+            "imagefolder:/p",
+            224,
+            "of resnet18's DEFAULT weights ResNet18_Weights.IMAGENET1K_V1 (its",
+            "64x64",
+        ),
         # The enum named, not DEFAULT: V2's transforms resize to 232 before the 224 crop.
         ("torchvision:resnet50?weights=IMAGENET1K_V2", None, 224, "IMAGENET1K_V2", "232 px"),
         ("torchvision:inception_v3", "builtin:uci-digits", 299, "Inception_V3", "?size=96x96"),
