@@ -42,6 +42,7 @@ from warmstart.stages.sources import provider_for
 NEAR_BITS = 4  # perceptual-hash Hamming distance (of 64 bits) that counts as a near-duplicate
 TOLERANCE = 0.01  # fraction of a split's images that may match before the run counts as leaky
 SPLITS = ("test", "validation")
+CHUNK_ROWS = 4096  # source images converted and hashed at a time (bounded temporaries)
 _BLOCK = 8_000_000  # query × reference hashes per Hamming block (64 MB of uint64)
 
 
@@ -174,6 +175,12 @@ def common_geometry(images: np.ndarray, like: np.ndarray) -> np.ndarray:
     return images
 
 
+def _row_chunks(images: np.ndarray, rows: int = CHUNK_ROWS) -> Iterable[np.ndarray]:
+    """``images`` a few thousand rows at a time: the conversions and hashes make temporary
+    copies several times the size of what they are given."""
+    return (images[i : i + rows] for i in range(0, len(images), rows))
+
+
 def check(
     splits: dict[str, np.ndarray],
     *,
@@ -185,7 +192,7 @@ def check(
     found: list[Overlap] = []
     like = next(iter(splits.values()))
     if source is not None:
-        chunks = [source] if isinstance(source, np.ndarray) else source
+        chunks = _row_chunks(source) if isinstance(source, np.ndarray) else source
         at_target = (common_geometry(chunk, like) for chunk in chunks)
         found += overlaps("source", at_target, splits, near=True)
     if pool is not None:
