@@ -4,6 +4,7 @@ cover exactly the selected images, and bad input (a shard missing or changed, em
 image over the pixel limit) is one line naming the fix."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -71,6 +72,17 @@ def test_streaming_ingest_equals_in_memory_and_streams_back(small_shards, tmp_pa
     again = np.concatenate([b[1] for b in again])
     np.testing.assert_array_equal(again, y)  # the same seed and epoch: the same order
     monkeypatch.setenv("WARMSTART_CACHE_DIR", str(tmp_path / "cold"))  # workers fetch from S3
+    threads = set()
+    counted = storage.get_bytes
+    monkeypatch.setattr(
+        storage, "get_bytes", lambda t: threads.add(threading.get_ident()) or counted(t)
+    )
+    spread = np.array([21, 0, 13, 7, 3, 18, 12])  # every shard: fetched in parallel, in order
+    np.testing.assert_array_equal(
+        open_dataset(ref.hash, limit=0).images[spread], in_memory.images[spread]
+    )
+    fetched = [key for key in gets if "/shards/" in key]
+    assert len(fetched) == len(set(fetched)) == 5 and len(threads) > 1  # each shard once
     forked = batches(open_dataset(ref.hash, limit=0), batch_size=4, seed=3, workers=2)
     assert sorted(np.concatenate([b[1] for b in forked]).tolist()) == sorted(in_memory.labels)
 

@@ -16,6 +16,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ CACHE_DIR_ENV = "WARMSTART_CACHE_DIR"
 CACHE_BYTES_ENV = "WARMSTART_SHARD_CACHE_BYTES"
 CACHE_BYTES = 4 * 2**30  # default local shard cache budget
 SHARD_DIR = "shards"
+FETCH_THREADS = 4  # shards a k-shot read fetches at once (each ≤ SHARD_BYTES in memory)
 
 
 def rows_per_shard(image_bytes: int, shard_bytes: int | None = None) -> int:
@@ -131,7 +133,13 @@ class ShardCache:
         self.evict()
 
     def evict(self) -> None:
-        files = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.root.glob("*/*.npy")]
+        files = []
+        for p in self.root.glob("*/*.npy"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # evicted meanwhile by another reader thread
+                continue
+            files.append((st.st_mtime, st.st_size, p))
         total = sum(size for _, size, _ in files)
         for _, size, path in sorted(files):
             if total <= self.budget:
@@ -245,10 +253,27 @@ class ShardedImages:
         idx = np.where(idx < 0, idx + len(self), idx)
         out = np.empty((len(idx), *self.shape[1:]), dtype=np.uint8)
         which = idx // self.index.rows
-        for i in np.unique(which):
+        for i, shard in self._shards([int(i) for i in np.unique(which)]):
             at = np.nonzero(which == i)[0]
-            out[at] = self.shard(int(i))[idx[at] - int(i) * self.index.rows]
+            out[at] = shard[idx[at] - i * self.index.rows]
         return out
+
+    def _shards(self, needed: list[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """The ``needed`` shards: those held in memory, then the rest fetched ``FETCH_THREADS``
+        at a time (a k-shot subset touches many shards; one by one, their round trips add up).
+        At most ``FETCH_THREADS`` fetched shards are alive at once."""
+        missing = [i for i in needed if i not in self._recent]
+        for i in needed:
+            if i in self._recent:
+                yield i, self.shard(i)
+        if len(missing) <= 1:
+            yield from ((i, self.shard(i)) for i in missing)
+            return
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+            for start in range(0, len(missing), FETCH_THREADS):
+                batch = missing[start : start + FETCH_THREADS]
+                fetched = pool.map(lambda i: fetch_shard(self.index, i, self.cache), batch)
+                yield from zip(batch, fetched, strict=True)
 
     def __getitem__(self, key: object) -> np.ndarray:
         if isinstance(key, int | np.integer):
