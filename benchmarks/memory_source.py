@@ -17,6 +17,11 @@ and the main process alone.
 
 The backbone is `bench-xs`, convnet-s with widths 8/16/32 (registered by this script), so an
 epoch of 100k 64 px images fits a 2-core CPU machine; the data path is the CLI's own.
+
+    nice -n 10 .venv/bin/python benchmarks/memory_source.py --throughput 8000 --repeats 2
+
+measures the pretraining data path alone (no services): images/s of one supervised epoch on the
+same images held in memory vs streamed from cached shards, alternating.
 """
 
 from __future__ import annotations
@@ -86,6 +91,62 @@ def pss(pid: int) -> int:
         return 0
     line = next((ln for ln in text.splitlines() if ln.startswith("Pss:")), "Pss: 0 kB")
     return int(line.split()[1]) * 1024
+
+
+def throughput(n: int, repeats: int) -> None:
+    """Pretraining images/s on the same n 64×64 RGB images, in memory (`ArrayBatches`) vs
+    streamed from locally cached shards (`StreamedBatches`, 2 DataLoader workers), alternating,
+    one supervised epoch of `bench-xs` each; no services (shards served by the local cache)."""
+    from typing import ClassVar
+
+    import numpy as np
+
+    from warmstart import models as M
+    from warmstart.data.dataset import ImageDataset
+    from warmstart.data.shards import ShardCache, ShardedImages, ShardIndex, npy_bytes, sha256
+    from warmstart.data.streamed import StreamedBatches
+    from warmstart.models.backbones.convnet import ConvNetS
+    from warmstart.models.registry import register_backbone
+
+    @register_backbone("bench-xs")
+    class BenchXS(ConvNetS):
+        widths: ClassVar[tuple[int, int, int]] = (8, 16, 32)
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (n, 3, 64, 64), dtype=np.uint8)
+    labels = rng.integers(0, 4, n)
+    rows = 1365
+    with tempfile.TemporaryDirectory(prefix="warmstart-tput-") as tmp:
+        cache = ShardCache(Path(tmp), budget=2**40)
+        digests = []
+        for start in range(0, n, rows):
+            data = npy_bytes(images[start : start + rows])
+            digests.append(sha256(data))
+            cache.put(digests[-1], data)
+        keys = tuple(f"shards/{i:05d}.npy" for i in range(len(digests)))
+        index = ShardIndex("s3://none/datasets/x", images.shape, rows, keys, tuple(digests))
+        ds = ImageDataset(ShardedImages(index, cache), labels, list("abcd"), known_hash="f" * 64)
+        cfg = M.PretrainConfig(epochs=1, device="cpu")
+        rates: dict[str, list[float]] = {"in memory": [], "streamed": []}
+        for _ in range(repeats):
+            for name in rates:
+                data = images if name == "in memory" else StreamedBatches(ds, labelled=True)
+                kw = {"labels": labels, "num_classes": 4} if name == "in memory" else {}
+                r = M.pretrain(
+                    "supervised",
+                    backbone="bench-xs",
+                    in_channels=3,
+                    image_size=(64, 64),
+                    images=data,
+                    config=cfg,
+                    **kw,
+                )
+                rates[name].append(r.images_per_second)
+                print(f"{name}: {r.images_per_second:.0f} img/s", flush=True)
+    for name, v in rates.items():
+        print(f"{name}: median {np.median(v):.0f} img/s (min {min(v):.0f}, max {max(v):.0f})")
+    ratio = [s / m for s, m in zip(rates["streamed"], rates["in memory"], strict=True)]
+    print(f"streamed / in memory: {np.median(ratio):.2f} ({min(ratio):.2f}-{max(ratio):.2f})")
 
 
 class TreeSampler(threading.Thread):
@@ -198,10 +259,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="20000,100000")
     ap.add_argument("--folder", default=None, help="an existing generated folder of max(sizes)")
+    ap.add_argument("--throughput", type=int, default=0, help="images: data-path rate only")
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(args.child)
+    if args.throughput:
+        return throughput(args.throughput, args.repeats)
     sys.path.insert(0, str(HERE))
     from ingest_throughput import make_folder  # this script's folder
 
