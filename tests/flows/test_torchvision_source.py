@@ -2,11 +2,12 @@
 checks what it takes (weights_only load, keys, the enum's hash) and a user's file comes back
 through the torch.hub loader equal to the file; one tiny pipeline run at 64x64 px on each of
 ``torchvision:resnet18`` and ``torchvision:mobilenet_v3_small`` (weights from the mirror) through
-every transfer mode, with the gate's verdict on two confirmation seeds and the lineage tags on
-the registered version."""
+every transfer mode (mobilenet's opt-in), with the gate's verdict on two confirmation seeds and
+the lineage tags on the registered version."""
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -65,7 +66,15 @@ def test_user_file_round_trips_through_the_mirror(random_r18):
     )
 
 
-# Each model through every transfer mode, freeze=<stage> with torchvision's stage name.
+# Each model through every transfer mode, freeze=<stage> with torchvision's stage name. A
+# pipeline run has a fixed cost of about a minute on 2 CPU cores whatever the model, so the
+# default run does resnet18 only (the file's time budget); mobilenet_v3_small's run is opt-in
+# (WARMSTART_E2E_MOBILENET=1), and its every mode at 64 px is trained in
+# tests/models/test_torchvision_backbone.py.
+MOBILENET_OPT_IN = pytest.mark.skipif(
+    os.environ.get("WARMSTART_E2E_MOBILENET") != "1",
+    reason="a second pipeline run (~65 s): set WARMSTART_E2E_MOBILENET=1",
+)
 RUNS = {
     "resnet18": ["finetune", "linear_probe", "lp_ft", "freeze=layer3"],
     "mobilenet_v3_small": ["finetune", "linear_probe", "lp_ft", "freeze=features.6"],
@@ -74,13 +83,15 @@ RULES = {"below-margin", "worse-than-champion", "champion-incomparable"}  # what
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", sorted(RUNS))
+@pytest.mark.parametrize(
+    "model", ["resnet18", pytest.param("mobilenet_v3_small", marks=MOBILENET_OPT_IN)]
+)
 def test_every_mode_end_to_end_at_64px_with_verdict_and_lineage(
     model, stack, monkeypatch, tmp_path
 ):
     """A randomly initialised torchvision model added as the user's weights, then one pipeline
-    at 64x64 px: every mode trains, two confirmation seeds give a real gate verdict, and the
-    (kept) candidate version carries the lineage tags."""
+    at 64x64 px: every mode trains, the gate gives its verdict, and the (kept) candidate version
+    carries the lineage tags."""
     from warmstart.flows.pipeline import transfer_pipeline
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))  # nothing cached

@@ -72,9 +72,9 @@ def test_stages_heads_and_preprocessing():
     assert not any(k.startswith("head.") for k in mb.trunk_state_dict())
 
 
-def test_every_mode_on_mobilenet_v3_small():
+def test_every_mode_on_mobilenet_v3_small_at_64px():
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(12, 3, 32, 32), dtype=np.uint8)
+    x = rng.integers(0, 256, size=(12, 3, 64, 64), dtype=np.uint8)
     y = np.arange(12) % 3
     init = {
         f"net.{k}": v
@@ -91,7 +91,7 @@ def test_every_mode_on_mobilenet_v3_small():
             init_state=init,
             mode=mode,
             in_channels=3,
-            image_size=(32, 32),
+            image_size=(64, 64),
             num_classes=3,
             train=(x, y),
             val=(x, y),
