@@ -7,17 +7,20 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from warmstart.params import PipelineParams
+from warmstart.stages import provider_for
 from warmstart.tasks import stage_runs
 
 
 def run_name() -> str:
-    """``<target> · k=<k> · <strategies> × <modes> · <n> seeds``: what ran, at a glance."""
+    """``<target> · k=<k> · <sources> × <modes> · <n> seeds``: what ran, at a glance (the
+    sources are the provider's labels: the strategies for a dataset, else e.g. ``torchvision``)."""
     raw = flow_run.parameters.get("params") or {}
     params = raw if isinstance(raw, PipelineParams) else PipelineParams(**raw)
     target = params.target.split("?")[0].split(":")[-1].rstrip("/").rsplit("/", 1)[-1]
     k = getattr(params, "k_values", None) or params.k_shot
     return (
-        f"{target} · k={k} · {','.join(params.strategies)} × {','.join(params.transfer_modes)}"
+        f"{target} · k={k} · {','.join(provider_for(params.source).labels(params))} × "
+        f"{','.join(params.transfer_modes)}"
         f" · {params.seeds} seeds"
     )
 

@@ -119,15 +119,16 @@ def pretrain_pool_only(label: str, dataset: DatasetRef | None, job: Job) -> Sour
 
 def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> SourceModel:
     provider = stages.provider_for(job.params.source)
+    epochs = job.params.pretrain_epochs if provider.needs_dataset else 0  # 0: loads, trains nothing
     params = {
         "strategy": label,
         "provider": provider.name,
         "backbone": job.params.backbone,
-        "epochs": job.params.pretrain_epochs,
+        "epochs": epochs,
         "unsupervised_data": job.params.unsupervised_data,
     }
     tags = {"warmstart.stage": "pretrain_source", "strategy": label}
-    with stage_run(job.run, name, params, tags, job.params.pretrain_epochs) as progress:
+    with stage_run(job.run, name, params, tags, epochs) as progress:
         source = provider.resolve(label, dataset, job, report=progress)
         if source.stage is not None:
             log_stage(progress.run_id, name, source.stage, label)

@@ -93,7 +93,7 @@ class Progress:
         self.run_id = run_id
         self.flow_run_id = flow_run_id
         self.label = label
-        self.total = max(1, total_epochs)
+        self.total = total_epochs  # 0: a stage that trains nothing (e.g. loads published weights)
         self.epochs = 0
         self.artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: starting")
         self.monitor = None  # the system-metrics monitor (False: it could not start)
@@ -112,14 +112,17 @@ class Progress:
         get_run_logger().info("%s · %s", self.label, line, extra={EPOCH_RECORD: True})
         update_progress_artifact(
             self.artifact_id,
-            progress=min(100.0, 100.0 * epoch / self.total),
+            progress=min(100.0, 100.0 * epoch / max(1, self.total)),
             description=f"{self.label} · {line}",
         )
         notify(StageEvent("epoch", self.run_id, self.label, epoch, self.total, summary))
 
     def done(self) -> None:
         """The stage ended well: the artifact full, listeners told."""
-        what = f"{self.epochs} epoch(s) trained" if self.epochs else "reused, nothing trained"
+        if self.epochs:
+            what = f"{self.epochs} epoch(s) trained"
+        else:
+            what = "reused, nothing trained" if self.total else "loaded, nothing to train"
         update_progress_artifact(
             self.artifact_id, progress=100.0, description=f"{self.label}: {what}"
         )

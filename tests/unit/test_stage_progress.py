@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from warmstart.cli import progress as cli_progress
+from warmstart.params import PipelineParams
 from warmstart.tasks import sweep as sweep_tasks
 from warmstart.tasks.flow_artifacts import artifact_key
 from warmstart.tasks.stage_progress import (
@@ -68,6 +69,8 @@ def _events() -> list[StageEvent]:
         StageEvent("done", "r1", "supervised/linear_probe seed 0", 2, 2, "2 epoch(s) trained"),
         StageEvent("start", "r2", "scratch seed 0", 0, 2),
         StageEvent("failed", "r2", "scratch seed 0", 0, 2, "TrainingError: loss became nan"),
+        StageEvent("start", "r3", "pretrain torchvision", 0, 0),  # loads weights: no epochs
+        StageEvent("done", "r3", "pretrain torchvision", 0, 0, "loaded, nothing to train"),
     ]
 
 
@@ -83,6 +86,8 @@ def test_plain_lines_one_per_start_epoch_and_end():
         "supervised/linear_probe seed 0: done — 2 epoch(s) trained",
         "scratch seed 0: started (2 epochs)",
         "scratch seed 0: failed — TrainingError: loss became nan",
+        "pretrain torchvision: started",
+        "pretrain torchvision: done — loaded, nothing to train",
     ]
 
 
@@ -99,12 +104,13 @@ def test_live_display_counts_stages_and_leaves_one_line_per_finished_stage():
     for event in events[3:]:
         display(event)
     assert [t.description for t in display.bars.tasks] == ["stages done"]
-    assert (display.bars.tasks[0].completed, display.bars.tasks[0].total) == (2, 2)
+    assert (display.bars.tasks[0].completed, display.bars.tasks[0].total) == (3, 3)
     display(StageEvent("abandon"))  # Ctrl-C: the display stops (the cursor comes back)
     assert not display.bars.live.is_started
     text = out.getvalue()
     assert "✓ supervised/linear_probe seed 0: 2 epoch(s) trained (" in text
     assert "✗ scratch seed 0: TrainingError: loss became nan (" in text
+    assert "✓ pretrain torchvision: loaded, nothing to train (" in text
 
 
 def test_epoch_records_stay_off_the_console_other_records_pass():
@@ -184,3 +190,21 @@ def test_the_pair_is_made_again_until_the_report_sorts_first(monkeypatch, ids, d
     made = client.created
     assert (report, table) == (made[-2][0], made[-1][0])
     assert [kind for _, kind in made] == ["markdown", "table"] * (len(deleted) // 2 + 1)
+
+
+def test_flow_run_name_names_the_sources_the_provider_builds(monkeypatch):
+    """A dataset source lists its strategies; published weights are one `torchvision` source
+    (its strategies parameter plays no part, so the name must not list it)."""
+    from warmstart.flows import hooks  # deferred: heavy (prefect flows)
+
+    names = []
+    for source in ("builtin:mnist-5k", "torchvision:resnet18?weights=none"):
+        params = PipelineParams(
+            source=source, target="builtin:uci-digits?size=32x32", transfer_modes=["finetune"]
+        )
+        monkeypatch.setattr(hooks, "flow_run", SimpleNamespace(parameters={"params": params}))
+        names.append(hooks.run_name())
+    assert names == [
+        "uci-digits · k=10 · supervised,gan,autoencoder × finetune · 2 seeds",
+        "uci-digits · k=10 · torchvision × finetune · 2 seeds",
+    ]

@@ -46,7 +46,8 @@ class PlainLines:
 
     def __call__(self, event: StageEvent) -> None:
         if event.kind == "start":
-            text = f"{event.label}: started ({event.total} epochs)"
+            epochs = f" ({event.total} epochs)" if event.total else ""
+            text = f"{event.label}: started{epochs}"
         elif event.kind == "epoch":
             text = f"{event.label} · epoch {event.epoch}/{event.total} · {event.summary}"
         elif event.kind in ("done", "failed"):
@@ -91,7 +92,8 @@ class LiveStages:
         if event.kind == "abandon":
             self.stop()
         elif event.kind == "start":
-            self.rows[event.key] = self.bars.add_task(label, total=event.total, summary="")
+            total = event.total or None  # None: no epochs to count (a pulsing bar)
+            self.rows[event.key] = self.bars.add_task(label, total=total, summary="")
             self.started[event.key] = time.monotonic()
             self.bars.update(self.overall, total=len(self.started) + self.done)
         elif event.kind == "epoch" and event.key in self.rows:
