@@ -4,8 +4,7 @@ import torchvision
 from PIL import Image, features
 
 from tests.data.helpers import write_image, write_tree
-from warmstart.data import load_source
-from warmstart.data.imagefolder import PARALLEL_MIN
+from warmstart.data import decode, load_source
 from warmstart.errors import DataError
 
 
@@ -147,8 +146,9 @@ def test_bad_folders_name_the_input(tmp_path, setup, named):
     assert ("nope" if setup == "missing" else str(root)) in msg
 
 
-def test_parallel_decode_equals_serial(tmp_path):
-    per = PARALLEL_MIN // 2 + 1
+def test_parallel_decode_equals_serial(tmp_path, monkeypatch):
+    monkeypatch.setattr(decode, "PARALLEL_MIN", 64)  # the pool, on few files
+    per = 64 // 2 + 1
     root = write_tree(tmp_path / "p", classes=("a", "b"), per_class=per, size=(6, 6))
     serial = load_source(f"imagefolder:{root}", workers=1)
     parallel = load_source(f"imagefolder:{root}", workers=2)

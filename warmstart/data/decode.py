@@ -18,7 +18,10 @@ from warmstart.data.transforms import crop_content, resize_image
 from warmstart.errors import DataError
 
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
-PARALLEL_MIN = 256  # below this, decoding in-process beats starting workers
+# From this many images a pool of worker processes (fork) beats decoding in-process, pool start
+# included: measured 1.29x (64×64 RGB PNG) and 1.01x (8×8 gray) at 1,024 images, slower below
+# (0.87x and 0.45x at 256). BENCHMARKS.md §9, benchmarks/decode_pool.py.
+PARALLEL_MIN = 1024
 MAX_PIXELS_ENV = "WARMSTART_MAX_IMAGE_PIXELS"
 MAX_PIXELS = 40_000_000  # one image above this (e.g. an 8000×6000 photo) is refused
 TOO_LARGE = "too large: "  # decode_chunk's marker for an image over the pixel limit
