@@ -7,7 +7,6 @@ the lineage tags on the registered version."""
 
 from __future__ import annotations
 
-import os
 import pickle
 
 import pytest
@@ -66,15 +65,8 @@ def test_user_file_round_trips_through_the_mirror(random_r18):
     )
 
 
-# Each model through every transfer mode, freeze=<stage> with torchvision's stage name. A
-# pipeline run has a fixed cost of about a minute on 2 CPU cores whatever the model, so the
-# default run does resnet18 only (the file's time budget); mobilenet_v3_small's run is opt-in
-# (WARMSTART_E2E_MOBILENET=1), and its every mode at 64 px is trained in
-# tests/models/test_torchvision_backbone.py.
-MOBILENET_OPT_IN = pytest.mark.skipif(
-    os.environ.get("WARMSTART_E2E_MOBILENET") != "1",
-    reason="a second pipeline run (~65 s): set WARMSTART_E2E_MOBILENET=1",
-)
+# Each model through every transfer mode, freeze=<stage> with torchvision's stage name: one
+# tiny pipeline run per model (about a minute each on 2 CPU cores, whatever the model).
 RUNS = {
     "resnet18": ["finetune", "linear_probe", "lp_ft", "freeze=layer3"],
     "mobilenet_v3_small": ["finetune", "linear_probe", "lp_ft", "freeze=features.6"],
@@ -83,9 +75,7 @@ RULES = {"below-margin", "worse-than-champion", "champion-incomparable"}  # what
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "model", ["resnet18", pytest.param("mobilenet_v3_small", marks=MOBILENET_OPT_IN)]
-)
+@pytest.mark.parametrize("model", ["resnet18", "mobilenet_v3_small"])
 def test_every_mode_end_to_end_at_64px_with_verdict_and_lineage(
     model, stack, monkeypatch, tmp_path
 ):
