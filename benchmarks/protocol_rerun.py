@@ -153,6 +153,33 @@ def _row(rec: dict, old: dict[str, dict[int, float]], margin: float) -> str:
     )
 
 
+def _part(arm: str) -> str:
+    if arm.endswith("(confirm)"):
+        return "confirm"
+    if arm == "scratch" or arm.startswith("control/"):
+        return "old"  # the default scratch and the controls: what the old gate trained too
+    return "grid" if arm.startswith("scratch/") else "transfer"
+
+
+def cost_line(rec: dict) -> str:
+    """Where one run's training seconds went (side by side in one run, so one load): the
+    selection's transfer arms, the default scratch and controls, scratch's extra grid points,
+    the confirmation; and what the old protocol (3 seeds, one scratch) would have trained."""
+    parts = dict.fromkeys(("transfer", "old", "grid", "confirm"), 0.0)
+    for row in rec["summary"]["table"]:
+        parts[_part(row["arm"])] += row["finetune_seconds"]
+    seeds = rec["params"]["seeds"]
+    old = 3 / seeds * (parts["transfer"] + parts["old"])
+    new = sum(parts.values())
+    return (
+        f"k={rec['k']}: fine-tune s {new:.0f} (transfer {parts['transfer']:.0f}, scratch default "
+        f"+ controls {parts['old']:.0f}, scratch's other grid points {parts['grid']:.0f}, "
+        f"confirmation {parts['confirm']:.0f}) vs old protocol ≈ {old:.0f} (3 seeds × the same "
+        f"arms, one scratch: ratio {new / old:.2f}); flow wall {rec['wall_s']:.0f} s, "
+        f"{rec['summary']['trained']} stages trained, {rec['summary']['reused']} reused"
+    )
+
+
 def table(names: list[str], out: Path) -> None:
     for name in names:
         section, old_wall = SECTIONS.get(name, ("?", float("nan")))
@@ -184,6 +211,14 @@ def table(names: list[str], out: Path) -> None:
             f"{per_k} s) vs old sweep {old_wall:.0f} s "
             f"(3 seeds, no gate). Load average at the end of each run: {loads}."
         )
+        pre = {r["strategy"]: r["pretrain_seconds"] for r in recs[0]["summary"]["table"]}
+        pre_s = ", ".join(f"{k} {v:.0f}" for k, v in pre.items() if v)
+        print(
+            f"\nTraining seconds per run (pretraining in the first run: {pre_s} s; a run whose "
+            "pretrainings count as reused took them from the previous k's run):\n"
+        )
+        for rec in recs:
+            print(f"- {cost_line(rec)}")
 
 
 def main() -> None:
