@@ -29,11 +29,12 @@ FAST = dict(configs.TINY, seeds=1, pretrain_epochs=2, finetune_epochs=2, keep_ca
 @pytest.fixture(scope="module")
 def registered(stack) -> dict:
     """Task A trained and registered once (kept as a candidate whatever the gate says), with an
-    alias of our own on its version."""
+    alias of our own on its version. Pretrained on digits 8-9, labelled on 0-3: nothing it saw
+    is in task B's (4-7) validation or test images."""
     from warmstart.flows.pipeline import transfer_pipeline
 
     summary = transfer_pipeline(
-        PipelineParams(**{**FAST, "source": "builtin:uci-digits?classes=5-9", "target": TASK_A})
+        PipelineParams(**{**FAST, "source": "builtin:uci-digits?classes=8-9", "target": TASK_A})
     )
     mv = registered_by(summary)
     tracking.set_alias(mv.name, ALIAS, mv.version)
@@ -113,6 +114,18 @@ def test_another_backbone_or_input_is_refused_before_ingest(registered):
     with pytest.raises(ConfigError, match=r"takes 1×8×8 images.*add &size=8x8&channels=1"):
         check_geometry(source, geometry, bigger)
     check_geometry(source, geometry, PipelineParams(**{**FAST, "source": source, "target": TASK_B}))
+
+
+def test_a_target_the_registered_model_learned_from_is_refused_before_training(registered):
+    """Task A's model saw digits 2-3 labelled: a run on 2-5 would test it on images it trained
+    on. The flow stops at the leakage guard, in one line naming the source model's labels."""
+    from warmstart.flows.pipeline import transfer_pipeline
+    from warmstart.stages.leakage import LeakageError
+
+    source = f"mlflow:models:/{registered['name']}/{registered['version']}"
+    overlapping = "builtin:uci-digits?classes=2-5"
+    with pytest.raises(LeakageError, match=r"^source model's labels shares \d+ of \d+ test images"):
+        transfer_pipeline(PipelineParams(**{**FAST, "source": source, "target": overlapping}))
 
 
 def test_a_stored_warmstart_checkpoint_is_a_source(registered):

@@ -22,9 +22,11 @@ from warmstart.contracts import (
     RunContext,
     StageRecord,
 )
+from warmstart.data import load_splits, open_dataset
 from warmstart.params import PipelineParams
 from warmstart.promotion.registry import model_name
-from warmstart.stages.leakage import LeakageError
+from warmstart.stages.leakage import LeakageError, learned_overlaps
+from warmstart.stages.sources import LearnedFrom
 from warmstart.tasks.leakage import check_leakage
 from warmstart.tracking import END_REASON_TAG
 from warmstart.tracking.client import client
@@ -126,3 +128,23 @@ def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
     assert client().get_run(run.run_id).data.metrics["leakage.source.test.exact"] == split.test
     assert client().get_run(run.run_id).data.tags["leakage_allowed"] == "true"
     tracking.end_run(run.run_id)
+
+    # a registered source model: what its weights learned from, against a run's split. Trained
+    # on this split (test 20%), it may have seen everything outside this test split, so a run
+    # whose test split is 50% of the target finds some of its test images there, by index;
+    # a run on the very same split finds none; a model pretrained on this dataset, all.
+    wide = stages.make_target_splits(target, params.model_copy(update={"test_fraction": 0.5}))
+    ds, mine, theirs = open_dataset(target.hash), load_splits(wide.hash), load_splits(split.hash)
+    images = {"test": ds.images[mine.test], "validation": ds.images[mine.val]}
+    wide_job = dataclasses.replace(job, split=wide)
+    seen = np.setdiff1d(np.arange(target.count), theirs.test)  # all but its test: k-shot pools
+    labels = LearnedFrom("source model's labels", target.hash, split.hash)
+    found = {o.split: o for o in learned_overlaps(labels, wide_job, images, mine)}
+    assert found["test"].exact == np.isin(mine.test, seen).sum() > 0 and found["test"].leaky
+    assert found["validation"].exact == np.isin(mine.val, seen).sum()
+    assert learned_overlaps(labels, job, images, mine) == []  # the same split: its test unseen
+    pretrained = LearnedFrom("source model's pretraining data", source.hash)
+    (test, val) = learned_overlaps(pretrained, wide_job, images, mine)
+    assert (test.exact, val.exact) == (wide.test, wide.val)
+    gone = LearnedFrom("source model's pretraining data", "f" * 64)  # not in this store
+    assert learned_overlaps(gone, wide_job, images, mine) == []

@@ -5,6 +5,7 @@ ingested — each bad input one line naming the fix."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -138,3 +139,26 @@ def test_a_state_dict_that_does_not_fit_its_arch_is_refused(torchvision_file, ar
     spec = f"checkpoint:{torchvision_file[0]}?arch={arch}"
     with pytest.raises(ConfigError, match=f"^--source checkpoint:.*{expected}"):
         read_plain(spec)
+
+
+def test_a_registered_source_names_what_its_weights_learned_from(monkeypatch):
+    """The leakage guard checks a version's pretraining data and its labelled split (its tags);
+    a version without them names nothing, and a dataset source leaves it to the dataset check."""
+    from warmstart.stages import sources_registered
+
+    tags = {
+        "source_dataset_hash": "a" * 64,
+        "target_dataset_hash": "b" * 64,
+        "split_hash": "c" * 64,
+    }
+    version = SimpleNamespace(tags=tags)
+    monkeypatch.setattr(sources_registered, "lookup", lambda spec: version)
+    provider = provider_for("mlflow:models:/warmstart-x@champion")
+    seen = provider.learned_from(params("mlflow:models:/warmstart-x@champion"))
+    assert [(s.what, s.dataset_hash, s.split_hash) for s in seen] == [
+        ("source model's pretraining data", "a" * 64, None),
+        ("source model's labels", "b" * 64, "c" * 64),
+    ]
+    version.tags = {}
+    assert provider.learned_from(params("mlflow:models:/warmstart-x@champion")) == []
+    assert provider_for("builtin:mnist-5k").learned_from(params("builtin:mnist-5k")) == []

@@ -32,12 +32,12 @@ import numpy as np
 from PIL import Image
 
 from warmstart.contracts import Job
-from warmstart.data import load_splits, open_dataset, parse_spec
+from warmstart.data import Splits, load_splits, open_dataset, parse_spec
 from warmstart.data.transforms import resize_image, to_gray
-from warmstart.errors import ConfigError, WarmstartError
+from warmstart.errors import ConfigError, DataError, WarmstartError
 from warmstart.params import PipelineParams
 from warmstart.stages.pretrain import data_needs
-from warmstart.stages.sources import provider_for
+from warmstart.stages.sources import LearnedFrom, provider_for
 
 NEAR_BITS = 4  # perceptual-hash Hamming distance (of 64 bits) that counts as a near-duplicate
 TOLERANCE = 0.01  # fraction of a split's images that may match before the run counts as leaky
@@ -101,10 +101,12 @@ class LeakageReport:
         )
 
     def metrics(self) -> dict[str, float]:
-        """Counts for MLflow: ``leakage.<what>.<split>.exact|near`` (``target pool`` → ``pool``)."""
+        """Counts for MLflow: ``leakage.<what>.<split>.exact|near`` (``target pool`` → ``pool``,
+        ``source model's labels`` → ``source_model_labels``)."""
         out: dict[str, float] = {}
         for o in self.overlaps:
-            key = f"leakage.{o.what.replace('target ', '')}.{o.split}"
+            what = o.what.replace("target ", "").replace("'s", "").replace(" ", "_")
+            key = f"leakage.{what}.{o.split}"
             out[f"{key}.exact"], out[f"{key}.near"] = float(o.exact), float(o.near)
         return out
 
@@ -218,7 +220,47 @@ def check_job(job: Job, source_hash: str | None) -> LeakageReport:
     pool = None
     if uses_target_pool(job.params):
         pool = target.images[np.union1d(split.train, split.unlabelled)]
-    return check(images, source=source, pool=pool)
+    found = check(images, source=source, pool=pool).overlaps
+    for seen in provider_for(job.params.source).learned_from(job.params):
+        found += tuple(learned_overlaps(seen, job, images, split))
+    return LeakageReport(found)
+
+
+def learned_overlaps(
+    seen: LearnedFrom, job: Job, images: dict[str, np.ndarray], split: Splits
+) -> list[Overlap]:
+    """What a source model learned from against this run's validation and test images: by index
+    when it was trained on a split of this very target (everything outside that split's test:
+    each seed draws its k-shot set from the pool, and label-free pretraining may use all of it;
+    none when it is this very split), else image by image. Data not stored here, or a
+    split no longer stored, counts as the whole dataset: the weights may have seen any of it."""
+    seen_idx = None
+    if seen.split_hash and seen.split_hash != job.split.hash:
+        try:
+            theirs = load_splits(seen.split_hash)
+            seen_idx = np.union1d(np.union1d(theirs.train, theirs.val), theirs.unlabelled)
+        except DataError:
+            seen_idx = None
+    if seen.dataset_hash == job.target.hash:
+        if seen.split_hash == job.split.hash:
+            return []
+        if seen_idx is not None:
+            parts = (("test", split.test), ("validation", split.val))
+            return [
+                Overlap(seen.what, s, int(np.isin(i, seen_idx).sum()), 0, len(i)) for s, i in parts
+            ]
+    try:
+        ds = open_dataset(seen.dataset_hash)
+    except DataError:
+        return []  # not in this store: nothing to compare (the lineage tags still name it)
+    ref = (
+        ds.images
+        if seen_idx is None or seen.dataset_hash == job.target.hash
+        else ds.images[seen_idx]
+    )
+    chunks = _row_chunks(ref) if isinstance(ref, np.ndarray) else ref.chunks()
+    like = next(iter(images.values()))
+    return overlaps(seen.what, (common_geometry(c, like) for c in chunks), images, near=True)
 
 
 def enforce(report: LeakageReport, *, allow: bool) -> str | None:

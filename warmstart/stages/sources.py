@@ -9,6 +9,7 @@ gets ``SourceModel``s (weights + architecture + input spec + provenance) and bui
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from warmstart.contracts import DatasetRef, Job, SourceModel
@@ -17,6 +18,16 @@ from warmstart.params import PipelineParams
 from warmstart.stages.weights import Report, no_report
 
 DEFAULT_PROVIDER = "pretrain"
+
+
+@dataclass(frozen=True)
+class LearnedFrom:
+    """Data that a source's weights already learned from, by content hash: the leakage guard
+    checks it against the run's validation and test images like a source dataset."""
+
+    what: str  # how the report names it, e.g. "source model's labels"
+    dataset_hash: str
+    split_hash: str | None = None  # its labelled part: this split's train and validation
 
 
 class SourceProvider:
@@ -39,6 +50,11 @@ class SourceProvider:
 
     def validate(self, params: PipelineParams) -> None:
         """Refuse bad parameters before anything is ingested or trained (one line, the fix)."""
+
+    def learned_from(self, params: PipelineParams) -> list[LearnedFrom]:
+        """Stored data the source's weights were trained on (the leakage guard checks it);
+        a dataset source is checked as the ingested dataset itself."""
+        return []
 
     def resolve(
         self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report

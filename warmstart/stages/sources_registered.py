@@ -26,7 +26,7 @@ from warmstart.errors import ConfigError
 from warmstart.models import get_backbone
 from warmstart.params import PipelineParams
 from warmstart.stages.checks import parse_flag
-from warmstart.stages.sources import SourceProvider, register_source_provider
+from warmstart.stages.sources import LearnedFrom, SourceProvider, register_source_provider
 from warmstart.stages.weights import Report, load_weights, no_report
 from warmstart.tracking.client import client
 
@@ -283,6 +283,17 @@ class RegisteredModelProvider(SourceProvider):
         parse_model_spec(params.source)
         tracking.check_server(timeout=5)  # one line at once when MLflow is down, not a minute
         check_geometry(params.source, lookup(params.source).geometry, params)
+
+    def learned_from(self, params: PipelineParams) -> list[LearnedFrom]:
+        """The version's pretraining data and its labelled target split (its tags)."""
+        tags = lookup(params.source).tags
+        seen = []
+        if tags.get("source_dataset_hash"):
+            seen.append(LearnedFrom("source model's pretraining data", tags["source_dataset_hash"]))
+        if tags.get("target_dataset_hash"):
+            split = tags.get("split_hash") or None
+            seen.append(LearnedFrom("source model's labels", tags["target_dataset_hash"], split))
+        return seen
 
     def resolve(
         self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
