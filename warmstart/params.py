@@ -189,9 +189,10 @@ class PipelineParams(BaseModel):
 
 
 def native_size_target(source: str, target: str) -> str:
-    """``target`` with the input size of the ``torchvision:`` source's weights (their transforms'
-    crop, e.g. ``?size=224x224``) when it names no ``size=``, and a one-line notice saying so and
-    how to pick a smaller size; any other target unchanged."""
+    """``target`` with the input of the ``torchvision:`` source's weights when it names no
+    ``size=``: their transforms' centre crop and size (``?size=224x224&crop=center:0.875`` for
+    resize 256, crop 224; a ``crop=`` of the user's own is kept), and a one-line notice saying so
+    and how to pick a smaller size; any other target unchanged."""
     try:
         spec = parse_spec(target)
     except WarmstartError:
@@ -208,13 +209,13 @@ def native_size_target(source: str, target: str) -> str:
         else f"{model} takes only {crop}x{crop}"
     )
     weights = f"{model}'s DEFAULT weights {preset.weights}" if preset.own else preset.weights
+    centre = f"&crop=center:{crop / preset.resize:g}" if spec.crop is None else ""
     log.warning(
-        "--target %s: no size= given, so images are resized to %dx%d px, the input size of %s "
-        "(its transforms: shorter side %d px, centre crop %d; here the whole image is resized). "
-        "On a CPU that trains slowly: %s.",
-        target, crop, crop, weights, preset.resize, crop, faster,
+        "--target %s: no size= given, so images get the input of %s: its transforms' shorter "
+        "side %d px, centre crop %dx%d px. On a CPU that trains slowly: %s.",
+        target, weights, preset.resize, crop, crop, faster,
     )  # fmt: skip
-    return f"{target}{'&' if '?' in target else '?'}size={crop}x{crop}"
+    return f"{target}{'&' if '?' in target else '?'}size={crop}x{crop}{centre}"
 
 
 class SweepParams(PipelineParams):

@@ -36,6 +36,11 @@ def test_s3_and_paths_keep_their_colons_and_names():
     assert parse_spec("cifar10:/data/c%3Fx?classes=0,1").location == "/data/c?x"
 
 
+def test_a_centre_crop_keeps_its_fraction():
+    assert parse_spec("builtin:shapes?crop=Center:0.8750").crop == "center:0.875"
+    assert parse_spec("imagefolder:/p?crop=center:1").crop == "center:1"
+
+
 @pytest.mark.parametrize(
     "bad, named",
     [
@@ -47,6 +52,8 @@ def test_s3_and_paths_keep_their_colons_and_names():
         ("builtin:shapes?n=0", "n=0"),
         ("builtin:shapes?n=3&n=4", "'n'"),
         ("builtin:shapes?crop=center", "center"),
+        ("builtin:shapes?crop=center:1.5", "crop=center:0.875"),
+        ("builtin:shapes?crop=middle:0.5", "middle"),
         ("builtin:shapes?classes=1,,2", "1,,2"),
         ("builtin:", "no location"),
     ],

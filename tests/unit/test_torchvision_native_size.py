@@ -18,10 +18,10 @@ def notices(caplog) -> list[str]:
 def test_target_without_size_takes_the_weights_crop_with_one_notice(caplog):
     caplog.set_level(logging.WARNING, "warmstart.params")
     p = PipelineParams(source="torchvision:resnet18", target="builtin:shapes?n=30")
-    assert p.target == "builtin:shapes?n=30&size=224x224"
+    assert p.target == "builtin:shapes?n=30&size=224x224&crop=center:0.875"  # 224 of 256
     (line,) = notices(caplog)
-    assert "resized to 224x224 px, the input size of ResNet18_Weights.IMAGENET1K_V1" in line
-    assert "shorter side 256 px, centre crop 224" in line
+    assert "get the input of ResNet18_Weights.IMAGENET1K_V1" in line
+    assert "shorter side 256 px, centre crop 224x224 px" in line
     assert "add ?size=64x64 to --target (32 px and up fit resnet18)" in line
     assert "\n" not in line
     again = PipelineParams(**p.model_dump())  # Prefect re-validates: no second notice
@@ -44,7 +44,7 @@ def test_an_explicit_size_wins_and_says_nothing(caplog):
             "torchvision:resnet18?weights=my-r18",
             "imagefolder:/p",
             224,
-            "of resnet18's DEFAULT weights ResNet18_Weights.IMAGENET1K_V1 (its",
+            "of resnet18's DEFAULT weights ResNet18_Weights.IMAGENET1K_V1: its",
             "64x64",
         ),
         # The enum named, not DEFAULT: V2's transforms resize to 232 before the 224 crop.
@@ -57,11 +57,36 @@ def test_size_and_advice_follow_the_weights_named(caplog, source, target, size, 
     caplog.set_level(logging.WARNING, "warmstart.params")
     kwargs = {"source": source} | ({"target": target} if target else {})
     p = SweepParams(**kwargs)
-    assert p.target.endswith(f"size={size}x{size}")
-    if target is None:
-        assert p.target == f"builtin:uci-digits?size={size}x{size}"  # the default target
+    assert f"size={size}x{size}&crop=center:" in p.target
+    if target is None:  # the default target; V2 resizes to 232 before the 224 crop
+        assert p.target == f"builtin:uci-digits?size={size}x{size}&crop=center:{224 / 232:g}"
     (line,) = notices(caplog)
     assert weights in line and advice in line
+
+
+def test_a_crop_of_the_users_own_is_kept():
+    p = PipelineParams(source="torchvision:resnet18", target="builtin:mnist-5k?crop=content")
+    assert p.target == "builtin:mnist-5k?crop=content&size=224x224"
+
+
+def test_center_crop_matches_torchvision_resize_then_center_crop():
+    """crop=center:<keep> then the resize gives torchvision's Resize(r) + CenterCrop(c) window.
+    On a ramp image every pixel says where it came from: a window off by 4 px would be off by
+    ~2 levels everywhere; resampling differences are well below 1 (512×384 px, r = 256, c = 224)."""
+    import numpy as np
+    import torch
+    from torchvision.transforms import v2
+
+    from warmstart.data.transforms import apply_crop, resize_image
+
+    y, x = np.mgrid[0:384, 0:512]
+    image = np.stack([0.45 * x, 0.6 * y, 0.3 * x + 0.2 * y]).astype(np.uint8)
+    ours = resize_image(apply_crop(image, "center:0.875", (224, 224)), (224, 224))
+    ref = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224)])(torch.from_numpy(image))
+    assert ours.shape == (3, 224, 224)
+    assert np.abs(ours.astype(float) - ref.numpy()).mean() < 1.0
+    shifted = resize_image(image[:, 28:364, 92:428], (224, 224))  # the window 4 px off
+    assert np.abs(shifted.astype(float) - ref.numpy()).mean() > 1.5  # the test can tell
 
 
 def test_input_preset_reads_the_enum_transforms():

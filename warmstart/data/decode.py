@@ -14,7 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from warmstart.data.shards import env_int
-from warmstart.data.transforms import crop_content, resize_image
+from warmstart.data.transforms import apply_crop, resize_image
 from warmstart.errors import DataError
 
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
@@ -72,9 +72,9 @@ def _decode_one(
                 img = img.convert("RGB")
             arr = np.asarray(img)
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    if crop == "content":
-        arr = crop_content(arr)
+    if crop is not None:
         size = size or (img.height, img.width)
+        arr = apply_crop(arr, crop, size)
     if size is not None:
         arr = resize_image(arr, size)
     return np.ascontiguousarray(arr), mode

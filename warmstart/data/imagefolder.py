@@ -26,7 +26,7 @@ from warmstart.data.decode import (  # noqa: F401 - PARALLEL_MIN, decode_all: pu
     TOO_LARGE,
     decode_all,
 )
-from warmstart.data.transforms import resolve_classes
+from warmstart.data.transforms import crop_record, resolve_classes
 from warmstart.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -256,10 +256,8 @@ def conversion_records(
                 "method": "PIL convert",
             }
         )
-    if crop == "content":
-        out.append(
-            {"op": "crop", "mode": "content", "shape": "square bounding box of non-background"}
-        )
+    if crop is not None:
+        out.append(crop_record(crop))
     if size is not None:
         out.append(
             {"op": "resize", "to": list(size), "method": "box when shrinking, else bilinear"}

@@ -30,7 +30,7 @@ class SourceSpec:
     n: int | None = None  # sample count (builtin:shapes / builtin:noise)
     num_classes: int | None = None  # class count (builtin:shapes / builtin:noise)
     seed: int | None = None  # generator seed (overrides load_source's seed)
-    crop: str | None = None  # "content": square bounding box of the non-background pixels
+    crop: str | None = None  # "content" (square box of the non-background) or "center:<keep>"
     skip_corrupt: bool = False  # skip undecodable images (and count them) instead of failing
 
     @property
@@ -113,12 +113,29 @@ def _parse_option(spec: str, key: str, value: str) -> object:
         except ValueError:
             raise _fail(spec, f"seed={value!r} is not an integer", "write seed=<int>") from None
     if key == "crop":
-        if value.lower() != "content":
-            raise _fail(spec, f"crop={value!r}", "the only crop is crop=content")
-        return "content"
+        return _crop(spec, value.lower())
     if value.lower() not in _TRUE + _FALSE:  # skip_corrupt
         raise _fail(spec, f"skip_corrupt={value!r}", "write skip_corrupt=true or false")
     return value.lower() in _TRUE
+
+
+def _crop(spec: str, value: str) -> str:
+    """``content``, or ``center:<keep>`` with 0 < keep <= 1 (e.g. ``center:0.875``)."""
+    if value == "content":
+        return value
+    kind, _, keep = value.partition(":")
+    try:
+        fraction = float(keep)
+    except ValueError:
+        fraction = -1.0
+    if kind != "center" or not 0.0 < fraction <= 1.0:
+        raise _fail(
+            spec,
+            f"crop={value!r}",
+            "write crop=content, or crop=center:<fraction of the shorter side kept>, "
+            "e.g. crop=center:0.875 (torchvision's resize 256, centre crop 224)",
+        )
+    return f"center:{fraction:g}"
 
 
 def parse_spec(spec: str) -> SourceSpec:

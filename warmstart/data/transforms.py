@@ -134,6 +134,34 @@ def crop_content(image: np.ndarray, *, threshold: float = 0.0) -> np.ndarray:
     return out
 
 
+def center_crop(image: np.ndarray, keep: float, size: tuple[int, int]) -> np.ndarray:
+    """The centre of one C×H×W image with ``size``'s aspect ratio, ``keep`` × its shorter side
+    high: torchvision's ``Resize(r)`` + ``CenterCrop(c)`` before the final resize, with
+    ``keep = c / r`` (0.875 for 256 → 224)."""
+    _, h, w = image.shape
+    ch = max(1, min(h, round(keep * min(h, w))))
+    cw = max(1, min(w, round(ch * size[1] / size[0])))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return image[:, top : top + ch, left : left + cw]
+
+
+def apply_crop(image: np.ndarray, crop: str | None, size: tuple[int, int]) -> np.ndarray:
+    """``crop=content`` or ``crop=center:<keep>`` on one image (then resize it to ``size``)."""
+    if crop == "content":
+        return crop_content(image)
+    if crop is not None and crop.startswith("center:"):
+        return center_crop(image, float(crop.split(":", 1)[1]), size)
+    return image
+
+
+def crop_record(crop: str) -> dict:
+    """The provenance record of a crop."""
+    if crop == "content":
+        return {"op": "crop", "mode": "content", "shape": "square bounding box of non-background"}
+    keep = crop.split(":", 1)[1]
+    return {"op": "crop", "mode": "center", "shape": f"centre, {keep} of the shorter side"}
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize one C×H×W uint8 image: area average (PIL BOX) when shrinking, bilinear otherwise."""
     c, h, w = image.shape
@@ -157,23 +185,21 @@ def resize_method(src: tuple[int, int], dst: tuple[int, int]) -> str:
 def crop_and_resize(
     ds: ImageDataset, *, size: tuple[int, int] | None, crop: str | None
 ) -> ImageDataset:
-    """Apply ``crop=content`` then resize to ``size`` (default: the current size)."""
+    """Apply ``crop`` (``content`` or ``center:<keep>``) then resize to ``size`` (default: the
+    current size)."""
     target = tuple(size) if size is not None else ds.size
     if crop is None and target == ds.size:
         return ds
     images = np.empty((len(ds), ds.channels, *target), dtype=np.uint8)
     for i, image in enumerate(ds.images):
-        if crop == "content":
-            image = crop_content(image)
-        images[i] = resize_image(image, target)
+        images[i] = resize_image(apply_crop(image, crop, target), target)
     out = ds
-    if crop == "content":
-        op = {"op": "crop", "mode": "content", "shape": "square bounding box of non-background"}
-        out = _replace_images(out, out.images, op)
-    if target != ds.size or crop == "content":
+    if crop is not None:
+        out = _replace_images(out, out.images, crop_record(crop))
+    if target != ds.size or crop is not None:
         op = {
             "op": "resize",
-            "from": list(ds.size) if crop is None else "content box",
+            "from": list(ds.size) if crop is None else f"{crop.split(':')[0]} crop",
             "to": list(target),
             "method": resize_method(ds.size, target) if crop is None else "box if shrinking",
         }
