@@ -35,6 +35,7 @@ from warmstart.contracts import (
 from warmstart.errors import ConfigError, TrackingError
 from warmstart.params import PipelineParams
 from warmstart.tracking.client import (
+    FIXED_DEFAULTS,
     OURS_VARIABLE,
     apply_settings,
     backoff_total_s,
@@ -65,7 +66,21 @@ def test_check_server_fails_fast_when_unreachable(monkeypatch):
     assert "pw" not in str(err.value) and "warmstart up" in str(err.value)
 
 
-def test_retry_settings_cover_the_window(monkeypatch):
+@pytest.fixture
+def client_settings(monkeypatch):
+    """``apply_settings`` writes ``os.environ`` itself: put every key it may write under
+    monkeypatch, so a test's changes are undone together. A marker left out of step with the
+    values would make the CLI processes later tests start take a test's value for the user's
+    (7 retries instead of the 3 their 5 s window asks for: a hung test)."""
+    for key in (*FIXED_DEFAULTS, "MLFLOW_HTTP_REQUEST_MAX_RETRIES", OURS_VARIABLE):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # records the value to restore
+        if not os.environ[key]:
+            monkeypatch.delenv(key)
+    return monkeypatch
+
+
+def test_retry_settings_cover_the_window(client_settings):
+    monkeypatch = client_settings
     assert retry_settings(60) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6"}
     assert backoff_total_s(6) == 62.0 and backoff_total_s(5) == 30.0  # 0+2+4+8+16(+32)
     assert retry_settings(0) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
@@ -89,9 +104,10 @@ def test_retry_settings_cover_the_window(monkeypatch):
         apply_settings()
 
 
-def test_a_child_process_recomputes_the_settings_its_parent_wrote(monkeypatch):
+def test_a_child_process_recomputes_the_settings_its_parent_wrote(client_settings):
     """Values inherited from a parent warmstart process follow the child's own retry window;
     a value the user exported stays."""
+    monkeypatch = client_settings
     monkeypatch.delenv("WARMSTART_IO_RETRY_SECONDS", raising=False)
     for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", OURS_VARIABLE):
         monkeypatch.delenv(key, raising=False)
@@ -113,8 +129,9 @@ def test_a_child_process_recomputes_the_settings_its_parent_wrote(monkeypatch):
     assert child.stdout.split() == ["3", "7"]  # 0 + 2 + 4 s covers 5 s; the user's timeout kept
 
 
-def test_outage_longer_than_the_window_is_one_line_error(monkeypatch):
+def test_outage_longer_than_the_window_is_one_line_error(client_settings):
     """Requests are retried with backoff for the window, then fail as one TrackingError."""
+    monkeypatch = client_settings
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:pw@127.0.0.1:{_dead_port()}")
     monkeypatch.setenv("WARMSTART_IO_RETRY_SECONDS", "6")  # 0 + 2 + 4 s of backoff (+ jitter)
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
