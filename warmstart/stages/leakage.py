@@ -230,34 +230,27 @@ def learned_overlaps(
     seen: LearnedFrom, job: Job, images: dict[str, np.ndarray], split: Splits
 ) -> list[Overlap]:
     """What a source model learned from against this run's validation and test images: by index
-    when it was trained on a split of this very target (everything outside that split's test:
-    each seed draws its k-shot set from the pool, and label-free pretraining may use all of it;
-    none when it is this very split), else image by image. Data not stored here, or a
-    split no longer stored, counts as the whole dataset: the weights may have seen any of it."""
+    when it was trained on another split of this very target (everything outside that split's
+    test set: each seed draws its k-shot set from the pool, and label-free pretraining may use
+    all of it; nothing when it is this very split), else image by image. A split no longer
+    stored counts as its whole dataset; a dataset not in this store cannot be compared."""
+    if seen.dataset_hash == job.target.hash and seen.split_hash == job.split.hash:
+        return []
     seen_idx = None
-    if seen.split_hash and seen.split_hash != job.split.hash:
+    if seen.split_hash:
         try:
-            theirs = load_splits(seen.split_hash)
+            theirs = load_splits(seen.split_hash)  # all but its test set, in its own dataset
             seen_idx = np.union1d(np.union1d(theirs.train, theirs.val), theirs.unlabelled)
         except DataError:
             seen_idx = None
-    if seen.dataset_hash == job.target.hash:
-        if seen.split_hash == job.split.hash:
-            return []
-        if seen_idx is not None:
-            parts = (("test", split.test), ("validation", split.val))
-            return [
-                Overlap(seen.what, s, int(np.isin(i, seen_idx).sum()), 0, len(i)) for s, i in parts
-            ]
+    if seen.dataset_hash == job.target.hash and seen_idx is not None:
+        parts = (("test", split.test), ("validation", split.val))
+        return [Overlap(seen.what, s, int(np.isin(i, seen_idx).sum()), 0, len(i)) for s, i in parts]
     try:
         ds = open_dataset(seen.dataset_hash)
     except DataError:
         return []  # not in this store: nothing to compare (the lineage tags still name it)
-    ref = (
-        ds.images
-        if seen_idx is None or seen.dataset_hash == job.target.hash
-        else ds.images[seen_idx]
-    )
+    ref = ds.images if seen_idx is None else ds.images[seen_idx]
     chunks = _row_chunks(ref) if isinstance(ref, np.ndarray) else ref.chunks()
     like = next(iter(images.values()))
     return overlaps(seen.what, (common_geometry(c, like) for c in chunks), images, near=True)
