@@ -26,7 +26,7 @@ from warmstart.tasks.stage_runs import StageStopped
 def prepare(params: PipelineParams, kind: str) -> tuple[Job, DatasetRef | None]:
     """Validate, ingest the target (and the source, when its provider pretrains on a dataset),
     open the MLflow parent run, make the split and log the inputs."""
-    t.validate_params(params)
+    params = t.validate_params(params)  # the source pinned: every stage reads the same one
     target = t.ingest(params.target, "target")
     source = None
     if stages.provider_for(params.source).needs_dataset:

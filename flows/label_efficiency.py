@@ -23,7 +23,7 @@ def label_efficiency(params: SweepParams = SweepParams()) -> dict:  # noqa: B008
     sources = submit_sources(job, dataset)
     per_k, results = [], []
     for k in params.k_values:
-        pk = params.at(k)
+        pk = params.at(k).model_copy(update={"source": job.params.source})  # as pinned
         job_k = replace(job, params=pk, split=t.make_splits(job.target, pk))
         done = train_all(sources, job_k)
         results += done

@@ -49,8 +49,9 @@ TRAIN_OPTS = dict(tags=["gpu"], cache_policy=NO_CACHE, **IO_RETRIES)
 
 
 @task(name="validate-params", cache_policy=NO_CACHE)
-def validate_params(params: PipelineParams) -> None:
-    stages.validate(params)
+def validate_params(params: PipelineParams) -> PipelineParams:
+    """The checks before anything is ingested; the params with the source pinned."""
+    return stages.validate(params)
 
 
 @task(name="open-tracking", cache_policy=NO_CACHE, **IO_RETRIES)

@@ -49,6 +49,8 @@ def test_specs_are_claimed_by_their_providers():
         None,
     )
     assert parse_model_spec("mlflow:models:/warmstart-a/12") == ("warmstart-a", None, "12")
+    pinned = "mlflow:models:/warmstart-a/12?alias=champion"  # what a run reads once validated
+    assert parse_model_spec(pinned) == ("warmstart-a", "champion", "12")
     assert parse_checkpoint_spec("checkpoint:s3://b/p?arch=resnet18") == ("s3://b/p", "resnet18")
 
 
@@ -162,3 +164,28 @@ def test_a_registered_source_names_what_its_weights_learned_from(monkeypatch):
     version.tags = {}
     assert provider.learned_from(params("mlflow:models:/warmstart-x@champion")) == []
     assert provider_for("builtin:mnist-5k").learned_from(params("builtin:mnist-5k")) == []
+
+
+def test_validation_pins_an_alias_to_the_version_it_names_now(monkeypatch):
+    """Every stage after validation reads the pinned spec: an alias that moves mid-run (another
+    run promoted) cannot make the leakage guard check one version and training load another."""
+    from warmstart import stages
+    from warmstart.stages import sources_registered
+    from warmstart.stages.sources_registered import Geometry, RegisteredVersion
+
+    def lookup(spec):
+        name, alias, version = parse_model_spec(spec)
+        return RegisteredVersion(
+            spec, name, version or "7", alias, "r", "0", Geometry("convnet-s", 1, (8, 8)), {}
+        )
+
+    monkeypatch.setattr(sources_registered, "lookup", lookup)
+    monkeypatch.setattr(sources_registered.tracking, "check_server", lambda timeout: None)
+    pinned = stages.validate(params("mlflow:models:/warmstart-x@champion"))
+    assert pinned.source == "mlflow:models:/warmstart-x/7?alias=champion"
+    assert pinned.model_copy(update={"source": TARGET}) == params(TARGET)  # nothing else changed
+    again = stages.validate(pinned)  # the flow validates what the CLI passed: still version 7
+    assert again.source == pinned.source
+    plain = stages.validate(params("mlflow:models:/warmstart-x/3"))
+    assert plain.source == "mlflow:models:/warmstart-x/3"
+    assert stages.validate(params("builtin:mnist-5k")).source == "builtin:mnist-5k"

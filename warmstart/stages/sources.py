@@ -51,6 +51,12 @@ class SourceProvider:
     def validate(self, params: PipelineParams) -> None:
         """Refuse bad parameters before anything is ingested or trained (one line, the fix)."""
 
+    def pin(self, params: PipelineParams) -> PipelineParams:
+        """``params`` with the source named so that it cannot change during the run (e.g. an
+        alias replaced by the version it names now), after the checks that need to read it;
+        every stage of the run then reads the pinned spec."""
+        return params
+
     def learned_from(self, params: PipelineParams) -> list[LearnedFrom]:
         """Stored data the source's weights were trained on (the leakage guard checks it);
         a dataset source is checked as the ingested dataset itself."""

@@ -2,7 +2,10 @@
 
 - ``mlflow:models:/<name>@<alias>`` or ``mlflow:models:/<name>/<version>``: a version that
   warmstart registered (continual transfer: today's champion on task A starts task B). The
-  alias is pinned to its version when the source is resolved. The weights are the
+  alias is pinned to its version once, when the run validates its parameters: from then on every
+  stage (leakage guard, resolve, lineage) reads ``mlflow:models:/<name>/<version>?alias=<alias>``,
+  so an alias that moves during the run (another run promoted a model) changes nothing in it;
+  ``?alias=`` only records which alias named the version. The weights are the
   ``model.safetensors`` of the stage that trained the version (its ``checkpoint_uri`` tag), checked
   against the version's ``weights_sha256`` tag before use. The architecture is the ``backbone``
   parameter of the version's training run; the input geometry its MLflow signature.
@@ -30,7 +33,10 @@ from warmstart.stages.sources import LearnedFrom, SourceProvider, register_sourc
 from warmstart.stages.weights import Report, load_weights, no_report
 from warmstart.tracking.client import client
 
-_URI = re.compile(r"models:/(?P<name>[^/@?'\"]+)(?:@(?P<alias>[^/@?'\"]+)|/(?P<version>\d+))")
+_URI = re.compile(
+    r"models:/(?P<name>[^/@?'\"]+)"
+    r"(?:@(?P<alias>[^/@?'\"]+)|/(?P<version>\d+)(?:\?alias=(?P<pinned>[^/@?&'\"]+))?)"
+)
 LISTED = 12  # names shown when listing what exists
 
 
@@ -60,16 +66,23 @@ class RegisteredVersion:
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
 
+    @property
+    def pinned_spec(self) -> str:
+        """The source spec that names this version whatever its alias does later."""
+        alias = f"?alias={self.alias}" if self.alias else ""
+        return f"mlflow:{self.uri}{alias}"
+
 
 def parse_model_spec(spec: str) -> tuple[str, str | None, str | None]:
-    """(name, alias, version) of ``mlflow:models:/<name>@<alias>`` or ``…/<name>/<version>``."""
+    """(name, alias, version) of ``mlflow:models:/<name>@<alias>``, ``…/<name>/<version>`` or
+    the pinned form ``…/<name>/<version>?alias=<alias>`` (both set)."""
     m = _URI.fullmatch(spec.removeprefix("mlflow:").strip())
     if m is None:
         raise ConfigError(
             f"--source {spec}: not a registered model; write mlflow:models:/<name>@<alias> "
             "or mlflow:models:/<name>/<version>, e.g. mlflow:models:/warmstart-uci-digits@champion"
         )
-    return m["name"], m["alias"], m["version"]
+    return m["name"], m["alias"] or m["pinned"], m["version"]
 
 
 def _listed(items: list[str]) -> str:
@@ -94,7 +107,7 @@ def _missing(spec: str, name: str, alias: str | None, version: str | None) -> Co
             f"--source {spec}: no registered model {name!r} with versions; registered models: "
             f"{_listed(names)} (a pipeline run registers warmstart-<target>-… when its gate passes)"
         )
-    if alias is not None:
+    if version is None:
         have = [f"@{a} (version {v})" for a, v in sorted(tracking.aliases(name).items())]
         return ConfigError(
             f"--source {spec}: {name} has no alias {alias!r}; its aliases: {_listed(have)}; "
@@ -108,7 +121,7 @@ def _missing(spec: str, name: str, alias: str | None, version: str | None) -> Co
 def _pin(spec: str) -> tuple[str, str, str | None, object]:
     """(name, version, alias, ModelVersion): an alias read once and pinned to its version."""
     name, alias, version = parse_model_spec(spec)
-    if alias is not None:
+    if version is None:
         version = tracking.aliases(name).get(alias)
     mv = _versions(name).get(version or "") if version else None
     if mv is None:
@@ -282,7 +295,12 @@ class RegisteredModelProvider(SourceProvider):
     def validate(self, params: PipelineParams) -> None:
         parse_model_spec(params.source)
         tracking.check_server(timeout=5)  # one line at once when MLflow is down, not a minute
-        check_geometry(params.source, lookup(params.source).geometry, params)
+
+    def pin(self, params: PipelineParams) -> PipelineParams:
+        """The version the alias names now, checked against the run's backbone and target."""
+        version = lookup(params.source)
+        check_geometry(params.source, version.geometry, params)
+        return params.model_copy(update={"source": version.pinned_spec})
 
     def learned_from(self, params: PipelineParams) -> list[LearnedFrom]:
         """The version's pretraining data and its labelled target split (its tags)."""

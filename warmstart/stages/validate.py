@@ -13,8 +13,9 @@ from warmstart.stages.checks import ClassCounts, class_counts, parse_flag, train
 from warmstart.stages.sources import provider_for
 
 
-def validate(params: PipelineParams) -> None:
-    """Refuse bad input with one line (flag and fix) before any service is contacted."""
+def validate(params: PipelineParams) -> PipelineParams:
+    """Refuse bad input with one line (flag and fix) before anything is ingested; return the
+    params with the source pinned by its provider (what every stage of the run reads)."""
     target = parse_flag("--target", params.target)
     provider = provider_for(params.source)
     source = parse_flag("--source", params.source) if provider.needs_dataset else None
@@ -27,6 +28,7 @@ def validate(params: PipelineParams) -> None:
     if counts is not None:
         check_k_shot(params, counts)
     provider.validate(params)
+    return provider.pin(params)
 
 
 def check_image_size(backbone: str, size: tuple[int, int], flag: str, spec: str) -> None:
