@@ -6,30 +6,16 @@ with seaweedfs(tmp) as bucket: ...   # os.environ points boto3 at it meanwhile
 from __future__ import annotations
 
 import os
-import random
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from warmstart.infra import ports
 
 
 def free_ports(n: int) -> list[int]:
     """n free ports in 20000-29999 whose port+10000 (SeaweedFS gRPC) is free too."""
-    rng, out = random.SystemRandom(), []
-    while len(out) < n:
-        p = rng.randrange(20000, 29999)
-        if p not in out and _free(p) and _free(p + 10000):
-            out.append(p)
-    return out
+    return ports.free_ports(n, grpc=True)
 
 
 @contextmanager

@@ -7,21 +7,12 @@ PREFECT_API_AUTH_STRING, the S3 keys), and raw HTTP calls pass ``auth=stack.pref
 from __future__ import annotations
 
 import os
-import random
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from warmstart.infra import ports
 
 
 def _port_range() -> range:
@@ -37,15 +28,7 @@ def _port_range() -> range:
 def free_ports(n: int, *, grpc: bool = False) -> list[int]:
     """n free ports in this worker's share of 20000-29999 (and port+10000 free too when
     `grpc`)."""
-    rng = random.SystemRandom()
-    ports = _port_range()
-    out: list[int] = []
-    while len(out) < n:
-        p = rng.randrange(ports.start, ports.stop)
-        if p in out or not _free(p) or (grpc and not _free(p + 10000)):
-            continue
-        out.append(p)
-    return out
+    return ports.free_ports(n, span=_port_range(), grpc=grpc)
 
 
 @dataclass

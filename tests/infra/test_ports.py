@@ -1,0 +1,27 @@
+"""Free ports for private stacks: distinct, inside the span asked for, never one in use."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from warmstart.infra import ports
+
+
+def test_a_bound_port_is_not_free_and_is_never_handed_out():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        taken = s.getsockname()[1]
+        assert not ports.port_free(taken)
+        if not ports.port_free(taken + 1):
+            pytest.skip(f"port {taken + 1} is in use by something else")
+        span = range(taken, taken + 2)  # the taken port and a free one: 20 draws, never taken
+        assert [ports.free_ports(1, span=span) for _ in range(20)] == [[taken + 1]] * 20
+
+
+def test_grpc_ports_leave_room_for_seaweedfs_grpc():
+    got = ports.free_ports(4, grpc=True)
+    assert len(set(got)) == 4 and all(p in ports.SPAN for p in got)
+    assert all(ports.port_free(p + ports.GRPC_OFFSET) for p in got)
