@@ -16,9 +16,9 @@ Runs against the running stack (`warmstart up`, `eval $(warmstart env)`) and pri
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
+
+from _common import machine_line  # this script's folder
 
 SHAPES = "builtin:shapes?n=3000&num_classes=8&size=16x16"
 TASK_A = f"{SHAPES}&classes=0-3"
@@ -126,16 +126,8 @@ def main() -> None:
         )
     )
     t_d = time.time() - t2
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), "?"
-    )
-    load = open("/proc/loadavg").read().split()[:3]
     print(f"\n### continual transfer: {TASK_A} → {TASK_B}\n")
-    print(
-        f"Machine: {subprocess.getoutput('nproc')} CPUs ({cpu}), {platform.python_version()}; "
-        f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load avg at end "
-        f"{' '.join(load)}.\n"
-    )
+    print(f"{machine_line()} (at the end).\n")
     flags = f" --modes {args.modes}" + (" --no-dataset-route" if args.no_dataset_route else "")
     print(f"Command: `python benchmarks/continual.py --k {args.k} --seeds {args.seeds}{flags}`\n")
     print(

@@ -14,11 +14,10 @@ pretraining cost.
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import time
 
 import numpy as np
+from _common import machine_line  # this script's folder
 
 from warmstart.sweep import PRESETS as SWEEP_PRESETS
 
@@ -116,15 +115,10 @@ def main() -> None:
     t0 = time.time()
     out = label_efficiency(params)
     wall = time.time() - t0
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if "model name" in ln), "?"
-    )
-    load = open("/proc/loadavg").read().split()[:3]
     print(f"\n### {args.preset}: {params.source} → {params.target}\n")
     print(
-        f"Machine: {subprocess.getoutput('nproc')} CPUs ({cpu}), {platform.python_version()}; "
-        f"date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load avg at end {' '.join(load)}; "
-        f"wall {wall:.0f} s; {out['trained']} stages trained, {out['reused']} reused.\n"
+        f"{machine_line()} (at the end); wall {wall:.0f} s; {out['trained']} stages trained, "
+        f"{out['reused']} reused.\n"
     )
     print(
         f"Command: `python benchmarks/label_efficiency.py {args.preset} --k {args.k} --seeds {args.seeds}`\n"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -36,6 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load_average, machine_line  # noqa: E402
 from label_efficiency import PRESETS  # noqa: E402  (the §1–3 source/target specs)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def run_scenario(name: str, ks: list[int], args: argparse.Namespace, out: Path) 
         t0 = time.time()
         summary = transfer_pipeline(params)
         wall = time.time() - t0
-        load = open("/proc/loadavg").read().split()[:3]
+        load = load_average().split()
         record = {"scenario": name, "k": k, "wall_s": wall, "load_end": load, "summary": summary}
         record["params"] = params.model_dump()
         (out / f"{name}-k{k}.json").write_text(json.dumps(record, default=str, indent=1))
@@ -248,11 +248,7 @@ def main() -> None:
             APILogWorker.drain_all(timeout=5)
             stack_mod.down(cfg, echo=lambda s: print(s, file=sys.stderr))
             shutil.rmtree(home, ignore_errors=True)
-    print(
-        f"Machine: 2 vCPU x86_64, no GPU ({platform.python_version()}); "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"load average now {' '.join(open('/proc/loadavg').read().split()[:3])}"
-    )
+    print(machine_line())
     table(args.scenarios, args.out)
 
 

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import cpu_name  # noqa: E402  (this script's folder)
+
 from warmstart.models import get_backbone  # noqa: E402
 from warmstart.models.config import default_pad  # noqa: E402
 from warmstart.models.device import configure_threads  # noqa: E402
@@ -74,16 +76,6 @@ def step_flops(model, x, y, bs: int) -> int:
         F.cross_entropy(model(xb), yb).backward()
     model.zero_grad(set_to_none=True)
     return fc.get_total_flops()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build(a: argparse.Namespace) -> torch.nn.Module:
