@@ -31,7 +31,7 @@ demo: $(STAMP)
 # The real-browser test needs Debian's chromium (installed once by infra/install-browser.sh;
 # Playwright never downloads a browser here).
 test: $(STAMP) e2e-deps
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 e2e-deps:
 	@bash infra/install-browser.sh || echo "warning: chromium could not be installed; the browser test will be skipped"

@@ -31,34 +31,6 @@ def free_ports(n: int, *, grpc: bool = False) -> list[int]:
     return ports.free_ports(n, span=_port_range(), grpc=grpc)
 
 
-# Test files that take minutes (seconds of their slowest tests on a fresh clone, 2026-11-28),
-# run first: with ``--dist loadfile --no-loadscope-reorder`` (the Makefile) each xdist worker
-# takes the next file in collection order, so the long files start at once and the short ones
-# fill the gaps, instead of a long file starting last and running alone at the end.
-HEAVY_FILES = {
-    "tests/flows/test_pipeline.py": 340,
-    "tests/flows/test_interrupts.py": 300,
-    "tests/integration/test_tracking.py": 295,
-    "tests/flows/test_reliability.py": 285,
-    "tests/flows/test_torchvision_source.py": 255,
-    "tests/e2e/test_browser.py": 195,
-    "tests/flows/test_pipeline_faults.py": 195,
-    "tests/flows/test_dask.py": 170,
-    "tests/flows/test_sources_registered.py": 120,
-    "tests/flows/test_predict.py": 100,
-    "tests/flows/test_label_efficiency.py": 90,
-    "tests/flows/test_plugins.py": 75,
-    "tests/integration/test_leakage_registry.py": 55,
-    "tests/flows/test_validate_cli.py": 40,
-}
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    """The heaviest files first (``HEAVY_FILES``), every file's tests together and in order."""
-    weight = {path: -seconds for path, seconds in HEAVY_FILES.items()}
-    items.sort(key=lambda item: weight.get(item.nodeid.split("::", 1)[0], 0))
-
-
 @dataclass
 class RunningStack:
     config: object  # infra.stack.StackConfig
