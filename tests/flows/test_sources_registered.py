@@ -149,3 +149,25 @@ def test_a_stored_warmstart_checkpoint_is_a_source(registered):
     assert storage.exists(storage.parse_s3_uri(source.weights_uri))
     assert source.provenance["lineage.checkpoint"] == file
     assert source.key == source.provenance["weights_sha256"]
+    tags = registered["mv"].tags  # the stage's learned.json: task A's split and its pretraining
+    seen = stages.get_source_provider("checkpoint").learned_from(params)
+    assert [(s.dataset_hash, s.split_hash) for s in seen] == [
+        (tags["target_dataset_hash"], tags["split_hash"]),
+        (tags["source_dataset_hash"], None),
+    ]
+    assert [s.what for s in seen] == [
+        "source checkpoint's labels",
+        "source checkpoint's pretraining data",
+    ]
+
+
+def test_a_checkpoint_that_learned_the_target_is_refused_before_training(registered):
+    """The same stage as a ``checkpoint:`` source on digits 2-5: its record says it trained on
+    task A's 0-3 labels, so the leakage guard stops the run as it does for the registered model."""
+    from warmstart.flows.pipeline import transfer_pipeline
+    from warmstart.stages.leakage import LeakageError
+
+    spec = f"checkpoint:{registered['mv'].tags['checkpoint_uri']}/ckpt"  # ckpt/ finds it too
+    overlapping = "builtin:uci-digits?classes=2-5"
+    with pytest.raises(LeakageError, match=r"^source checkpoint's labels shares \d+ of \d+ test"):
+        transfer_pipeline(PipelineParams(**{**FAST, "source": spec, "target": overlapping}))

@@ -189,3 +189,26 @@ def test_validation_pins_an_alias_to_the_version_it_names_now(monkeypatch):
     plain = stages.validate(params("mlflow:models:/warmstart-x/3"))
     assert plain.source == "mlflow:models:/warmstart-x/3"
     assert stages.validate(params("builtin:mnist-5k")).source == "builtin:mnist-5k"
+
+
+def test_a_stage_folder_says_what_its_weights_learned_from(tmp_path):
+    """``learned.json`` beside ``ckpt/`` is found from the stage folder, ``ckpt/`` or an epoch
+    file; a checkpoint without it (a plain state dict, an older stage) names nothing."""
+    from warmstart.stages.sources import LearnedFrom, read_learned, write_learned
+    from warmstart.stages.sources_checkpoint import learned_from_stage, stage_folders
+
+    seen = [LearnedFrom("source checkpoint's labels", "a" * 64, "b" * 64)]
+    path = write_learned(tmp_path, seen + seen)  # duplicates are written once
+    assert read_learned(path.read_bytes()) == seen
+    write_checkpoint(tmp_path / "ckpt")
+    for location in (tmp_path, tmp_path / "ckpt", tmp_path / "ckpt" / "epoch-001.safetensors"):
+        assert learned_from_stage(str(location)) == seen, location
+        provider = provider_for(f"checkpoint:{location}")
+        assert provider.learned_from(params(f"checkpoint:{location}")) == seen
+    assert stage_folders("s3://b/checkpoints/k/ckpt/") == [
+        "s3://b/checkpoints/k/ckpt",
+        "s3://b/checkpoints/k",
+    ]
+    path.unlink()
+    assert learned_from_stage(str(tmp_path / "ckpt")) == []
+    assert read_learned(b"not json") == [] and read_learned(b'[{"what": 1}]') == []

@@ -18,7 +18,13 @@ from warmstart.models.registry import strategy_class
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
 from warmstart.stages.data import index_hash, unlabelled_pool
-from warmstart.stages.sources import DEFAULT_PROVIDER, SourceProvider, register_source_provider
+from warmstart.stages.sources import (
+    DEFAULT_PROVIDER,
+    LearnedFrom,
+    SourceProvider,
+    register_source_provider,
+    write_learned,
+)
 from warmstart.stages.weights import (
     Report,
     epoch_pusher,
@@ -51,6 +57,9 @@ def data_needs(strategy: str, params: PipelineParams) -> tuple[bool, bool]:
     uses_target = not labelled and params.unsupervised_data in ("target_pool", "both")
     uses_source = labelled or params.unsupervised_data in ("source", "both")
     return uses_source, uses_target
+
+
+CHECKPOINT = "source checkpoint's "  # how the leakage report names a stage's data, later
 
 
 @register_source_provider(DEFAULT_PROVIDER)
@@ -97,6 +106,7 @@ class PretrainProvider(SourceProvider):
             on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
         )
         save_state(stage_dir / WEIGHTS, result.backbone_state)
+        store.push(write_learned(stage_dir, learned(dataset if uses_source else None, pool, job)))
         artifacts = {}
         for name, image in (result.artifacts or {}).items():
             save_png(stage_dir / f"{name}.png", image)
@@ -115,6 +125,15 @@ class PretrainProvider(SourceProvider):
         )
         store.finish(source.to_dict())
         return source
+
+
+def learned(dataset: DatasetRef | None, pool: np.ndarray | None, job: Job) -> list[LearnedFrom]:
+    """What a pretraining stage's weights learned from: the source dataset, the target's pool
+    (recorded as the run's target and split: everything outside the split's test set)."""
+    seen = [LearnedFrom(f"{CHECKPOINT}pretraining data", dataset.hash)] if dataset else []
+    if pool is not None:
+        seen.append(LearnedFrom(f"{CHECKPOINT}target pool", job.target.hash, job.split.hash))
+    return seen
 
 
 def streamed(images: np.ndarray | StreamedBatches) -> bool:

@@ -8,8 +8,10 @@ gets ``SourceModel``s (weights + architecture + input spec + provenance) and bui
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from warmstart.contracts import DatasetRef, Job, SourceModel
@@ -18,6 +20,7 @@ from warmstart.params import PipelineParams
 from warmstart.stages.weights import Report, no_report
 
 DEFAULT_PROVIDER = "pretrain"
+LEARNED_FILE = "learned.json"  # in a stage's folder: the data its weights learned from
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,25 @@ class LearnedFrom:
     what: str  # how the report names it, e.g. "source model's labels"
     dataset_hash: str
     split_hash: str | None = None  # its labelled part: this split's train and validation
+
+
+def write_learned(stage_dir: Path, seen: list[LearnedFrom]) -> Path:
+    """``learned.json`` in a stage folder: what the stage's weights learned from (its own data
+    and its source's), so that a ``checkpoint:`` source made of it can be checked for leakage."""
+    path = stage_dir / LEARNED_FILE
+    path.write_text(json.dumps([asdict(s) for s in dict.fromkeys(seen)], indent=1))
+    return path
+
+
+def read_learned(raw: bytes) -> list[LearnedFrom]:
+    """The records of a ``learned.json``; [] when it is not one."""
+    try:
+        items = json.loads(raw)
+        return [
+            LearnedFrom(str(i["what"]), str(i["dataset_hash"]), i.get("split_hash")) for i in items
+        ]
+    except (ValueError, TypeError, KeyError):
+        return []
 
 
 class SourceProvider:

@@ -12,7 +12,10 @@ a supervised pretraining, ``encoder.`` of an autoencoder, the whole model of a f
 the model takes (the target's), keys and shapes checked against the architecture.
 
 Local checkpoints are checked in ``validate`` (before anything is ingested); S3 ones when
-resolved. The trunk is stored once per content hash under ``s3://<bucket>/sources/<sha256>/``.
+resolved. A warmstart stage's folder also holds ``learned.json``, the data its weights learned
+from (pretraining data, the labelled target and split): the leakage guard checks it against the
+run's validation and test images like a registered model's. A plain state dict says nothing of
+its data and is not checked. The trunk is stored once per content hash under ``s3://<bucket>/sources/<sha256>/``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from warmstart.models.backbones.torchvision import PREFIX as TORCHVISION
 from warmstart.models.backbones.torchvision import backbone_state
 from warmstart.models.checkpoint import FORMAT, META, weights_name
 from warmstart.params import PipelineParams
-from warmstart.stages.sources import SourceProvider, register_source_provider
+from warmstart.stages.sources import (
+    LEARNED_FILE,
+    LearnedFrom,
+    SourceProvider,
+    read_learned,
+    register_source_provider,
+)
 from warmstart.stages.sources_registered import (
     Geometry,
     check_backbone,
@@ -189,6 +198,25 @@ def read_trunk(spec: str) -> tuple[Geometry, dict[str, torch.Tensor], str]:
     return g, trunk_state(spec, g, load_state(spec, file)), file
 
 
+def stage_folders(location: str) -> list[str]:
+    """Where a warmstart stage's own files may be, for a ``checkpoint:`` location: the folder
+    itself, and the stage folder above ``ckpt/`` (the location may be ``ckpt/`` or a file in it)."""
+    folder = location.rpartition("/")[0] if location.endswith(".safetensors") else location
+    folder = folder.rstrip("/")
+    up = folder.rpartition("/")[0] if folder.rpartition("/")[2] == "ckpt" else None
+    return [f for f in (folder, up) if f]
+
+
+def learned_from_stage(location: str) -> list[LearnedFrom]:
+    """What a warmstart stage's weights learned from (its ``learned.json``); [] for a checkpoint
+    that does not say (a plain state dict, or a stage written before the record existed)."""
+    for folder in stage_folders(location):
+        raw = read_bytes(_join(folder, LEARNED_FILE))
+        if raw is not None:
+            return read_learned(raw)
+    return []
+
+
 def store_trunk(state: dict[str, torch.Tensor]) -> tuple[str, str]:
     """(s3:// URI, sha256) of the trunk as safetensors, stored once per content hash."""
     blob = safetensors.torch.save({k: v.contiguous() for k, v in sorted(state.items())})
@@ -213,6 +241,10 @@ class CheckpointProvider(SourceProvider):
             check_backbone(spec, read_plain(spec)[0], params)
         else:
             check_geometry(spec, read_trunk(spec)[0], params)
+
+    def learned_from(self, params: PipelineParams) -> list[LearnedFrom]:
+        """A warmstart stage's record of its data (pretraining data, labelled target split)."""
+        return learned_from_stage(parse_checkpoint_spec(params.source)[0])
 
     def resolve(
         self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report

@@ -28,7 +28,8 @@ from warmstart.data.splits import capped_val, seed_train
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
 from warmstart.stages.data import index_hash, load_target
-from warmstart.stages.pretrain import config_dict, device
+from warmstart.stages.pretrain import CHECKPOINT, config_dict, device
+from warmstart.stages.sources import LearnedFrom, write_learned
 from warmstart.stages.weights import (
     Report,
     epoch_pusher,
@@ -148,6 +149,7 @@ def finetune_target(
         on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
     )
     save_state(stage_dir / WEIGHTS, fit.model.state_dict())
+    store.push(write_learned(stage_dir, learned(source, job)))
     result = ArmResult(
         spec=spec,
         weights_uri=store.push(stage_dir / WEIGHTS),
@@ -159,6 +161,16 @@ def finetune_target(
     )
     store.finish(result.to_dict())
     return result
+
+
+def learned(source: SourceModel | None, job: Job) -> list[LearnedFrom]:
+    """What a fine-tuned arm's weights learned from: the run's labelled target data (its split)
+    and what its source was pretrained on."""
+    seen = [LearnedFrom(f"{CHECKPOINT}labels", job.target.hash, job.split.hash)]
+    pretrained_on = (source.provenance if source else {}).get("source_dataset_hash")
+    if pretrained_on:
+        seen.append(LearnedFrom(f"{CHECKPOINT}pretraining data", str(pretrained_on)))
+    return seen
 
 
 def load_arm_model(result: ArmResult, job: Job) -> torch.nn.Module:
