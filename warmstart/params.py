@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from warmstart.data.spec import parse_spec
+from warmstart.data.spec import parse_spec, split_options
 from warmstart.errors import WarmstartError
 from warmstart.models import ModelError, list_backbones, list_strategies, list_transfer_modes
 from warmstart.models.backbones.torchvision import input_preset
@@ -199,8 +199,7 @@ def native_size_target(source: str, target: str) -> str:
         return target  # validate() refuses it in one line with the fix
     if spec.size is not None:
         return target
-    model, _, query = source[len(TORCHVISION) :].partition("?")
-    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    model, options = split_options(source[len(TORCHVISION) :])
     preset = input_preset(model, options.get("weights") or None)
     crop, small = preset.crop, preset.smallest
     faster = (

@@ -138,6 +138,13 @@ def _crop(spec: str, value: str) -> str:
     return f"center:{fraction:g}"
 
 
+def split_options(spec: str) -> tuple[str, dict[str, str]]:
+    """(body, options) of ``<body>?key=value&…``, unchecked: for the model specs
+    (``torchvision:``, ``checkpoint:``), whose providers check their own few options."""
+    body, _, query = spec.partition("?")
+    return body, dict(part.partition("=")[::2] for part in query.split("&") if part)
+
+
 def parse_spec(spec: str) -> SourceSpec:
     """Parse ``kind:location?opt=value&...``; unknown kinds or options raise DataError."""
     if isinstance(spec, SourceSpec):

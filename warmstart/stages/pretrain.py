@@ -19,6 +19,7 @@ from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
 from warmstart.stages.data import index_hash, unlabelled_pool
 from warmstart.stages.sources import (
+    CHECKPOINT,
     DEFAULT_PROVIDER,
     LearnedFrom,
     SourceProvider,
@@ -57,9 +58,6 @@ def data_needs(strategy: str, params: PipelineParams) -> tuple[bool, bool]:
     uses_target = not labelled and params.unsupervised_data in ("target_pool", "both")
     uses_source = labelled or params.unsupervised_data in ("source", "both")
     return uses_source, uses_target
-
-
-CHECKPOINT = "source checkpoint's "  # how the leakage report names a stage's data, later
 
 
 @register_source_provider(DEFAULT_PROVIDER)

@@ -21,6 +21,7 @@ from warmstart.stages.weights import Report, no_report
 
 DEFAULT_PROVIDER = "pretrain"
 LEARNED_FILE = "learned.json"  # in a stage's folder: the data its weights learned from
+CHECKPOINT = "source checkpoint's "  # how the leakage report names that data, as a source
 
 
 @dataclass(frozen=True)

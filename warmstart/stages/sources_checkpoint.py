@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 
 from warmstart import storage
 from warmstart.contracts import DatasetRef, Job, SourceModel
+from warmstart.data.spec import split_options
 from warmstart.errors import ConfigError
 from warmstart.models import ModelError, get_backbone
 from warmstart.models.backbones.torchvision import PREFIX as TORCHVISION
@@ -57,8 +58,7 @@ TRUNK = "backbone.safetensors"
 
 def parse_checkpoint_spec(spec: str) -> tuple[str, str | None]:
     """(location, arch) of ``checkpoint:<path|s3://…>[?arch=<model>]``."""
-    location, _, query = spec.removeprefix("checkpoint:").partition("?")
-    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    location, options = split_options(spec.removeprefix("checkpoint:"))
     unknown = sorted(set(options) - {"arch"})
     if not location.strip() or unknown:
         raise ConfigError(

@@ -16,6 +16,7 @@ from tempfile import TemporaryDirectory
 
 from warmstart import storage, weights
 from warmstart.contracts import DatasetRef, Job, SourceModel
+from warmstart.data.spec import split_options
 from warmstart.errors import ConfigError
 from warmstart.models import ModelError
 from warmstart.models.backbones.torchvision import PREFIX, check_input_size, check_model_name
@@ -29,9 +30,7 @@ TRUNKS = "trunks"  # weights/trunks/torchvision-<model>-<sha256>.safetensors: wh
 
 def parse_source(spec: str) -> tuple[str, str | None]:
     """(model, weights) of ``torchvision:<model>[?weights=<ENUM or name>]``."""
-    body = spec[len(PREFIX) :]
-    model, _, query = body.partition("?")
-    options = dict(part.partition("=")[::2] for part in query.split("&") if part)
+    model, options = split_options(spec[len(PREFIX) :])
     unknown = sorted(set(options) - {"weights"})
     if unknown or not model:
         raise ConfigError(
