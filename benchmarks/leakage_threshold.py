@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from warmstart.data import load_source, parse_spec
-from warmstart.stages.leakage import (
+from warmstart.stages.duplicates import (
     NEAR_BITS,
     NEAR_CORR,
     near_duplicates,

@@ -11,6 +11,7 @@ from warmstart import stages, tracking
 from warmstart.contracts import ArmResult, ArmSpec, Evaluation, Job, SourceModel, TableRow
 from warmstart.promotion import protocol
 from warmstart.promotion.protocol_text import labels_text, seed_span
+from warmstart.stages.duplicates import weak_recall_notes
 from warmstart.stages.pretrain import data_needs
 from warmstart.stages.training import confirmation_seeds, confirmation_specs, labels_used
 from warmstart.tasks.pipeline import IO_RETRIES
@@ -66,10 +67,10 @@ def evaluate_confirmation(
     seeds = sorted({r.seed for r in confirmed}) or plan.selection_seeds
     labels = labels_used(job, sorted(set(plan.selection_seeds) | set(seeds)))
     if not confirmed:
-        record = protocol.protocol_record(plan, None, labels)
+        record = guard_record(protocol.protocol_record(plan, None, labels), job)
         return None, [], record
     evaluation = stages.evaluate(confirmed, job)
-    record = protocol.protocol_record(plan, evaluation, labels)
+    record = guard_record(protocol.protocol_record(plan, evaluation, labels), job)
     rows = protocol.confirmation_rows(evaluation, sources)
     log_arm_runs(evaluation, confirmed)
     tracking.log_metrics(
@@ -78,6 +79,14 @@ def evaluate_confirmation(
     )
     get_run_logger().info("%s", labels_text(labels))
     return protocol.gate_evaluation(evaluation, plan, record), rows, record
+
+
+def guard_record(record: dict, job: Job) -> dict:
+    """The protocol record with what the leakage guard changed: the validation and test images
+    every arm was evaluated without (0 included), and where its near-duplicate recall is weak."""
+    removed = {"validation": job.split.removed_val, "test": job.split.removed_test}
+    notes = list(weak_recall_notes(job.target.size))
+    return {**record, "overlap_removed": {**removed, "notes": notes}}
 
 
 def with_protocol(evaluation: Evaluation, plan: protocol.Plan, record: dict) -> Evaluation:

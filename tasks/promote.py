@@ -53,8 +53,17 @@ def evaluate(
     tracking.log_metrics(run_id, {f"test_acc.{r.arm.replace('/', '.')}": r.test_acc for r in rows})
     log_arm_runs(evaluation, results)
     tracking.log_bytes(run_id, "predictions.parquet", predictions_parquet(evaluation))
-    tracking.log_text(run_id, "accuracy_table.md", promotion.table_markdown(rows))
+    table = promotion.table_markdown(rows) + removed_note(job)
+    tracking.log_text(run_id, "accuracy_table.md", table)
     return evaluation, rows
+
+
+def removed_note(job: Job) -> str:
+    """The table's footnote: the images every arm was evaluated without (0 is said too)."""
+    return (
+        f"\n\nEvery arm evaluated without {job.split.removed_val} validation and "
+        f"{job.split.removed_test} test images that the leakage guard flagged.\n"
+    )
 
 
 def log_arm_runs(evaluation: Evaluation, results: list[ArmResult]) -> None:

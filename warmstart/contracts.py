@@ -73,6 +73,8 @@ class SplitRef(_Json):
     val: int
     test: int
     unlabelled: int
+    removed_val: int = 0  # validation images the leakage guard removed (flagged as overlap)
+    removed_test: int = 0  # test images it removed; every arm is evaluated without them
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Job:
     split: SplitRef
     run: RunContext
     leakage: str | None = None  # the leakage guard's line when allowed to run: never promoted
+    source_labels: int = 0  # labelled images of this split the source model already learned
 
 
 @dataclass(frozen=True)

@@ -148,3 +148,55 @@ def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
     assert (test.exact, val.exact) == (wide.test, wide.val)
     gone = LearnedFrom("source model's pretraining data", "f" * 64)  # not in this store
     assert learned_overlaps(gone, wide_job, images, mine) == []
+
+
+@pytest.mark.services
+def test_a_few_copied_images_are_removed_from_every_arms_evaluation_and_counted(stack, tmp_path):
+    """A source folder holding 2 of the target's test images and 1 validation image (under the
+    1% tolerance): the run is not refused; its split loses exactly those 3 images (stored as
+    derived from the original), and the parent run has the counts and the indices."""
+    import json
+
+    from PIL import Image
+
+    from warmstart.stages.leakage import learned_labels, this_split
+
+    target = stages.ingest("builtin:uci-digits?classes=2-9")
+    params = PipelineParams(
+        source=f"imagefolder:{tmp_path}?size=8x8&channels=1", target=target.spec, k_shot=5,
+        strategies=["supervised"], seeds=1, transfer_modes=["linear_probe"],
+    )  # fmt: skip
+    split = stages.make_target_splits(target, params)
+    ds, whole = open_dataset(target.hash), load_splits(split.hash)
+    copied = {"test": whole.test[[4, 40]], "validation": whole.val[[7]]}
+    others = stages.ingest("builtin:uci-digits?classes=0-1")
+    for i, img in enumerate(open_dataset(others.hash).images):
+        (tmp_path / str(i % 2)).mkdir(exist_ok=True)
+        Image.fromarray(img[0]).save(tmp_path / str(i % 2) / f"{i}.png")
+    for i in np.concatenate(list(copied.values())):
+        Image.fromarray(ds.images[i][0]).save(tmp_path / "0" / f"copy-{i}.png")
+    source = stages.ingest(params.source, like=target)
+    exp = tracking.experiment_id(target.name)
+    run = RunContext(exp, tracking.start_run(exp, "itest-removal"), f"flow-{uuid.uuid4().hex[:6]}")
+    job = check_leakage(Job(params, target, split, run), source)
+    assert job.leakage is None  # not refused, not blocked
+    assert (job.split.removed_test, job.split.removed_val) == (2, 1)
+    clean = load_splits(job.split.hash)
+    assert clean.derived_from == split.hash and np.array_equal(clean.train, whole.train)
+    assert clean.test.tolist() == np.setdiff1d(whole.test, copied["test"]).tolist()
+    assert clean.val.tolist() == np.setdiff1d(whole.val, copied["validation"]).tolist()
+    assert (job.split.test, job.split.val) == (split.test - 2, split.val - 1)
+    parent = client().get_run(run.run_id).data
+    assert parent.metrics["leakage.removed.test"] == 2.0
+    assert parent.metrics["leakage.removed.validation"] == 1.0
+    assert parent.tags["leakage_removed"] == "validation 1, test 2"
+    assert parent.tags["split_hash"] == job.split.hash
+    record = json.loads(client().download_artifacts(run.run_id, "leakage.json", str(tmp_path)) and
+                        (tmp_path / "leakage.json").read_text())  # fmt: skip
+    assert record["removed"]["test"] == {"positions": [4, 40], "index": copied["test"].tolist()}
+    assert record["split_before"] == split.hash
+    tracking.end_run(run.run_id)
+    # a source model fine-tuned on this split (or the split cleaned from it) learned its labels
+    seen = LearnedFrom("source model's labels", target.hash, job.split.hash)
+    assert this_split(seen, dataclasses.replace(job, split=split))
+    assert learned_labels(seen, job) == split.train == 5 * 8

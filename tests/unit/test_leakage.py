@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from warmstart.data.splits import Splits, without
+from warmstart.errors import DataError
 from warmstart.params import PipelineParams
-from warmstart.stages import leakage
+from warmstart.stages import duplicates, leakage
 from warmstart.stages.leakage import LeakageError, check, enforce, refuse_same_dataset
 
 
@@ -81,6 +83,39 @@ def test_one_chance_match_is_below_the_tolerance():
     assert enforce(report, allow=False) is None
 
 
+def test_the_flagged_images_are_named_by_position_and_removed_from_the_split():
+    """Under the tolerance the run goes on, without the flagged images: the report names their
+    positions in the split's index arrays, and ``without`` drops exactly those for every arm."""
+    target = _images(600, seed=12)
+    test, val = target[:300], target[300:]
+    source = np.concatenate([_images(800, seed=13), test[[5, 17]], val[[250]]])
+    report = check({"test": test, "validation": val}, source=source)
+    assert not report.leaky and enforce(report, allow=False) is None
+    assert report.flagged("test").tolist() == [5, 17]
+    assert report.flagged("validation").tolist() == [250]
+    split = Splits(
+        train=np.arange(600, 650), val=np.arange(300, 600), test=np.arange(300),
+        unlabelled=np.arange(650, 700), dataset_hash="d" * 64, seed=0, k_shot=5,
+    )  # fmt: skip
+    clean = without(split, val=report.flagged("validation"), test=report.flagged("test"))
+    assert clean.test.tolist() == [i for i in range(300) if i not in (5, 17)]
+    assert clean.val.tolist() == [i for i in range(300, 600) if i != 550]
+    assert np.array_equal(clean.train, split.train)
+    assert np.array_equal(clean.unlabelled, split.unlabelled)
+    assert clean.derived_from == split.content_hash() != clean.content_hash()
+    assert clean.meta()["derived_from"] == split.content_hash()
+    assert "derived_from" not in split.meta()  # splits made before keep their hash
+    with pytest.raises(DataError, match="would leave no test image"):
+        without(split, val=np.zeros(0, np.int64), test=np.arange(300))
+
+
+def test_an_overlap_found_by_index_names_its_positions():
+    (o,) = [leakage._by_index("source model's labels", "test", np.array([0, 1, 0, 1, 1], bool))]
+    assert (o.exact, o.total, o.flagged) == (3, 5, (1, 3, 4))
+    report = leakage.LeakageReport((o,))
+    assert report.flagged("test").tolist() == [1, 3, 4] and report.flagged("validation").size == 0
+
+
 def _digits(n: int) -> np.ndarray:
     """The first ``n`` UCI optical digits (8×8, scikit-learn's copy) as uint8."""
     from sklearn.datasets import load_digits
@@ -134,11 +169,11 @@ def test_the_target_pool_is_checked_for_exact_copies_only():
 def test_near_mask_counts_bits(monkeypatch):
     ref = np.array([0b1111, 1 << 63], dtype=np.uint64)
     query = np.array([0b0000, 0b0111, (1 << 63) | (0b11111 << 8), 0xFFFF_0000], dtype=np.uint64)
-    assert leakage.near_mask(query, ref, bits=4).tolist() == [True, True, False, False]
-    assert leakage.near_mask(query, ref, bits=5).tolist() == [True, True, True, False]
-    assert leakage.near_mask(query, ref[:0]).tolist() == [False] * 4
-    monkeypatch.setattr(leakage, "_BLOCK", 3)  # one query row per block: the same answer
-    assert leakage.near_mask(query, ref, bits=5).tolist() == [True, True, True, False]
+    assert duplicates.near_mask(query, ref, bits=4).tolist() == [True, True, False, False]
+    assert duplicates.near_mask(query, ref, bits=5).tolist() == [True, True, True, False]
+    assert duplicates.near_mask(query, ref[:0]).tolist() == [False] * 4
+    monkeypatch.setattr(duplicates, "_BLOCK", 3)  # one query row per block: the same answer
+    assert duplicates.near_mask(query, ref, bits=5).tolist() == [True, True, True, False]
 
 
 def test_the_same_spec_as_source_and_target_is_refused_before_any_service():
@@ -160,7 +195,7 @@ def test_pixel_correlation_is_one_for_copies_and_zero_for_flat_images():
     img = _images(3, seed=12)
     brighter = np.clip(img.astype(int) + 10, 0, 255).astype(np.uint8)
     flat = np.full_like(img, 7)
-    r = leakage.pixel_correlation(
+    r = duplicates.pixel_correlation(
         np.concatenate([img, img, img]), np.concatenate([brighter, 255 - img, flat])
     )
     assert np.allclose(r[:3], 1, atol=0.02) and np.allclose(r[3:6], -1, atol=1e-5)
@@ -176,8 +211,8 @@ def test_distinct_digits_the_hash_confuses_are_not_near_duplicates():
     load = lambda spec: load_source(parse_spec(spec)).images  # noqa: E731
     source = load("builtin:mnist-5k?classes=0-4&size=16x16")
     target = load("builtin:mnist-5k?classes=5-9&size=16x16")
-    hashes = leakage.perceptual_hashes(target), leakage.perceptual_hashes(source)
-    assert leakage.near_mask(*hashes).sum() >= 15  # the hash alone: 0.76%, the old refusal
+    hashes = duplicates.perceptual_hashes(target), duplicates.perceptual_hashes(source)
+    assert duplicates.near_mask(*hashes).sum() >= 15  # the hash alone: 0.76%, the old refusal
     report = check({"test": target}, source=source)
     assert report.overlaps[0].exact == 0 and report.overlaps[0].near <= 5 and not report.leaky
     copies = np.stack([_resized(t) for t in target[:100]])

@@ -9,6 +9,7 @@ labels per class.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -39,13 +40,14 @@ class Splits:
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     test_source: str = "stratified"  # or "predefined"
+    derived_from: str | None = None  # the split whose flagged val/test images were removed
 
     def __post_init__(self) -> None:
         for part in PARTS:
             setattr(self, part, np.asarray(getattr(self, part), dtype=np.int64))
 
     def meta(self) -> dict:
-        return {
+        meta = {
             "dataset_hash": self.dataset_hash,
             "seed": self.seed,
             "k_shot": self.k_shot,
@@ -54,6 +56,9 @@ class Splits:
             "test_source": self.test_source,
             "sizes": {part: len(getattr(self, part)) for part in PARTS},
         }
+        if self.derived_from:  # only then: every split made before keeps its hash
+            meta["derived_from"] = self.derived_from
+        return meta
 
     def content_hash(self) -> str:
         """sha256 over the definition (dataset hash, seed, k, fractions) and the index arrays."""
@@ -180,6 +185,24 @@ def capped_val(splits: Splits, labels: np.ndarray, per_class: int | None) -> np.
     return np.sort(np.concatenate(kept))
 
 
+def without(splits: Splits, *, val: np.ndarray, test: np.ndarray) -> Splits:
+    """``splits`` less the validation and test images at positions ``val`` and ``test`` of its
+    ``val``/``test`` index arrays (the leakage guard's flagged images), recorded as derived from
+    it; train and the unlabelled pool are unchanged, so every k-shot draw stays the same."""
+    for name, positions in (("val", val), ("test", test)):
+        if len(np.setdiff1d(np.arange(len(getattr(splits, name))), positions)) == 0:
+            raise DataError(
+                f"removing the flagged images would leave no {name} image: use a target that the "
+                "source does not hold"
+            )
+    return dataclasses.replace(
+        splits,
+        val=np.delete(splits.val, np.asarray(val, dtype=np.int64)),
+        test=np.delete(splits.test, np.asarray(test, dtype=np.int64)),
+        derived_from=splits.content_hash(),
+    )
+
+
 def store_splits(splits: Splits, *, bucket: str | None = None) -> str:
     """Write ``indices.npz`` then ``manifest.json`` (last: readers see complete splits only)."""
     digest = splits.content_hash()
@@ -220,6 +243,7 @@ def load_splits(digest: str, *, bucket: str | None = None) -> Splits:
         val_fraction=manifest["val_fraction"],
         test_fraction=manifest["test_fraction"],
         test_source=manifest["test_source"],
+        derived_from=manifest.get("derived_from"),
     )
     if splits.content_hash() != digest:
         raise DataError(

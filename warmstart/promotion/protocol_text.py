@@ -41,10 +41,30 @@ def interval_text(d: dict[str, Any]) -> str:
 def labels_text(labels: dict[str, int]) -> str:
     if not labels:
         return ""
+    source = labels.get("source", 0)
+    learned = (
+        f", + {source} the source model was already fine-tuned on (this target's split: the "
+        "transfer arm had them, scratch did not)"
+        if source
+        else ""
+    )
     return (
         f"labels used {labels['per_model']} per model ({labels['train']} train = k "
-        f"{labels['k_shot']} × {labels['classes']} classes, + {labels['val']} validation), "
-        f"{labels['distinct']} distinct labelled images over all seeds' k-shot draws"
+        f"{labels['k_shot']} × {labels['classes']} classes, + {labels['val']} validation"
+        f"{learned}), {labels['distinct']} distinct labelled images over all seeds' k-shot draws"
+    )
+
+
+def removed_text(p: dict[str, Any]) -> str:
+    """How many validation and test images every arm was evaluated without (the leakage
+    guard's flagged overlap; 0 is said too), and the guard's weak-recall notes."""
+    removed = p.get("overlap_removed")
+    if removed is None:
+        return ""
+    notes = "".join(f"; {n}" for n in removed.get("notes", ()))
+    return (
+        f"evaluated without {removed['validation']} validation and {removed['test']} test "
+        f"images the leakage guard flagged{notes}"
     )
 
 
@@ -62,6 +82,8 @@ def protocol_sentence(p: dict[str, Any] | None) -> str:
     ]
     if p.get("labels"):
         parts.append(labels_text(p["labels"]))
+    if p.get("overlap_removed") is not None:
+        parts.append(removed_text(p))
     gain = p.get("source_gain")
     if gain:
         parts.append(

@@ -34,29 +34,25 @@ matches (blank images, near-identical strokes) are tolerated, a copied subset is
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-import imagehash
 import numpy as np
-from PIL import Image
 
-from warmstart.contracts import Job
-from warmstart.data import Splits, load_splits, open_dataset, parse_spec
+from warmstart.contracts import Job, SplitRef
+from warmstart.data import Splits, load_splits, open_dataset, parse_spec, store_splits
+from warmstart.data.splits import without
 from warmstart.data.transforms import resize_image, to_gray
 from warmstart.errors import ConfigError, DataError, WarmstartError
 from warmstart.params import PipelineParams
+from warmstart.stages.duplicates import near_duplicates, perceptual_hashes, pixel_digests
 from warmstart.stages.pretrain import data_needs
 from warmstart.stages.sources import LearnedFrom, provider_for
 
-NEAR_BITS = 4  # perceptual-hash Hamming distance (of 64 bits) that makes a near-duplicate candidate
-NEAR_CORR = 0.85  # pixel correlation a candidate needs to count (copies ≥ 0.86, see above)
 TOLERANCE = 0.01  # fraction of a split's images that may match before the run counts as leaky
 SPLITS = ("test", "validation")
 CHUNK_ROWS = 4096  # source images converted and hashed at a time (bounded temporaries)
-_BLOCK = 8_000_000  # query × reference hashes per Hamming block (64 MB of uint64)
-_PAIRS = 256  # candidate pairs whose pixels are correlated at a time (bounded float temporaries)
 
 
 class LeakageError(ConfigError):
@@ -72,6 +68,7 @@ class Overlap:
     exact: int  # images with an identical copy
     near: int  # images with a near-duplicate but no identical copy
     total: int  # images in the split
+    flagged: tuple[int, ...] = ()  # positions in the split's index array (exact or near)
 
     @property
     def found(self) -> int:
@@ -87,6 +84,7 @@ class LeakageReport:
     """Every overlap of one run, with the one line a user reads when it is refused."""
 
     overlaps: tuple[Overlap, ...]
+    source_labels: int = 0  # this split's labelled images the source model was fine-tuned on
 
     @property
     def leaky(self) -> bool:
@@ -123,71 +121,13 @@ class LeakageReport:
             out[f"{key}.exact"], out[f"{key}.near"] = float(o.exact), float(o.near)
         return out
 
+    def flagged(self, split: str) -> np.ndarray:
+        """Positions in ``split``'s index array that any check found (sorted, distinct)."""
+        mine = [np.asarray(o.flagged, dtype=np.int64) for o in self.overlaps if o.split == split]
+        return np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *mine]))
+
     def to_dict(self) -> dict:
         return {"leaky": self.leaky, "overlaps": [asdict(o) for o in self.overlaps]}
-
-
-def pixel_digests(images: np.ndarray) -> np.ndarray:
-    """sha256 of each image's uint8 pixels (N×C×H×W), as 32-byte strings."""
-    flat = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1)
-    return np.array([hashlib.sha256(row.tobytes()).digest() for row in flat], dtype="S32")
-
-
-def perceptual_hashes(images: np.ndarray) -> np.ndarray:
-    """64-bit ``imagehash.phash`` of each image's grey version, as uint64."""
-    grey = to_gray(images) if images.shape[1] == 3 else images
-    bits = np.stack([imagehash.phash(Image.fromarray(img[0])).hash.ravel() for img in grey])
-    return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
-
-
-def _candidates(query: np.ndarray, reference: np.ndarray, bits: int) -> tuple[np.ndarray, ...]:
-    """Index pairs (query row, reference row) whose hashes are within ``bits`` bits (Hamming),
-    computed ``_BLOCK`` hash pairs at a time."""
-    qs, rs = [np.zeros(0, dtype=np.intp)], [np.zeros(0, dtype=np.intp)]
-    rows = max(1, _BLOCK // max(1, len(reference)))
-    for start in range(0, len(query) if len(reference) else 0, rows):
-        block = query[start : start + rows, None] ^ reference[None, :]
-        q, r = np.nonzero(np.bitwise_count(block) <= bits)
-        qs.append(q + start)
-        rs.append(r)
-    return np.concatenate(qs), np.concatenate(rs)
-
-
-def near_mask(query: np.ndarray, reference: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
-    """For each query hash: is some reference hash within ``bits`` bits (Hamming)?"""
-    out = np.zeros(len(query), dtype=bool)
-    out[_candidates(query, reference, bits)[0]] = True
-    return out
-
-
-def pixel_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row pair's pixels (N×C×H×W each); 0 where either is flat."""
-    x = a.reshape(len(a), -1).astype(np.float32)
-    y = b.reshape(len(b), -1).astype(np.float32)
-    x -= x.mean(axis=1, keepdims=True)
-    y -= y.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
-    dots = np.einsum("ij,ij->i", x, y)
-    return np.divide(dots, norms, out=np.zeros(len(x), dtype=np.float32), where=norms > 0)
-
-
-def near_duplicates(
-    query: np.ndarray,
-    query_hashes: np.ndarray,
-    reference: np.ndarray,
-    reference_hashes: np.ndarray,
-    *,
-    bits: int = NEAR_BITS,
-    corr: float = NEAR_CORR,
-) -> np.ndarray:
-    """For each query image: has ``reference`` (same geometry) a near-duplicate of it, i.e. an
-    image within ``bits`` hash bits whose pixels correlate at least ``corr`` with it?"""
-    out = np.zeros(len(query), dtype=bool)
-    q, r = _candidates(query_hashes, reference_hashes, bits)
-    for i in range(0, len(q), _PAIRS):
-        qi, ri = q[i : i + _PAIRS], r[i : i + _PAIRS]
-        out[qi[pixel_correlation(query[qi], reference[ri]) >= corr]] = True
-    return out
 
 
 def overlaps(
@@ -214,7 +154,8 @@ def overlaps(
     for split, images in splits.items():
         exact = np.array([d in digests for d in pixel_digests(images).tolist()], dtype=bool)
         near_only = int((close[split] & ~exact).sum())
-        found.append(Overlap(what, split, int(exact.sum()), near_only, len(images)))
+        at = tuple(int(i) for i in np.flatnonzero(exact | close[split]))
+        found.append(Overlap(what, split, int(exact.sum()), near_only, len(images), at))
     return found
 
 
@@ -272,9 +213,22 @@ def check_job(job: Job, source_hash: str | None) -> LeakageReport:
     if uses_target_pool(job.params):
         pool = target.images[np.union1d(split.train, split.unlabelled)]
     found = check(images, source=source, pool=pool).overlaps
+    labels = 0
     for seen in provider_for(job.params.source).learned_from(job.params):
         found += tuple(learned_overlaps(seen, job, images, split))
-    return LeakageReport(found)
+        labels += learned_labels(seen, job)
+    return LeakageReport(found, labels)
+
+
+def learned_labels(seen: LearnedFrom, job: Job) -> int:
+    """Labelled images of this target that a source model was fine-tuned on: its split's k-shot
+    draw (which seed drew it is not recorded, so it counts as a draw of its own)."""
+    if seen.dataset_hash != job.target.hash or not seen.split_hash:
+        return 0
+    try:
+        return len(load_splits(seen.split_hash).train)
+    except DataError:
+        return 0
 
 
 def learned_overlaps(
@@ -285,7 +239,7 @@ def learned_overlaps(
     test set: each seed draws its k-shot set from the pool, and label-free pretraining may use
     all of it; nothing when it is this very split), else image by image. A split no longer
     stored counts as its whole dataset; a dataset not in this store cannot be compared."""
-    if seen.dataset_hash == job.target.hash and seen.split_hash == job.split.hash:
+    if seen.dataset_hash == job.target.hash and this_split(seen, job):
         return []
     seen_idx = None
     if seen.split_hash:
@@ -296,7 +250,7 @@ def learned_overlaps(
             seen_idx = None
     if seen.dataset_hash == job.target.hash and seen_idx is not None:
         parts = (("test", split.test), ("validation", split.val))
-        return [Overlap(seen.what, s, int(np.isin(i, seen_idx).sum()), 0, len(i)) for s, i in parts]
+        return [_by_index(seen.what, s, np.isin(i, seen_idx)) for s, i in parts]
     try:
         ds = open_dataset(seen.dataset_hash)
     except DataError:
@@ -305,6 +259,52 @@ def learned_overlaps(
     chunks = _row_chunks(ref) if isinstance(ref, np.ndarray) else ref.chunks()
     like = next(iter(images.values()))
     return overlaps(seen.what, (common_geometry(c, like) for c in chunks), images, near=True)
+
+
+def _by_index(what: str, split: str, hit: np.ndarray) -> Overlap:
+    return Overlap(what, split, int(hit.sum()), 0, len(hit), tuple(map(int, np.flatnonzero(hit))))
+
+
+def this_split(seen: LearnedFrom, job: Job) -> bool:
+    """Was ``seen`` this run's very split (or the split the guard cleaned into it)?"""
+    if not seen.split_hash:
+        return False
+    if seen.split_hash == job.split.hash:
+        return True
+    try:
+        return load_splits(seen.split_hash).derived_from == job.split.hash
+    except DataError:
+        return False
+
+
+def remove_flagged(job: Job, report: LeakageReport) -> SplitRef:
+    """The run's split less every validation and test image the guard flagged (stored, by its
+    own hash, as derived from the split it was made from); ``job.split`` when none was."""
+    flagged = {s: report.flagged(s) for s in SPLITS}
+    if not any(len(f) for f in flagged.values()):
+        return job.split
+    clean = without(load_splits(job.split.hash), val=flagged["validation"], test=flagged["test"])
+    return dataclasses.replace(
+        job.split,
+        hash=store_splits(clean),
+        val=len(clean.val),
+        test=len(clean.test),
+        removed_val=len(flagged["validation"]),
+        removed_test=len(flagged["test"]),
+    )
+
+
+def removal_record(job: Job, report: LeakageReport) -> dict:
+    """What ``leakage.json`` holds: the split the images were removed from, each removed image's
+    position in its split's index array and its dataset index, and every count (recomputable:
+    ``np.delete(split.test, positions)`` gives the test indices every arm was evaluated on)."""
+    split = load_splits(job.split.hash)
+    arrays = {"validation": split.val, "test": split.test}
+    removed = {
+        s: {"positions": report.flagged(s).tolist(), "index": arrays[s][report.flagged(s)].tolist()}
+        for s in SPLITS
+    }
+    return {"split_before": job.split.hash, "removed": removed, **report.to_dict()}
 
 
 def enforce(report: LeakageReport, *, allow: bool) -> str | None:

@@ -187,16 +187,19 @@ def load_arm_model(result: ArmResult, job: Job) -> torch.nn.Module:
 
 def labels_used(job: Job, seeds: list[int]) -> dict[str, int]:
     """Labelled target images behind the verdict: per model (its k-shot draw + validation) and
-    distinct over every seed's draw (what the whole procedure consumed)."""
+    distinct over every seed's draw (what the whole procedure consumed). A source model already
+    fine-tuned on this target's split (``job.source_labels``, its own k-shot draw) adds its
+    labels to both: the transfer arm had them, scratch did not."""
     ds, splits = load_target(job)
     val = capped_val(splits, ds.labels, job.params.val_per_class)
     draws = [seed_train(splits, ds.labels, s) for s in seeds] or [splits.train]
-    train = len(draws[0])
+    train, source = len(draws[0]), int(job.source_labels)
     return {
         "k_shot": int(job.split.k_shot),
         "classes": int(job.target.num_classes),
         "train": train,
         "val": len(val),
-        "per_model": train + len(val),
-        "distinct": len(np.union1d(np.concatenate(draws), val)),
+        "source": source,
+        "per_model": train + len(val) + source,
+        "distinct": len(np.union1d(np.concatenate(draws), val)) + source,
     }
