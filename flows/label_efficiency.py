@@ -24,7 +24,7 @@ def label_efficiency(params: SweepParams = SweepParams()) -> dict:  # noqa: B008
     per_k, results = [], []
     for k in params.k_values:
         pk = params.at(k).model_copy(update={"source": job.params.source})  # as pinned
-        job_k = replace(job, params=pk, split=t.make_splits(job.target, pk))
+        job_k = replace(job, params=pk, split=t.make_splits(job.target, pk, cleaned=job.split))
         done = train_all(sources, job_k)
         results += done
         per_k.append(s.evaluate_k(k, done, job_k))

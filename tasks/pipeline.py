@@ -26,6 +26,7 @@ from warmstart.contracts import (
 )
 from warmstart.errors import StorageError, TrackingError
 from warmstart.params import PipelineParams
+from warmstart.stages.leakage import same_removal
 from warmstart.tasks import stage_runs
 from warmstart.tasks.stage_runs import log_stage, stage_run
 
@@ -79,8 +80,14 @@ def ingest(spec: str, role: str, like: DatasetRef | None = None) -> DatasetRef:
 
 
 @task(name="make-splits", cache_policy=NO_CACHE, **IO_RETRIES)
-def make_splits(target: DatasetRef, params: PipelineParams) -> SplitRef:
+def make_splits(
+    target: DatasetRef, params: PipelineParams, cleaned: SplitRef | None = None
+) -> SplitRef:
+    """The target's split; with ``cleaned`` (a split the leakage guard removed images from, e.g.
+    at another k), less the same validation and test images."""
     split = stages.make_target_splits(target, params)
+    if cleaned is not None:
+        split = same_removal(cleaned, split)
     get_run_logger().info(
         "splits %s: train %d (k=%d per class), val %d, test %d, unlabelled pool %d",
         split.hash[:12],

@@ -159,7 +159,7 @@ def test_a_few_copied_images_are_removed_from_every_arms_evaluation_and_counted(
 
     from PIL import Image
 
-    from warmstart.stages.leakage import learned_labels, this_split
+    from warmstart.stages.leakage import learned_labels, same_removal, this_split
 
     target = stages.ingest("builtin:uci-digits?classes=2-9")
     params = PipelineParams(
@@ -196,6 +196,12 @@ def test_a_few_copied_images_are_removed_from_every_arms_evaluation_and_counted(
     assert record["removed"]["test"] == {"positions": [4, 40], "index": copied["test"].tolist()}
     assert record["split_before"] == split.hash
     tracking.end_run(run.run_id)
+    # the label-efficiency flow's split at another k loses the same images
+    other = stages.make_target_splits(target, params.model_copy(update={"k_shot": 2}))
+    at_k2 = same_removal(job.split, other)
+    assert (at_k2.removed_test, at_k2.removed_val) == (2, 1) and at_k2.train == 2 * 8
+    assert load_splits(at_k2.hash).test.tolist() == clean.test.tolist()
+    assert same_removal(split, other) == other  # nothing removed: the split as made
     # a source model fine-tuned on this split (or the split cleaned from it) learned its labels
     seen = LearnedFrom("source model's labels", target.hash, job.split.hash)
     assert this_split(seen, dataclasses.replace(job, split=split))

@@ -6,30 +6,22 @@ Two checks, both at the common geometry (the source is ingested at the target's 
 channels, see ``ingest(like=target)``):
 
 - exact: sha256 of each image's uint8 pixels; equal digests are the same image;
-- near-duplicate (source only): a 64-bit perceptual hash (``imagehash.phash`` of the grey image)
-  within ``NEAR_BITS`` bits, confirmed by the pixels: their Pearson correlation at the common
-  geometry is at least ``NEAR_CORR``. The hash finds candidates cheaply; the correlation throws
-  out distinct images whose coarse shape agrees (the hash sees a 32×32 resize's lowest
-  frequencies, which two writers' digits of one style can share at 16 px and up). Measured on
-  MNIST-5k at 8, 16 and 28 px, UCI digits and shapes (``benchmarks/leakage_threshold.py``,
-  BENCHMARKS §7): the correlation never dropped a copy the hash found (copies resized ×2 and
-  back, JPEG q75/q50, upscaled ×4 + JPEG + back, +10 brightness correlate ≥ 0.86 at 8 px,
-  ≥ 0.92 at 16 px, ≥ 0.94 at 28 px), while distinct digits from disjoint classes within 4 bits
-  fall from 0.76% to 0.12% of images at 16 px (the false positive that refused split-class
-  MNIST) and from 1.00% to 0.04% at 28 px. At 8×8 the pixels cannot tell (distinct digits
-  correlate up to 0.96): there the hash does the work, copies are found at 94–100% (resized,
-  upscaled JPEG, brightness) and 17–75% (JPEG re-encoded at 8 px), and distinct digits are found
-  at 0.11% (UCI vs MNIST, the demo) to 0.96% (MNIST's classes 5-9 vs 0-4, just under the
-  tolerance).
-  A flat image (no pixel varies) has no correlation and is never a near-duplicate; an
-  identical one is still found by the exact check.
+- near-duplicate (source only): ``warmstart.stages.duplicates``. Candidates by pooled
+  thumbnail (of the image, its mirror and its content box), confirmed by the pixels: every
+  channel's Pearson correlation after the best ±2 px shift or mirror, of the images or of their
+  content boxes, reaches a threshold per image side calibrated on MNIST alone (BENCHMARKS §7,
+  where recall and false positives are reported on UCI digits, shapes, CIFAR-like textures and
+  independently drawn one-shape images). A flat image has no correlation and is never a
+  near-duplicate; an identical one is still found by the exact check.
 
 The target pool gets the exact check only: its indices are disjoint from validation and test by
-construction, and a perceptual hash cannot tell two writers' digits of one class apart at 8×8
-(7.5% of UCI images have another UCI image within 4 bits), so a near-duplicate there is noise.
+construction, and at 8×8 two writers' digits of one class can be as alike as a copy, so a
+near-duplicate there is noise.
 
-A split counts as leaky when more than ``TOLERANCE`` (1%) of its images are found: a few chance
-matches (blank images, near-identical strokes) are tolerated, a copied subset is not.
+Every validation and test image found is removed from the run's split (``remove_flagged``):
+every arm, scratch and the controls included, selects and is evaluated without it, and the
+verdict says how many (0 too). ``TOLERANCE`` (1%) only decides when a source is so contaminated
+that the run is refused outright (a copied subset, not a few chance matches).
 """
 
 from __future__ import annotations
@@ -46,7 +38,7 @@ from warmstart.data.splits import without
 from warmstart.data.transforms import resize_image, to_gray
 from warmstart.errors import ConfigError, DataError, WarmstartError
 from warmstart.params import PipelineParams
-from warmstart.stages.duplicates import near_duplicates, perceptual_hashes, pixel_digests
+from warmstart.stages.duplicates import near_duplicates, pixel_digests
 from warmstart.stages.pretrain import data_needs
 from warmstart.stages.sources import LearnedFrom, provider_for
 
@@ -141,15 +133,13 @@ def overlaps(
     ``reference`` may be an array or its row chunks (e.g. shard by shard): each chunk is
     compared as it comes, and only the 32-byte digests of its images are kept."""
     chunks = [reference] if isinstance(reference, np.ndarray) else reference
-    hashes = {s: perceptual_hashes(i) for s, i in splits.items() if near and len(i)}
     close = {s: np.zeros(len(i), dtype=bool) for s, i in splits.items()}
     digests: set[bytes] = set()
     for chunk in chunks:
         digests.update(pixel_digests(chunk).tolist())
-        if hashes and len(chunk):
-            theirs = perceptual_hashes(chunk)
-            for split, mine in hashes.items():
-                close[split] |= near_duplicates(splits[split], mine, chunk, theirs)
+        if near and len(chunk):
+            for split, mine in splits.items():
+                close[split] |= near_duplicates(mine, chunk)
     found = []
     for split, images in splits.items():
         exact = np.array([d in digests for d in pixel_digests(images).tolist()], dtype=bool)
@@ -292,6 +282,23 @@ def remove_flagged(job: Job, report: LeakageReport) -> SplitRef:
         removed_val=len(flagged["validation"]),
         removed_test=len(flagged["test"]),
     )
+
+
+def same_removal(cleaned: SplitRef, split: SplitRef) -> SplitRef:
+    """``split`` (of the same target, e.g. at another k: the same validation and test images)
+    less the images the guard removed from ``cleaned``'s original; ``split`` when none were."""
+    if not (cleaned.removed_val or cleaned.removed_test):
+        return split
+    clean = load_splits(cleaned.hash)
+    before = load_splits(clean.derived_from or cleaned.hash)
+    mine = load_splits(split.hash)
+    val = np.flatnonzero(np.isin(mine.val, np.setdiff1d(before.val, clean.val)))
+    test = np.flatnonzero(np.isin(mine.test, np.setdiff1d(before.test, clean.test)))
+    out = without(mine, val=val, test=test)
+    return dataclasses.replace(
+        split, hash=store_splits(out), val=len(out.val), test=len(out.test),
+        removed_val=len(val), removed_test=len(test),
+    )  # fmt: skip
 
 
 def removal_record(job: Job, report: LeakageReport) -> dict:
