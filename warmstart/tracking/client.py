@@ -11,8 +11,8 @@ because MLflow reads them from there on every request):
   before retry *n* is ``backoff_factor * 2**(n-1)`` s (none before the first) plus up to
   ``backoff_jitter`` s at random (each sleep capped at 120 s), so with factor 1 the retries
   together wait ``2**n - 2`` s.
-  ``retry_settings`` picks the most retries whose wait, jitter included, stays within
-  ``WARMSTART_IO_RETRY_SECONDS`` (default 60: 5 retries, 30 to 35 s). That window is one budget
+  ``retry_settings`` picks the retries whose wait is closest to ``WARMSTART_IO_RETRY_SECONDS``
+  (default 60: 6 retries, 62 s plus up to 6 s of jitter). That window is one budget
   for the whole outage, not one per call (``warmstart.outage``): the first failure starts the
   clock, and every later request first waits for ``/health`` to answer, polling only for what is
   left of the window, then fails at once. So a run's many calls in series (a metric, the stage's
@@ -81,13 +81,16 @@ def backoff_total_s(retries: int) -> float:
 
 
 def retry_settings(window_s: float) -> dict[str, str]:
-    """The most MLflow retries (at most 10) whose total backoff, with the most jitter (1 s
-    each), stays within ``window_s``: one call never outlasts the outage's budget, and the
-    next call waits for the rest of it (``wait_for_server``)."""
-    retries = 0
-    while retries < MAX_RETRIES_LIMIT and backoff_total_s(retries + 1) + retries + 1 <= window_s:
-        retries += 1
-    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+    """The MLflow retries (at most 10) whose total backoff is closest to ``window_s``, the one
+    that covers it on a tie: one call rides out about the window (60 s: 6 retries, 62 s), and
+    a call that gave up early leaves the rest of the budget to the next (``wait_for_server``)."""
+    if window_s <= 0:
+        return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    best = 0
+    for retries in range(MAX_RETRIES_LIMIT + 1):
+        if abs(backoff_total_s(retries) - window_s) <= abs(backoff_total_s(best) - window_s):
+            best = retries
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(best)}
 
 
 def apply_settings() -> None:
