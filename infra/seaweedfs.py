@@ -114,6 +114,7 @@ def sockets(cfg: StackConfig) -> list[Path]:
         "master": cfg.master_port,
         "volume": cfg.volume_port,
         "filer": cfg.filer_port,
+        "admin": cfg.admin_port,
     }
     return [cfg.run / "s3.sock", cfg.run / "filer.sock"] + [
         Path(f"/tmp/seaweedfs-{name}-grpc-{port + GRPC_OFFSET}.sock") for name, port in grpc.items()
@@ -152,7 +153,12 @@ def weed_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
         f"-bucket={cfg.bucket}",
         "-disableHttp",
         "-master.telemetry=false",
+        # `weed mini` always runs its admin server (no flag turns it off): with the UI off it
+        # serves /health only, and its gRPC port takes the mTLS certificate like the others.
+        # Its ports are ours to choose, so a second stack does not collide on weed's default.
         "-admin.ui=false",
+        f"-admin.port={cfg.admin_port}",
+        f"-admin.port.grpc={cfg.admin_port + GRPC_OFFSET}",
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
