@@ -47,7 +47,13 @@ _EXTENSIONS = (
 
 def tls_files(cfg: StackConfig) -> dict[str, Path]:
     """The CA certificate and the node's certificate and key, made with openssl on first use."""
-    folder = private_dir(cfg.weed_config / "tls")
+    return make_tls(private_dir(cfg.weed_config / "tls"))
+
+
+def make_tls(folder: Path) -> dict[str, Path]:
+    """``ca.crt``, ``node.crt`` and ``node.key`` in ``folder`` (made unless all three are there):
+    one certificate for 127.0.0.1/localhost, client and server use, signed by a CA whose key is
+    thrown away. The local stack and the cluster's Secret (``warmstart.infra.cluster``) use it."""
     files = {"ca": folder / "ca.crt", "cert": folder / "node.crt", "key": folder / "node.key"}
     if all(p.exists() for p in files.values()):
         return files
