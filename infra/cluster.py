@@ -82,7 +82,8 @@ def _secret(name: str, data: dict[str, str], namespace: str) -> dict[str, Any]:
     }
 
 
-def _tls() -> dict[str, str]:
+def tls_data() -> dict[str, str]:
+    """The warmstart-seaweedfs-tls Secret's files: CA certificate, node certificate and key."""
     with tempfile.TemporaryDirectory() as tmp:
         files = make_tls(Path(tmp))
         return {
@@ -114,7 +115,7 @@ def render_secrets(namespace: str = NAMESPACE, bucket: str = BUCKET) -> list[dic
             {"s3.json": json.dumps(s3_identities(keys, bucket), indent=2)},
             namespace,
         ),
-        _secret("warmstart-seaweedfs-tls", _tls(), namespace),
+        _secret("warmstart-seaweedfs-tls", tls_data(), namespace),
         _secret(
             "warmstart-postgres",
             {
