@@ -121,6 +121,45 @@ def locked_down_containers(objects: Objects) -> list[str]:
     return bad
 
 
+# Variables naming folders a program writes to; each must be on a writable volume, since no
+# container has a writable root file system.
+WRITES_TO = (
+    "HOME",
+    "PREFECT_HOME",
+    "PREFECT_UI_STATIC_DIRECTORY",
+    "WARMSTART_HOME",
+    "PGDATA",
+)
+
+
+def _writable_mounts(spec: dict[str, Any], container: dict[str, Any]) -> list[str]:
+    kinds = {v["name"]: v for v in spec.get("volumes", [])}
+    return [
+        m["mountPath"]
+        for m in container.get("volumeMounts", [])
+        if not m.get("readOnly")
+        and ("emptyDir" in kinds.get(m["name"], {}) or m["name"] not in kinds)  # else: a claim
+    ]
+
+
+def writes_land_on_volumes(objects: Objects, env_of=None) -> list[str]:
+    """Every folder a program is told to write to (``WRITES_TO``) is on a writable volume."""
+    bad = []
+    for name, _, spec in pods(objects):
+        for c in containers(spec):
+            env = dict((env_of or {}).get(name, {}))  # what the image sets
+            for source in c.get("envFrom", []):
+                if "configMapRef" in source:
+                    env |= find(objects, "ConfigMap", source["configMapRef"]["name"])["data"]
+            env |= {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+            mounts = _writable_mounts(spec, c)
+            for var in WRITES_TO:
+                path = env.get(var)
+                if path and not any(path == m or path.startswith(m + "/") for m in mounts):
+                    bad.append(f"{name}/{c['name']}: {var}={path} is on the read-only root")
+    return bad
+
+
 def seccomp(objects: Objects) -> list[str]:
     bad = []
     for name, _, spec in pods(objects):

@@ -11,7 +11,7 @@ import pytest
 from prefect.utilities.schema_tools import ValidationError, validate
 
 from tests.k8s import netpol, rules
-from tests.k8s.helpers import K8S_VERSION, load_template, objects_of, render_job
+from tests.k8s.helpers import K8S_VERSION, ROOT, load_template, objects_of, render_job
 from warmstart.infra.cluster import pool_template
 from warmstart.infra.seaweedfs import GRPC_COMPONENTS, security_toml
 
@@ -60,6 +60,31 @@ def test_every_container_is_locked_down(cluster):
     assert rules.locked_down_containers(
         _set(cluster, "prefect-worker", "prefect-worker", "capabilities", {"drop": ["NET_RAW"]})
     )
+
+
+# what the warmstart image sets (infra/k8s/Dockerfile), under the flow-run pod's env
+IMAGE_ENV = {
+    rules.FLOW_RUN: {"HOME": "/home/warmstart", "PREFECT_HOME": "/home/warmstart/.prefect"}
+}
+
+
+def test_every_folder_a_program_writes_to_is_on_a_volume(cluster):
+    dockerfile = (ROOT / "infra" / "k8s" / "Dockerfile").read_text()
+    for var, value in IMAGE_ENV[rules.FLOW_RUN].items():
+        assert f"{var}={value}" in dockerfile
+    assert rules.writes_land_on_volumes(cluster, IMAGE_ENV) == []
+    broken = rules.broken(cluster)
+    server = rules.pod_spec(broken, "prefect-server")["containers"][0]
+    (ui,) = [e for e in server["env"] if e["name"] == "PREFECT_UI_STATIC_DIRECTORY"]
+    ui["value"] = "/opt/prefect-ui"
+    assert rules.writes_land_on_volumes(broken, IMAGE_ENV) == [
+        "prefect-server/prefect-server: PREFECT_UI_STATIC_DIRECTORY=/opt/prefect-ui is on the "
+        "read-only root"
+    ]
+    broken = rules.broken(cluster)
+    job = [d for d in broken if d["kind"] == "Job"][0]
+    job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"].pop(0)  # HOME's volume
+    assert len(rules.writes_land_on_volumes(broken, IMAGE_ENV)) == 3  # HOME, Prefect's, ours
 
 
 def test_every_pod_uses_the_runtimes_seccomp_profile(cluster):
