@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from warmstart import outage
 from warmstart.infra import ports
 
 
@@ -43,7 +44,7 @@ class RunningStack:
 def stack_config(home: Path):
     from warmstart.infra.stack import StackConfig
 
-    s3, master, volume, filer = free_ports(4, grpc=True)
+    s3, master, volume, filer, admin = free_ports(5, grpc=True)
     mlflow_port, prefect_port = free_ports(2)
     return StackConfig(
         home=home,
@@ -52,6 +53,7 @@ def stack_config(home: Path):
         master_port=master,
         volume_port=volume,
         filer_port=filer,
+        admin_port=admin,
         mlflow_port=mlflow_port,
         prefect_port=prefect_port,
         start_timeout=180,
@@ -99,3 +101,12 @@ def stack(tmp_path_factory) -> RunningStack:
         stack_mod.down(cfg, echo=lambda s: None)
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_carried_over():
+    """Each test starts with no known S3 or MLflow outage: the retry budget is one per outage,
+    kept per process (``warmstart.outage``), and a test that stopped a service must not spend
+    the next test's."""
+    outage.S3.ended()
+    outage.MLFLOW.ended()
