@@ -11,7 +11,7 @@ from warmstart import stages, tracking
 from warmstart.contracts import ArmResult, ArmSpec, Evaluation, Job, SourceModel, TableRow
 from warmstart.promotion import protocol
 from warmstart.promotion.protocol_text import labels_text, seed_span
-from warmstart.stages.pretrain import data_needs
+from warmstart.stages.config import data_needs
 from warmstart.stages.training import confirmation_seeds, confirmation_specs, labels_used
 from warmstart.tasks.pipeline import IO_RETRIES
 from warmstart.tasks.promote import log_arm_runs

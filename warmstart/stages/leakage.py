@@ -47,7 +47,7 @@ from warmstart.data import Splits, load_splits, open_dataset, parse_spec
 from warmstart.data.transforms import resize_image, to_gray
 from warmstart.errors import ConfigError, DataError, WarmstartError
 from warmstart.params import PipelineParams
-from warmstart.stages.pretrain import data_needs
+from warmstart.stages.config import data_needs
 from warmstart.stages.sources import LearnedFrom, provider_for
 
 NEAR_BITS = 4  # perceptual-hash Hamming distance (of 64 bits) that makes a near-duplicate candidate
