@@ -14,7 +14,9 @@ import time
 
 from prefect import flow
 
+from warmstart.contracts import RunPlan
 from warmstart.flows.common import (
+    plan_of,
     prepare,
     sources_by_label,
     submit_sources,
@@ -28,12 +30,15 @@ from warmstart.tasks import promote as p
 
 
 @flow(name="transfer-pipeline", **FLOW_OPTIONS)
-def transfer_pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noqa: B008
+def transfer_pipeline(
+    params: PipelineParams = PipelineParams(),  # noqa: B008
+    plan: RunPlan | None = None,
+) -> dict:
     """Pretrain on the source with each strategy, transfer to the target, compare with scratch on
     the same data and an equal search, choose on validation, confirm on fresh seeds, and promote a
     model in MLflow only if it really beats scratch there."""
     started = time.time()
-    job, dataset = prepare(params, "pipeline")
+    job, dataset = prepare(plan_of(params, plan), "pipeline")
     sources = submit_sources(job, dataset)
     results = train_all(sources, job)
     plan, specs = c.choose(results, job)

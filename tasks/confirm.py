@@ -23,7 +23,7 @@ def needs_pool_control(plan: protocol.Plan, job: Job) -> bool:
     strategy = plan.candidate.strategy
     if not job.params.source_control or strategy is None or job.params.confirm_seeds < 2:
         return False
-    if not stages.provider_for(job.params.source).needs_dataset:
+    if not job.source.needs_dataset:
         return False
     return data_needs(strategy, job.params) == (True, True)
 

@@ -21,6 +21,7 @@ from warmstart.contracts import (
     DatasetRef,
     Job,
     RunContext,
+    RunPlan,
     SourceModel,
     SplitRef,
 )
@@ -49,9 +50,9 @@ TRAIN_OPTS = dict(tags=["gpu"], cache_policy=NO_CACHE, **IO_RETRIES)
 
 
 @task(name="validate-params", cache_policy=NO_CACHE)
-def validate_params(params: PipelineParams) -> PipelineParams:
-    """The checks before anything is ingested; the params with the source pinned."""
-    return stages.validate(params)
+def validate_params(params: PipelineParams) -> RunPlan:
+    """The checks before anything is ingested; the run's plan (the source pinned)."""
+    return stages.make_plan(params)
 
 
 @task(name="open-tracking", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -79,8 +80,8 @@ def ingest(spec: str, role: str, like: DatasetRef | None = None) -> DatasetRef:
 
 
 @task(name="make-splits", cache_policy=NO_CACHE, **IO_RETRIES)
-def make_splits(target: DatasetRef, params: PipelineParams) -> SplitRef:
-    split = stages.make_target_splits(target, params)
+def make_splits(target: DatasetRef, plan: RunPlan, k_shot: int) -> SplitRef:
+    split = stages.make_target_splits(target, plan.split, k_shot)
     get_run_logger().info(
         "splits %s: train %d (k=%d per class), val %d, test %d, unlabelled pool %d",
         split.hash[:12],
@@ -112,15 +113,20 @@ def pretrain_source(label: str, dataset: DatasetRef | None, job: Job) -> SourceM
 def pretrain_pool_only(label: str, dataset: DatasetRef | None, job: Job) -> SourceModel:
     """The source-vs-target-pool control: the same strategy pretrained on the target's
     unlabelled pool only, so the arm's gain can be split into the source's and the pool's."""
-    pool_only = job.params.model_copy(update={"unsupervised_data": "target_pool"})
+    pool_only = job.plan.params.model_copy(update={"unsupervised_data": "target_pool"})
     return _pretrain(
-        label, dataset, replace(job, params=pool_only), f"pretrain-source[{label}/pool-only]"
+        label,
+        dataset,
+        replace(job, plan=replace(job.plan, params=pool_only)),
+        f"pretrain-source[{label}/pool-only]",
     )
 
 
 def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> SourceModel:
-    provider = stages.provider_for(job.params.source)
-    epochs = job.params.pretrain_epochs if provider.needs_dataset else 0  # 0: loads, trains nothing
+    provider = stages.provider_of(job.source)
+    epochs = (
+        job.params.pretrain_epochs if job.source.needs_dataset else 0
+    )  # 0: loads, trains nothing
     params = {
         "strategy": label,
         "provider": provider.name,
@@ -146,7 +152,7 @@ def _train(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
         "seed": spec.seed,
         "backbone": job.params.backbone,
         "epochs": job.params.finetune_epochs,
-        "k_shot": job.params.k_shot,
+        "k_shot": job.split.k_shot,
         "phase": spec.phase,
     }
     if spec.lr is not None:  # a point of scratch's search grid

@@ -7,19 +7,14 @@ seeds, budgets sized for 2 CPU cores.
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from warmstart.data.spec import parse_spec, split_options
-from warmstart.errors import WarmstartError
 from warmstart.models import ModelError, list_backbones, list_strategies, list_transfer_modes
-from warmstart.models.backbones.torchvision import input_preset
 from warmstart.models.registry import backbone_class
 
 TORCHVISION = "torchvision:"
-log = logging.getLogger(__name__)
 
 
 class PipelineParams(BaseModel):
@@ -140,8 +135,7 @@ class PipelineParams(BaseModel):
                 backbone_class(arch)
             except ModelError as exc:
                 raise ValueError(f"--source {source}: {exc}") from None
-            target = data.get("target", cls.model_fields["target"].default)
-            data = {**data, "backbone": arch, "target": native_size_target(source, target)}
+            data = {**data, "backbone": arch}
         return data
 
     @field_validator("backbone")
@@ -186,35 +180,6 @@ class PipelineParams(BaseModel):
                     f"unknown strategy {name!r}: choose from {', '.join(list_strategies())}"
                 )
         return list(dict.fromkeys(value))
-
-
-def native_size_target(source: str, target: str) -> str:
-    """``target`` with the input of the ``torchvision:`` source's weights when it names no
-    ``size=``: their transforms' centre crop and size (``?size=224x224&crop=center:0.875`` for
-    resize 256, crop 224; a ``crop=`` of the user's own is kept), and a one-line notice saying so
-    and how to pick a smaller size; any other target unchanged."""
-    try:
-        spec = parse_spec(target)
-    except WarmstartError:
-        return target  # validate() refuses it in one line with the fix
-    if spec.size is not None:
-        return target
-    model, options = split_options(source[len(TORCHVISION) :])
-    preset = input_preset(model, options.get("weights") or None)
-    crop, small = preset.crop, preset.smallest
-    faster = (
-        f"add ?size={max(small, 64)}x{max(small, 64)} to --target ({small} px and up fit {model})"
-        if small
-        else f"{model} takes only {crop}x{crop}"
-    )
-    weights = f"{model}'s DEFAULT weights {preset.weights}" if preset.own else preset.weights
-    centre = f"&crop=center:{crop / preset.resize:g}" if spec.crop is None else ""
-    log.warning(
-        "--target %s: no size= given, so images get the input of %s: its transforms' shorter "
-        "side %d px, centre crop %dx%d px. On a CPU that trains slowly: %s.",
-        target, weights, preset.resize, crop, crop, faster,
-    )  # fmt: skip
-    return f"{target}{'&' if '?' in target else '?'}size={crop}x{crop}{centre}"
 
 
 class SweepParams(PipelineParams):

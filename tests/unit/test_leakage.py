@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from warmstart.params import PipelineParams
-from warmstart.stages import leakage
+from warmstart.stages import leakage, make_plan
 from warmstart.stages.leakage import LeakageError, check, enforce, refuse_same_dataset
 
 
@@ -142,18 +142,19 @@ def test_near_mask_counts_bits(monkeypatch):
 
 
 def test_the_same_spec_as_source_and_target_is_refused_before_any_service():
-    same = PipelineParams(source="builtin:uci-digits", target="builtin:uci-digits")
+    def refuse(**params) -> None:
+        refuse_same_dataset(make_plan(PipelineParams(**params, k_shot=5)))
+
+    same = dict(source="builtin:uci-digits", target="builtin:uci-digits")
     with pytest.raises(LeakageError, match=r"^--source and --target are the same dataset"):
-        refuse_same_dataset(same)
+        refuse(**same)
     # the source inherits the target's geometry, so these are the same images too
-    implied = PipelineParams(source="builtin:mnist-5k", target="builtin:mnist-5k?size=8x8")
+    implied = dict(source="builtin:mnist-5k", target="builtin:mnist-5k?size=8x8")
     with pytest.raises(LeakageError, match=r"\(builtin:mnist-5k\?size=8x8\)"):
-        refuse_same_dataset(implied)
-    refuse_same_dataset(same.model_copy(update={"allow_leakage": True}))
-    split = PipelineParams(
-        source="builtin:uci-digits?classes=0-4", target="builtin:uci-digits?classes=5-9"
-    )
-    refuse_same_dataset(split)  # disjoint classes: the images are checked after ingestion
+        refuse(**implied)
+    refuse(**same, allow_leakage=True)
+    refuse(source="builtin:uci-digits?classes=0-4", target="builtin:uci-digits?classes=5-9")
+    # disjoint classes: the images are checked after ingestion
 
 
 def test_pixel_correlation_is_one_for_copies_and_zero_for_flat_images():

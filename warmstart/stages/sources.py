@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
-from warmstart.contracts import DatasetRef, Job, SourceModel
+from warmstart.contracts import DatasetRef, Job, LearnedFrom, PlannedSource, SourceModel
 from warmstart.errors import ConfigError
 from warmstart.params import PipelineParams
 from warmstart.stages.weights import Report, no_report
@@ -22,16 +22,6 @@ from warmstart.stages.weights import Report, no_report
 DEFAULT_PROVIDER = "pretrain"
 LEARNED_FILE = "learned.json"  # in a stage's folder: the data its weights learned from
 CHECKPOINT = "source checkpoint's "  # how the leakage report names that data, as a source
-
-
-@dataclass(frozen=True)
-class LearnedFrom:
-    """Data that a source's weights already learned from, by content hash: the leakage guard
-    checks it against the run's validation and test images like a source dataset."""
-
-    what: str  # how the report names it, e.g. "source model's labels"
-    dataset_hash: str
-    split_hash: str | None = None  # its labelled part: this split's train and validation
 
 
 def write_learned(stage_dir: Path, seen: list[LearnedFrom]) -> Path:
@@ -70,6 +60,11 @@ class SourceProvider:
 
     def labels(self, params: PipelineParams) -> list[str]:
         return [self.name]
+
+    def target_spec(self, params: PipelineParams) -> str:
+        """The target spec the run ingests: ``params.target`` with any input preset this
+        source's weights need applied (``torchvision:``: their own input size)."""
+        return params.target
 
     def validate(self, params: PipelineParams) -> None:
         """Refuse bad parameters before anything is ingested or trained (one line, the fix)."""
@@ -124,8 +119,14 @@ def get_source_provider(name: str) -> SourceProvider:
         ) from None
 
 
+def provider_of(source: PlannedSource) -> SourceProvider:
+    """The provider the plan resolved ``source`` to (by its registered name)."""
+    return get_source_provider(source.provider)
+
+
 def provider_for(spec: str) -> SourceProvider:
-    """The provider that claims ``spec``; dataset specs fall to the ``pretrain`` provider."""
+    """The provider that claims ``spec``; dataset specs fall to the ``pretrain`` provider.
+    Called once per run, by ``make_plan``: every stage reads the plan's ``PlannedSource``."""
     for name, cls in _PROVIDERS.items():
         if name != DEFAULT_PROVIDER and cls.accepts(spec):
             return cls()
