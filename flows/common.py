@@ -53,7 +53,7 @@ def submit_sources(job: Job, dataset: DatasetRef | None) -> dict[str, PrefectFut
 def submit_arms(sources: dict[str, PrefectFuture], job: Job) -> list[PrefectFuture]:
     """Every arm at one k: source × mode × seed, scratch and the control per seed."""
     return [
-        t.TRAIN_TASKS[spec.stage].submit(spec, sources.get(spec.strategy), job)
+        t.arm_task(spec).submit(spec, sources.get(spec.strategy), job)
         for spec in stages.arm_specs(job.params, list(sources))
     ]
 
@@ -100,7 +100,7 @@ def train_confirmation(
     labels = {s.strategy for s in specs if s.arm.startswith(TARGET_POOL_CONTROL) and s.strategy}
     pool = {label: t.pretrain_pool_only.submit(label, dataset, job) for label in sorted(labels)}
     arms = [
-        t.TRAIN_TASKS[spec.stage].submit(
+        t.arm_task(spec).submit(
             spec,
             (pool if spec.arm.startswith(TARGET_POOL_CONTROL) else sources).get(spec.strategy),
             job,

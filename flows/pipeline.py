@@ -1,7 +1,8 @@
 """The transfer pipeline flow: it only composes tasks (no tensors, no loops over batches).
 
-ingest → make_splits → pretrain_source (per source model) → finetune_target (source × mode ×
-selection seed) + train_scratch_baseline (scratch's search grid × seed) + controls → choose on
+plan (the CLI's, or validate-params) → ingest → make_splits → check-leakage → pretrain-source
+(per source model) → train_arm as finetune-target (source × mode × selection seed),
+train-scratch-baseline (scratch's search grid × seed) and train-control → choose on
 validation → confirmation: the chosen arm and scratch again on fresh seeds (and, for a GAN or
 autoencoder that also saw the target pool, a target-pool-only control) → evaluate →
 register_and_promote, deciding on the confirmation seeds only.

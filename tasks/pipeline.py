@@ -143,7 +143,9 @@ def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> So
     return stage_runs.with_run_id(source, progress.run_id)
 
 
-def _train(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
+@task(name="train-arm", task_run_name="{spec.stage}[{spec.arm}/seed={spec.seed}]", **TRAIN_OPTS)
+def train_arm(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
+    """Train one arm at one seed (a transfer arm, a point of scratch's grid, or a control)."""
     name = f"{spec.stage}[{spec.arm}/seed={spec.seed}]"
     params = {
         "arm": spec.arm,
@@ -171,26 +173,7 @@ def _train(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
     return stage_runs.with_run_id(result, progress.run_id)
 
 
-finetune_target = task(
-    _train,
-    name="finetune-target",
-    task_run_name="finetune-target[{spec.arm}/seed={spec.seed}]",
-    **TRAIN_OPTS,
-)
-train_scratch_baseline = task(
-    _train,
-    name="train-scratch-baseline",
-    task_run_name="train-scratch-baseline[{spec.arm}/seed={spec.seed}]",
-    **TRAIN_OPTS,
-)
-train_control = task(
-    _train,
-    name="train-control",
-    task_run_name="train-control[random-init-frozen/seed={spec.seed}]",
-    **TRAIN_OPTS,
-)
-TRAIN_TASKS = {
-    "finetune-target": finetune_target,
-    "train-scratch-baseline": train_scratch_baseline,
-    "train-control": train_control,
-}
+def arm_task(spec: ArmSpec):
+    """The task that trains ``spec``: the one task function, named after the arm's stage
+    (``finetune-target``, ``train-scratch-baseline`` or ``train-control``)."""
+    return train_arm.with_options(name=spec.stage)
