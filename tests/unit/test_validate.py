@@ -101,3 +101,17 @@ def test_modes_and_backbone_are_refused_by_params():
         PipelineParams(transfer_modes=["freeze=layer9"])
     with pytest.raises(ValueError, match="unknown backbone"):
         PipelineParams(backbone="vit-h")
+
+
+def test_training_pool_is_make_splits_arithmetic_per_class():
+    """One allocation for both (data.splits.held_out); an empty class has an empty pool rather
+    than looping (a class folder with only test images)."""
+    from warmstart.data.splits import held_out
+    from warmstart.stages.checks import training_pool
+
+    for n in range(0, 40):
+        n_test, n_val = held_out(n, 0.15, 0.2, False)
+        pool = training_pool(n, val_fraction=0.15, test_fraction=0.2, predefined=False)
+        assert pool == max(n - n_test - n_val, 0)
+        assert pool >= 1 or n == 0
+    assert training_pool(0, val_fraction=0.15, test_fraction=0.2, predefined=True) == 0

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from warmstart.data import SourceSpec, list_builtins, load_source, parse_spec
 from warmstart.data.imagefolder import list_local
+from warmstart.data.splits import held_out
 from warmstart.data.transforms import resolve_classes
 from warmstart.errors import ConfigError, WarmstartError
 
@@ -96,12 +97,5 @@ def _folder_counts(flag: str, spec: SourceSpec, items: list) -> ClassCounts:
 
 def training_pool(n: int, *, val_fraction: float, test_fraction: float, predefined: bool) -> int:
     """Images of one class left for training after val/test, as ``make_splits`` allocates them."""
-    want_test, want_val = not predefined and test_fraction > 0, val_fraction > 0
-    n_test = max(1, int(round(test_fraction * n))) if want_test else 0
-    n_val = max(1, int(round(val_fraction * n))) if want_val else 0
-    while n_test + n_val > n - 1:
-        if n_test >= n_val:
-            n_test -= 1
-        else:
-            n_val -= 1
+    n_test, n_val = held_out(n, val_fraction, test_fraction, predefined)
     return max(n - n_test - n_val, 0)
