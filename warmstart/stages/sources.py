@@ -16,6 +16,8 @@ from typing import ClassVar
 
 from warmstart.contracts import DatasetRef, Job, LearnedFrom, PlannedSource, SourceModel
 from warmstart.errors import ConfigError
+from warmstart.models.errors import UnknownNameError
+from warmstart.models.registry import Registry
 from warmstart.params import PipelineParams
 from warmstart.stages.weights import Report, no_report
 
@@ -86,36 +88,28 @@ class SourceProvider:
         raise NotImplementedError
 
 
-_PROVIDERS: dict[str, type[SourceProvider]] = {}
+SOURCE_PROVIDERS: Registry[SourceProvider] = Registry("source provider")
 
 
 def register_source_provider(name: str) -> Callable[[type[SourceProvider]], type[SourceProvider]]:
     """Class decorator: register a provider under ``name``; a duplicate name is refused."""
-
-    def wrap(cls: type[SourceProvider]) -> type[SourceProvider]:
-        if name in _PROVIDERS:
-            raise ValueError(f"source provider {name!r} is already registered")
-        cls.name = name
-        _PROVIDERS[name] = cls
-        return cls
-
-    return wrap
+    return SOURCE_PROVIDERS.register(name)
 
 
 def unregister_source_provider(name: str) -> None:
-    _PROVIDERS.pop(name, None)
+    SOURCE_PROVIDERS.unregister(name)
 
 
 def list_source_providers() -> list[str]:
-    return list(_PROVIDERS)
+    return SOURCE_PROVIDERS.names()
 
 
 def get_source_provider(name: str) -> SourceProvider:
     try:
-        return _PROVIDERS[name]()
-    except KeyError:
+        return SOURCE_PROVIDERS.get(name)()
+    except UnknownNameError:
         raise ConfigError(
-            f"unknown source provider {name!r}: choose from {', '.join(_PROVIDERS)}"
+            f"unknown source provider {name!r}: choose from {', '.join(list_source_providers())}"
         ) from None
 
 
@@ -127,7 +121,7 @@ def provider_of(source: PlannedSource) -> SourceProvider:
 def provider_for(spec: str) -> SourceProvider:
     """The provider that claims ``spec``; dataset specs fall to the ``pretrain`` provider.
     Called once per run, by ``make_plan``: every stage reads the plan's ``PlannedSource``."""
-    for name, cls in _PROVIDERS.items():
+    for name, cls in zip(SOURCE_PROVIDERS.names(), SOURCE_PROVIDERS.classes(), strict=True):
         if name != DEFAULT_PROVIDER and cls.accepts(spec):
             return cls()
     return get_source_provider(DEFAULT_PROVIDER)
