@@ -11,8 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from warmstart.models import ModelError, list_backbones, list_strategies, list_transfer_modes
-from warmstart.models.registry import backbone_class
+from warmstart import names
 
 TORCHVISION = "torchvision:"
 
@@ -37,7 +36,7 @@ class PipelineParams(BaseModel):
     backbone: str = Field(
         "convnet-s",
         description="Backbone from the model registry: "
-        + ", ".join(list_backbones())
+        + ", ".join(names.BACKBONES)
         + " or `torchvision:MODEL` (set from a `torchvision:` source).",
     )
     strategies: list[str] = Field(
@@ -45,7 +44,7 @@ class PipelineParams(BaseModel):
         description="Pretraining strategies on the source (the strategy registry).",
         # The registered names as an enum, so the Prefect form offers them as choices; the
         # validator below re-checks against the registry at run time (plug-ins included).
-        json_schema_extra={"items": {"type": "string", "enum": list_strategies()}},
+        json_schema_extra={"items": {"type": "string", "enum": list(names.STRATEGIES)}},
     )
     transfer_modes: list[str] = Field(
         default_factory=lambda: ["finetune", "lp_ft"],
@@ -132,8 +131,8 @@ class PipelineParams(BaseModel):
             if data.get("backbone", arch) != arch:
                 raise ValueError(f"--backbone {data['backbone']}: drop it, {source} sets {arch}")
             try:
-                backbone_class(arch)
-            except ModelError as exc:
+                names.check_backbone(arch)
+            except ValueError as exc:
                 raise ValueError(f"--source {source}: {exc}") from None
             data = {**data, "backbone": arch}
         return data
@@ -142,9 +141,9 @@ class PipelineParams(BaseModel):
     @classmethod
     def _backbone(cls, value: str) -> str:
         try:
-            backbone_class(value)
-        except ModelError as exc:
-            raise ValueError(f"{exc}; choose from {', '.join(list_backbones())}") from None
+            names.check_backbone(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; choose from {', '.join(names.backbones())}") from None
         return value
 
     @field_validator("transfer_modes")
@@ -154,7 +153,7 @@ class PipelineParams(BaseModel):
         if not value:
             raise ValueError("at least one transfer mode is needed")
         backbone = info.data.get("backbone")
-        valid = list_transfer_modes(backbone) if backbone else list_transfer_modes()
+        valid = names.transfer_modes(backbone)
         for mode in value:
             if backbone and mode not in valid:
                 raise ValueError(
@@ -175,9 +174,9 @@ class PipelineParams(BaseModel):
         if not value:
             raise ValueError("at least one strategy is needed")
         for name in value:
-            if name not in list_strategies():
+            if name not in names.strategies():
                 raise ValueError(
-                    f"unknown strategy {name!r}: choose from {', '.join(list_strategies())}"
+                    f"unknown strategy {name!r}: choose from {', '.join(names.strategies())}"
                 )
         return list(dict.fromkeys(value))
 

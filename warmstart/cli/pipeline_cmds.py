@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from warmstart.cli.app import app, config_error, console, err_console, friendly, split_list
 from warmstart.errors import ConfigError, StackError, WarmstartError
+from warmstart.params import PipelineParams, SweepParams
 
 FLAGS = {
     "strategies": "--strategies",
@@ -223,7 +224,6 @@ def run(
     from warmstart.cli.summary import print_summary  # deferred: heavy (promotion, numpy)
     from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
     from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)
-    from warmstart.params import PipelineParams  # deferred: heavy (the registries import torch)
 
     flags = dict(source=source, target=target, k_shot=k_shot, seeds=seeds, backbone=backbone)
     flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
@@ -260,7 +260,6 @@ def sweep(
     """Label efficiency: every arm at every k, mean [95% CI]; table and plot in MLflow and Prefect."""
     from warmstart.cli.progress import stage_display  # deferred: heavy (prefect, mlflow)
     from warmstart.flows.label_efficiency import label_efficiency  # deferred: heavy (prefect)
-    from warmstart.params import SweepParams  # deferred: heavy (the registries import torch)
 
     try:
         ks = [int(k) for k in k_values.split(",") if k.strip()]
