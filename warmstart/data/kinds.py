@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from warmstart.errors import DataError
-from warmstart.models.errors import UnknownNameError
 from warmstart.models.registry import Registry
 
 if TYPE_CHECKING:
@@ -83,10 +82,11 @@ def list_dataset_kinds() -> list[str]:
 
 def dataset_kind(name: str) -> DatasetKind:
     """The registered kind ``name``; a ``DataError`` naming the registered ones otherwise."""
-    try:
-        return DATASET_KINDS.get(name)()
-    except UnknownNameError:
-        raise DataError(f"unknown source kind {name!r}: use {kind_choices()}") from None
+
+    def refuse(_) -> DataError:
+        return DataError(f"unknown source kind {name!r}: use {kind_choices()}")
+
+    return DATASET_KINDS.get_or(name, refuse)()
 
 
 def kind_choices(example: bool = False) -> str:

@@ -16,7 +16,6 @@ from typing import ClassVar
 
 from warmstart.contracts import DatasetRef, Job, LearnedFrom, PlannedSource, SourceModel
 from warmstart.errors import ConfigError
-from warmstart.models.errors import UnknownNameError
 from warmstart.models.registry import Registry
 from warmstart.params import PipelineParams
 from warmstart.stages.weights import Report, no_report
@@ -105,12 +104,11 @@ def list_source_providers() -> list[str]:
 
 
 def get_source_provider(name: str) -> SourceProvider:
-    try:
-        return SOURCE_PROVIDERS.get(name)()
-    except UnknownNameError:
-        raise ConfigError(
-            f"unknown source provider {name!r}: choose from {', '.join(list_source_providers())}"
-        ) from None
+    def refuse(_) -> ConfigError:
+        choices = ", ".join(list_source_providers())
+        return ConfigError(f"unknown source provider {name!r}: choose from {choices}")
+
+    return SOURCE_PROVIDERS.get_or(name, refuse)()
 
 
 def provider_of(source: PlannedSource) -> SourceProvider:
