@@ -126,7 +126,7 @@ class TorchvisionProvider(SourceProvider):
     def resolve(
         self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
     ) -> SourceModel:
-        spec, target = job.params.source, job.target
+        spec, target = job.source.spec, job.target
         model, name = parse_source(spec)
         check_size(spec, model, target.size)
         try:
