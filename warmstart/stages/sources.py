@@ -47,8 +47,8 @@ def read_learned(raw: bytes) -> list[LearnedFrom]:
 class SourceProvider:
     """Base class of a source provider. Subclass it, set ``name``, register it.
 
-    ``needs_dataset``: the flow ingests the planned source spec as a dataset (converted to the target's
-    geometry) and passes it to ``resolve``. ``labels`` names one SourceModel per label (the arms
+    ``needs_dataset``: the flow ingests the planned source spec as a dataset (converted to the
+    target's geometry) and passes it to ``resolve``. ``labels`` names one SourceModel per label (the arms
     ``<label>/<mode>`` are built on it). ``resolve`` may train (it runs as a ``gpu`` task).
     """
 
