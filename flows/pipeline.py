@@ -42,13 +42,13 @@ def transfer_pipeline(
     job, dataset = prepare(plan_of(params, plan), "pipeline")
     sources = submit_sources(job, dataset)
     results = train_all(sources, job)
-    plan, specs = c.choose(results, job)
+    choice, specs = c.choose(results, job)  # the gate's protocol: chosen on validation
     confirmed = train_confirmation(specs, sources, dataset, job)
     source_models = sources_by_label(sources)
     evaluation, rows = p.evaluate(results, source_models, job)
-    gate, confirm_rows, record = c.evaluate_confirmation(plan, confirmed, source_models, job)
+    gate, confirm_rows, record = c.evaluate_confirmation(choice, confirmed, source_models, job)
     if gate is None:  # confirm_seeds=0: the selection's numbers, which cannot promote
-        gate = c.with_protocol(evaluation, plan, record)
+        gate = c.with_protocol(evaluation, choice, record)
     scored = (gate, rows + confirm_rows)
     summary = p.register_and_promote(scored, results + confirmed, source_models, job, started)
     return {**summary, "protocol": record}
