@@ -94,7 +94,7 @@ class ImageFolder(DatasetKind):
         """A local tree is listed (files counted per class folder, none decoded)."""
         if spec.is_s3:
             return None
-        items = list_local(spec.location)
+        items = list_local(spec.location, follow_symlinks=spec.follow_symlinks)
         names = sorted({it.class_name for it in items})
         if spec.classes:
             names = [names[i] for i in resolve_classes(spec.classes, names, where=str(spec))]
@@ -111,4 +111,5 @@ class ImageFolder(DatasetKind):
             classes=spec.classes,
             skip_corrupt=skip_corrupt,
             workers=workers,
+            follow_symlinks=spec.follow_symlinks,
         )
