@@ -14,6 +14,7 @@ from warmstart.contracts import (
     ArmSpec,
     DatasetRef,
     Job,
+    RunPlan,
     SourceModel,
 )
 from warmstart.errors import WarmstartError
@@ -23,16 +24,22 @@ from warmstart.tasks.leakage import check_leakage
 from warmstart.tasks.stage_runs import StageStopped
 
 
-def prepare(params: PipelineParams, kind: str) -> tuple[Job, DatasetRef | None]:
-    """Validate, ingest the target (and the source, when its provider pretrains on a dataset),
-    open the MLflow parent run, make the split and log the inputs."""
-    params = t.validate_params(params)  # the source pinned: every stage reads the same one
-    target = t.ingest(params.target, "target")
+def plan_of(params: PipelineParams, plan: RunPlan | None) -> RunPlan:
+    """The plan the CLI made and submitted, or (a deployment, the UI) one made here: the one
+    validation of the run, whose pinned sources every stage reads."""
+    return plan if plan is not None else t.validate_params(params)
+
+
+def prepare(plan: RunPlan, kind: str) -> tuple[Job, DatasetRef | None]:
+    """Ingest the target (and the source, when its provider pretrains on a dataset), open the
+    MLflow parent run, make the split at the plan's first k and log the inputs."""
+    target = t.ingest(plan.target, "target")
     source = None
-    if stages.provider_for(params.source).needs_dataset:
-        source = t.ingest(params.source, "source", like=target)
-    run = t.open_tracking(params, target, str(flow_run.get_id() or "local"), kind)
-    job = Job(params=params, target=target, split=t.make_splits(target, params), run=run)
+    if plan.source.needs_dataset:
+        source = t.ingest(plan.source.spec, "source", like=target)
+    k = plan.k_values[0]
+    run = t.open_tracking(plan.at(k), target, str(flow_run.get_id() or "local"), kind)
+    job = Job(plan=plan, target=target, split=t.make_splits(target, plan, k), run=run)
     t.log_inputs(job, source)
     job = check_leakage(job, source)  # before any training: refuse (or mark) a leaky run
     return job, source
@@ -40,14 +47,13 @@ def prepare(params: PipelineParams, kind: str) -> tuple[Job, DatasetRef | None]:
 
 def submit_sources(job: Job, dataset: DatasetRef | None) -> dict[str, PrefectFuture]:
     """One source model per label of the source's provider (one pretraining per strategy)."""
-    labels = stages.provider_for(job.params.source).labels(job.params)
-    return {label: t.pretrain_source.submit(label, dataset, job) for label in labels}
+    return {label: t.pretrain_source.submit(label, dataset, job) for label in job.source.labels}
 
 
 def submit_arms(sources: dict[str, PrefectFuture], job: Job) -> list[PrefectFuture]:
     """Every arm at one k: source × mode × seed, scratch and the control per seed."""
     return [
-        t.TRAIN_TASKS[spec.stage].submit(spec, sources.get(spec.strategy), job)
+        t.arm_task(spec).submit(spec, sources.get(spec.strategy), job)
         for spec in stages.arm_specs(job.params, list(sources))
     ]
 
@@ -94,7 +100,7 @@ def train_confirmation(
     labels = {s.strategy for s in specs if s.arm.startswith(TARGET_POOL_CONTROL) and s.strategy}
     pool = {label: t.pretrain_pool_only.submit(label, dataset, job) for label in sorted(labels)}
     arms = [
-        t.TRAIN_TASKS[spec.stage].submit(
+        t.arm_task(spec).submit(
             spec,
             (pool if spec.arm.startswith(TARGET_POOL_CONTROL) else sources).get(spec.strategy),
             job,

@@ -17,6 +17,7 @@ import os
 
 from prefect_dask import DaskTaskRunner
 
+from warmstart.contracts import RunPlan
 from warmstart.errors import ConfigError
 from warmstart.flows.pipeline import transfer_pipeline
 from warmstart.params import PipelineParams
@@ -110,15 +111,17 @@ def dask_task_runner(
 
 def run_on_dask(
     params: PipelineParams,
+    plan: RunPlan | None = None,
     *,
     address: str | None = None,
     n_workers: int = 2,
     threads_per_worker: int = 1,
 ) -> dict:
-    """Run ``transfer_pipeline(params)`` with its training tasks on Dask; returns its summary."""
+    """Run ``transfer_pipeline(params, plan)`` with its training tasks on Dask; returns its
+    summary."""
     if address:
         check_worker_env(address)
     runner = dask_task_runner(
         address=address, n_workers=n_workers, threads_per_worker=threads_per_worker
     )
-    return transfer_pipeline.with_options(task_runner=runner)(params)
+    return transfer_pipeline.with_options(task_runner=runner)(params, plan)

@@ -7,22 +7,25 @@ from __future__ import annotations
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from warmstart.contracts import RunPlan
 from warmstart.params import PipelineParams
-from warmstart.stages import provider_for
 from warmstart.tasks import stage_runs
 
 
 def run_name() -> str:
     """``<target> · k=<k> · <sources> × <modes> · <n> seeds``: what ran, at a glance (the
-    sources are the provider's labels: the strategies for a dataset, else e.g. ``torchvision``)."""
+    sources are the plan's labels: the strategies for a dataset, else e.g. ``torchvision``;
+    a run submitted without a plan, from a deployment or the UI, names its source spec)."""
     raw = flow_run.parameters.get("params") or {}
     params = raw if isinstance(raw, PipelineParams) else PipelineParams(**raw)
+    plan = flow_run.parameters.get("plan")
+    if isinstance(plan, dict):
+        plan = RunPlan.from_dict(plan)
+    sources = ",".join(plan.source.labels) if plan else params.source.split("?")[0]
     target = params.target.split("?")[0].split(":")[-1].rstrip("/").rsplit("/", 1)[-1]
     k = getattr(params, "k_values", None) or params.k_shot
     return (
-        f"{target} · k={k} · {','.join(provider_for(params.source).labels(params))} × "
-        f"{','.join(params.transfer_modes)}"
-        f" · {params.seeds} seeds"
+        f"{target} · k={k} · {sources} × {','.join(params.transfer_modes)} · {params.seeds} seeds"
     )
 
 

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 from prefect import flow
 
-from warmstart.flows.common import prepare, sources_by_label, submit_sources, train_all
+from warmstart.contracts import RunPlan
+from warmstart.flows.common import plan_of, prepare, sources_by_label, submit_sources, train_all
 from warmstart.flows.hooks import FLOW_OPTIONS
 from warmstart.params import SweepParams
 from warmstart.sweep import preset
@@ -17,21 +18,22 @@ from warmstart.tasks import sweep as s
 
 
 @flow(name="label-efficiency", **FLOW_OPTIONS)
-def label_efficiency(params: SweepParams = SweepParams()) -> dict:  # noqa: B008
+def label_efficiency(
+    params: SweepParams = SweepParams(),  # noqa: B008
+    plan: RunPlan | None = None,
+) -> dict:
     """Accuracy vs k for every strategy × transfer mode, scratch and the controls (mean ± 95% CI)."""
-    job, dataset = prepare(params.at(params.k_values[0]), "label_efficiency")
+    plan = plan_of(params, plan)  # validated whole: every k fits before any work starts
+    job, dataset = prepare(plan, "label_efficiency")
     sources = submit_sources(job, dataset)
     per_k, results = [], []
-    for k in params.k_values:
-        pk = params.at(k).model_copy(update={"source": job.params.source})  # as pinned
-        job_k = replace(job, params=pk, split=t.make_splits(job.target, pk, cleaned=job.split))
+    for k in plan.k_values:
+        job_k = replace(job, split=t.make_splits(job.target, plan, k, cleaned=job.split))
         done = train_all(sources, job_k)
         results += done
         per_k.append(s.evaluate_k(k, done, job_k))
     source_models = sources_by_label(sources)
-    title = (
-        f"label efficiency: {dataset.name if dataset else job.params.source} → {job.target.name}"
-    )
+    title = f"label efficiency: {dataset.name if dataset else job.source.spec} → {job.target.name}"
     return s.report(
         per_k, results, list(source_models.values()), job.run, title, target=job.target.name
     )

@@ -58,6 +58,13 @@ class Registry(Generic[T]):
     def classes(self) -> list[type[T]]:
         return list(self._table.values())
 
+    def get_or(self, name: str, refuse: Callable[[UnknownNameError], Exception]) -> type[T]:
+        """`get`, raising the caller's own error (one line with the fix) for an unknown name."""
+        try:
+            return self.get(name)
+        except UnknownNameError as exc:
+            raise refuse(exc) from None
+
     def get(self, name: str) -> type[T]:
         """The class registered as `name`; the error lists the valid names."""
         for prefix, factory in self._families.items():

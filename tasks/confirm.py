@@ -11,8 +11,8 @@ from warmstart import stages, tracking
 from warmstart.contracts import ArmResult, ArmSpec, Evaluation, Job, SourceModel, TableRow
 from warmstart.promotion import protocol
 from warmstart.promotion.protocol_text import labels_text, seed_span
+from warmstart.stages.config import data_needs
 from warmstart.stages.duplicates import weak_recall_notes
-from warmstart.stages.pretrain import data_needs
 from warmstart.stages.training import confirmation_seeds, confirmation_specs, labels_used
 from warmstart.tasks.pipeline import IO_RETRIES
 from warmstart.tasks.promote import log_arm_runs
@@ -24,7 +24,7 @@ def needs_pool_control(plan: protocol.Plan, job: Job) -> bool:
     strategy = plan.candidate.strategy
     if not job.params.source_control or strategy is None or job.params.confirm_seeds < 2:
         return False
-    if not stages.provider_for(job.params.source).needs_dataset:
+    if not job.source.needs_dataset:
         return False
     return data_needs(strategy, job.params) == (True, True)
 

@@ -21,6 +21,7 @@ from warmstart.contracts import (
     DatasetRef,
     Job,
     RunContext,
+    RunPlan,
     SourceModel,
     SplitRef,
 )
@@ -52,9 +53,9 @@ TRAIN_OPTS = dict(tags=["gpu"], cache_policy=NO_CACHE, **IO_RETRIES)
 
 
 @task(name="validate-params", cache_policy=NO_CACHE)
-def validate_params(params: PipelineParams) -> PipelineParams:
-    """The checks before anything is ingested; the params with the source pinned."""
-    return stages.validate(params)
+def validate_params(params: PipelineParams) -> RunPlan:
+    """The checks before anything is ingested; the run's plan (the source pinned)."""
+    return stages.make_plan(params)
 
 
 @task(name="open-tracking", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -83,11 +84,11 @@ def ingest(spec: str, role: str, like: DatasetRef | None = None) -> DatasetRef:
 
 @task(name="make-splits", cache_policy=NO_CACHE, **IO_RETRIES)
 def make_splits(
-    target: DatasetRef, params: PipelineParams, cleaned: SplitRef | None = None
+    target: DatasetRef, plan: RunPlan, k_shot: int, cleaned: SplitRef | None = None
 ) -> SplitRef:
-    """The target's split; with ``cleaned`` (a split the leakage guard removed images from, e.g.
-    at another k), less the same validation and test images."""
-    split = stages.make_target_splits(target, params)
+    """The target's split at ``k_shot``; with ``cleaned`` (a split the leakage guard removed
+    images from, e.g. at another k), less the same validation and test images."""
+    split = stages.make_target_splits(target, plan.split, k_shot)
     if cleaned is not None:
         split = same_removal(cleaned, split)
     get_run_logger().info(
@@ -121,15 +122,20 @@ def pretrain_source(label: str, dataset: DatasetRef | None, job: Job) -> SourceM
 def pretrain_pool_only(label: str, dataset: DatasetRef | None, job: Job) -> SourceModel:
     """The source-vs-target-pool control: the same strategy pretrained on the target's
     unlabelled pool only, so the arm's gain can be split into the source's and the pool's."""
-    pool_only = job.params.model_copy(update={"unsupervised_data": "target_pool"})
+    pool_only = job.plan.params.model_copy(update={"unsupervised_data": "target_pool"})
     return _pretrain(
-        label, dataset, replace(job, params=pool_only), f"pretrain-source[{label}/pool-only]"
+        label,
+        dataset,
+        replace(job, plan=replace(job.plan, params=pool_only)),
+        f"pretrain-source[{label}/pool-only]",
     )
 
 
 def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> SourceModel:
-    provider = stages.provider_for(job.params.source)
-    epochs = job.params.pretrain_epochs if provider.needs_dataset else 0  # 0: loads, trains nothing
+    provider = stages.provider_of(job.source)
+    epochs = (
+        job.params.pretrain_epochs if job.source.needs_dataset else 0
+    )  # 0: loads, trains nothing
     params = {
         "strategy": label,
         "provider": provider.name,
@@ -146,7 +152,9 @@ def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> So
     return stage_runs.with_run_id(source, progress.run_id)
 
 
-def _train(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
+@task(name="train-arm", task_run_name="{spec.stage}[{spec.arm}/seed={spec.seed}]", **TRAIN_OPTS)
+def train_arm(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
+    """Train one arm at one seed (a transfer arm, a point of scratch's grid, or a control)."""
     name = f"{spec.stage}[{spec.arm}/seed={spec.seed}]"
     params = {
         "arm": spec.arm,
@@ -155,7 +163,7 @@ def _train(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
         "seed": spec.seed,
         "backbone": job.params.backbone,
         "epochs": job.params.finetune_epochs,
-        "k_shot": job.params.k_shot,
+        "k_shot": job.split.k_shot,
         "phase": spec.phase,
     }
     if spec.lr is not None:  # a point of scratch's search grid
@@ -174,26 +182,7 @@ def _train(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
     return stage_runs.with_run_id(result, progress.run_id)
 
 
-finetune_target = task(
-    _train,
-    name="finetune-target",
-    task_run_name="finetune-target[{spec.arm}/seed={spec.seed}]",
-    **TRAIN_OPTS,
-)
-train_scratch_baseline = task(
-    _train,
-    name="train-scratch-baseline",
-    task_run_name="train-scratch-baseline[{spec.arm}/seed={spec.seed}]",
-    **TRAIN_OPTS,
-)
-train_control = task(
-    _train,
-    name="train-control",
-    task_run_name="train-control[random-init-frozen/seed={spec.seed}]",
-    **TRAIN_OPTS,
-)
-TRAIN_TASKS = {
-    "finetune-target": finetune_target,
-    "train-scratch-baseline": train_scratch_baseline,
-    "train-control": train_control,
-}
+def arm_task(spec: ArmSpec):
+    """The task that trains ``spec``: the one task function, named after the arm's stage
+    (``finetune-target``, ``train-scratch-baseline`` or ``train-control``)."""
+    return train_arm.with_options(name=spec.stage)

@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -89,9 +88,11 @@ def _served_model(evaluation: Evaluation, results: list[ArmResult], job: Job):
     return served, model, x_test
 
 
-def _log_confusion(run_id: str, model, x_test: np.ndarray, evaluation: Evaluation) -> None:
-    with torch.no_grad():
-        pred = model(torch.from_numpy(x_test)).argmax(1).numpy()
+def _log_confusion(run_id: str, evaluation: Evaluation, arm: str) -> None:
+    """The served seed's confusion matrix, from the predictions the evaluation stage made (no
+    model runs here)."""
+    scores = evaluation.arms[arm]
+    pred = np.asarray(scores.pred[promotion.served_index(scores)])
     y = np.asarray(evaluation.y_test)
     fig = reports.confusion_matrix_figure(
         y, pred, evaluation.classes, title="served model, test split"
@@ -129,7 +130,7 @@ def register_and_promote(
         decision = promotion.decide(
             candidate, evaluation.arms["scratch"], margin=job.params.margin, blocked=job.leakage
         )
-    _log_confusion(job.run.run_id, model, x_test, evaluation)
+    _log_confusion(job.run.run_id, evaluation, decision.candidate)
     stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
     summary = publish(decision, outcome, rows, stage_records, job, time.time() - started)
     candidate = evaluation.arms[decision.candidate]

@@ -132,7 +132,7 @@ def log_pipeline_inputs(job: Job, source: DatasetRef | None) -> None:
     tags = {
         "target_dataset_hash": job.target.hash,
         "split_hash": split.hash,
-        "source_spec": job.params.source,
+        "source_spec": job.source.spec,
         "target_spec": job.target.spec,
     }
     if source is not None:

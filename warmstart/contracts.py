@@ -9,7 +9,10 @@ One name per concept, frozen so a stage cannot change what another stage handed 
 - ``ArmSpec`` / ``ArmResult``: one arm (transfer, scratch or control) at one seed, before and after
   training;
 - ``RunContext``: the tracking ids a stage logs under;
-- ``Job``: what every stage shares — the parameters, the target, its split and the run context.
+- ``RunPlan``: what the run will do, made once by validation before anything is ingested: the
+  sources resolved to their providers and pinned, the target spec as it will be ingested, the
+  split and the k values (``PlannedSource``, ``SplitPlan``);
+- ``Job``: what every stage shares — the plan, the target, its split and the run context.
 
 Each contract converts to and from plain JSON data (``to_dict`` / ``from_dict``), which is how a
 finished stage's record is stored in S3 (``result.json``) and read back on reuse.
@@ -19,9 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Self
 
-from warmstart.params import PipelineParams
+from warmstart.params import PipelineParams, SweepParams
 
 SCRATCH = "scratch"
 CONTROL_PREFIX = "control/"
@@ -88,15 +92,100 @@ class RunContext(_Json):
 
 
 @dataclass(frozen=True)
-class Job:
-    """What every stage of one pipeline run shares (the clump each task used to take apart)."""
+class LearnedFrom(_Json):
+    """Data that a source's weights already learned from, by content hash: the leakage guard
+    checks it against the run's validation and test images like a source dataset."""
 
-    params: PipelineParams
+    what: str  # how the report names it, e.g. "source model's labels"
+    dataset_hash: str
+    split_hash: str | None = None  # its labelled part: this split's train and validation
+
+
+@dataclass(frozen=True)
+class PlannedSource(_Json):
+    """One source as the run will use it: its spec pinned (it cannot change during the run),
+    the provider that claimed it, and what that provider said about it at validation."""
+
+    spec: str  # pinned (an alias replaced by the version it names now)
+    provider: str  # registered source-provider name
+    needs_dataset: bool  # the flow ingests ``spec`` as a dataset and pretrains on it
+    labels: tuple[str, ...]  # one SourceModel per label; arms are ``<label>/<mode>``
+    learned_from: tuple[LearnedFrom, ...] = ()  # stored data its weights were trained on
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        seen = tuple(LearnedFrom.from_dict(s) for s in data.get("learned_from", ()))
+        return super().from_dict({**data, "labels": tuple(data["labels"]), "learned_from": seen})
+
+
+@dataclass(frozen=True)
+class SplitPlan(_Json):
+    """How the target is split: the fractions per class and the split's fixed seed."""
+
+    val_fraction: float
+    test_fraction: float
+    seed: int = 0  # one split for the whole run: every arm and seed sees the same examples
+
+
+@dataclass(frozen=True)
+class RunPlan(_Json):
+    """What one run (or sweep) does, made once by ``stages.make_plan`` before anything is
+    ingested; the CLI prints it (``--dry-run``) and submits it, and every stage reads it."""
+
+    params: PipelineParams  # as given, with ``source`` pinned and ``target`` = the target below
+    sources: tuple[PlannedSource, ...]  # one today; a list for several candidate sources
+    target: str  # the target spec as ingested (a source's input preset applied)
+    split: SplitPlan
+    k_values: tuple[int, ...]  # labelled images per class: one for a run, several for a sweep
+
+    @property
+    def source(self) -> PlannedSource:
+        return self.sources[0]
+
+    def at(self, k: int) -> PipelineParams:
+        """The parameters of the run at ``k`` (a sweep's point, or the run itself)."""
+        params = self.params
+        if isinstance(params, SweepParams):
+            return params.at(k)
+        return params if params.k_shot == k else params.model_copy(update={"k_shot": k})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "params": self.params.model_dump(mode="json")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        kind = SweepParams if "k_values" in data["params"] else PipelineParams
+        return super().from_dict(
+            {
+                **data,
+                "params": kind(**data["params"]),
+                "sources": tuple(PlannedSource.from_dict(s) for s in data["sources"]),
+                "split": SplitPlan.from_dict(data["split"]),
+                "k_values": tuple(data["k_values"]),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every stage of one run shares (the clump each task used to take apart): the plan,
+    the target as ingested, the split at this k, and where to log. ``params`` are the plan's
+    parameters at this split's k; k itself is read from ``split.k_shot``."""
+
+    plan: RunPlan
     target: DatasetRef
     split: SplitRef
     run: RunContext
     leakage: str | None = None  # the leakage guard's line when allowed to run: never promoted
     source_labels: int = 0  # labelled images of this split the source model already learned
+
+    @cached_property
+    def params(self) -> PipelineParams:
+        return self.plan.at(self.split.k_shot)
+
+    @property
+    def source(self) -> PlannedSource:
+        return self.plan.source
 
 
 @dataclass(frozen=True)

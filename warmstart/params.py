@@ -7,19 +7,13 @@ seeds, budgets sized for 2 CPU cores.
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from warmstart.data.spec import parse_spec, split_options
-from warmstart.errors import WarmstartError
-from warmstart.models import ModelError, list_backbones, list_strategies, list_transfer_modes
-from warmstart.models.backbones.torchvision import input_preset
-from warmstart.models.registry import backbone_class
+from warmstart import names
 
 TORCHVISION = "torchvision:"
-log = logging.getLogger(__name__)
 
 
 class PipelineParams(BaseModel):
@@ -42,7 +36,7 @@ class PipelineParams(BaseModel):
     backbone: str = Field(
         "convnet-s",
         description="Backbone from the model registry: "
-        + ", ".join(list_backbones())
+        + ", ".join(names.BACKBONES)
         + " or `torchvision:MODEL` (set from a `torchvision:` source).",
     )
     strategies: list[str] = Field(
@@ -50,7 +44,7 @@ class PipelineParams(BaseModel):
         description="Pretraining strategies on the source (the strategy registry).",
         # The registered names as an enum, so the Prefect form offers them as choices; the
         # validator below re-checks against the registry at run time (plug-ins included).
-        json_schema_extra={"items": {"type": "string", "enum": list_strategies()}},
+        json_schema_extra={"items": {"type": "string", "enum": list(names.STRATEGIES)}},
     )
     transfer_modes: list[str] = Field(
         default_factory=lambda: ["finetune", "lp_ft"],
@@ -137,20 +131,19 @@ class PipelineParams(BaseModel):
             if data.get("backbone", arch) != arch:
                 raise ValueError(f"--backbone {data['backbone']}: drop it, {source} sets {arch}")
             try:
-                backbone_class(arch)
-            except ModelError as exc:
+                names.check_backbone(arch)
+            except ValueError as exc:
                 raise ValueError(f"--source {source}: {exc}") from None
-            target = data.get("target", cls.model_fields["target"].default)
-            data = {**data, "backbone": arch, "target": native_size_target(source, target)}
+            data = {**data, "backbone": arch}
         return data
 
     @field_validator("backbone")
     @classmethod
     def _backbone(cls, value: str) -> str:
         try:
-            backbone_class(value)
-        except ModelError as exc:
-            raise ValueError(f"{exc}; choose from {', '.join(list_backbones())}") from None
+            names.check_backbone(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; choose from {', '.join(names.backbones())}") from None
         return value
 
     @field_validator("transfer_modes")
@@ -160,7 +153,7 @@ class PipelineParams(BaseModel):
         if not value:
             raise ValueError("at least one transfer mode is needed")
         backbone = info.data.get("backbone")
-        valid = list_transfer_modes(backbone) if backbone else list_transfer_modes()
+        valid = names.transfer_modes(backbone)
         for mode in value:
             if backbone and mode not in valid:
                 raise ValueError(
@@ -181,40 +174,11 @@ class PipelineParams(BaseModel):
         if not value:
             raise ValueError("at least one strategy is needed")
         for name in value:
-            if name not in list_strategies():
+            if name not in names.strategies():
                 raise ValueError(
-                    f"unknown strategy {name!r}: choose from {', '.join(list_strategies())}"
+                    f"unknown strategy {name!r}: choose from {', '.join(names.strategies())}"
                 )
         return list(dict.fromkeys(value))
-
-
-def native_size_target(source: str, target: str) -> str:
-    """``target`` with the input of the ``torchvision:`` source's weights when it names no
-    ``size=``: their transforms' centre crop and size (``?size=224x224&crop=center:0.875`` for
-    resize 256, crop 224; a ``crop=`` of the user's own is kept), and a one-line notice saying so
-    and how to pick a smaller size; any other target unchanged."""
-    try:
-        spec = parse_spec(target)
-    except WarmstartError:
-        return target  # validate() refuses it in one line with the fix
-    if spec.size is not None:
-        return target
-    model, options = split_options(source[len(TORCHVISION) :])
-    preset = input_preset(model, options.get("weights") or None)
-    crop, small = preset.crop, preset.smallest
-    faster = (
-        f"add ?size={max(small, 64)}x{max(small, 64)} to --target ({small} px and up fit {model})"
-        if small
-        else f"{model} takes only {crop}x{crop}"
-    )
-    weights = f"{model}'s DEFAULT weights {preset.weights}" if preset.own else preset.weights
-    centre = f"&crop=center:{crop / preset.resize:g}" if spec.crop is None else ""
-    log.warning(
-        "--target %s: no size= given, so images get the input of %s: its transforms' shorter "
-        "side %d px, centre crop %dx%d px. On a CPU that trains slowly: %s.",
-        target, weights, preset.resize, crop, crop, faster,
-    )  # fmt: skip
-    return f"{target}{'&' if '?' in target else '?'}size={crop}x{crop}{centre}"
 
 
 class SweepParams(PipelineParams):

@@ -88,26 +88,67 @@ def test_the_scanner_catches_an_unexplained_local_import(tmp_path):
     assert _local_project_imports(f) == ["f: line 2 imports warmstart"]
 
 
+def module_name(path: Path) -> str:
+    """``models/backbones/base.py`` -> ``warmstart.models.backbones.base``, as installed."""
+    rel = path.relative_to(ROOT)
+    top = rel.parts[0]
+    parts = [*(() if top == "warmstart" else ("warmstart",)), *rel.with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _imports(path: Path) -> set[str]:
+    """Every module a file imports, in every form, as its installed dotted name:
+    ``import a.b``, ``from a import b`` (``a`` and, when ``b`` is a submodule, ``a.b``) and
+    relative imports resolved against the file's own package."""
     names = set()
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
     for node in ast.walk(_parse(path)):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names |= {f"{module}.{a.name}" for a in node.names if a.name != "*"}
         elif isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
     return names
 
 
+def test_the_import_scanner_sees_every_form(tmp_path, monkeypatch):
+    f = ROOT / "tasks" / "x.py"
+    source = (
+        "import warmstart.flows.a\nfrom warmstart import flows\nfrom warmstart.flows import b\n"
+        "from . import pipeline\nfrom .promote import c\nfrom .. import stages\n"
+    )
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: source)
+    found = _imports(f)
+    assert {"warmstart.flows.a", "warmstart.flows", "warmstart.flows.b"} <= found
+    assert {"warmstart.tasks.pipeline", "warmstart.tasks.promote.c", "warmstart.stages"} <= found
+    assert (
+        module_name(ROOT / "models" / "backbones" / "__init__.py") == "warmstart.models.backbones"
+    )
+    assert module_name(ROOT / "warmstart" / "cli" / "app.py") == "warmstart.cli.app"
+
+
 def test_layers_import_downwards_only():
-    """The library never imports flows (only the CLI, above them, does); infra depends on the
-    standard library, httpx and itself; tasks never import flows."""
+    """The library never imports tasks or flows (only the CLI, above them, does); infra depends
+    on the standard library, httpx and itself; tasks never import flows; models import nothing
+    of warmstart but themselves."""
     upward = []
     for path in production_files():
         rel = path.relative_to(ROOT)
         imports = _imports(path)
         top = rel.parts[0]
         if top == "warmstart" and rel.parts[1] != "cli":
-            upward += [f"{rel}: {m}" for m in imports if m.startswith("warmstart.flows")]
+            above = ("warmstart.flows", "warmstart.tasks")
+            upward += [f"{rel}: {m}" for m in imports if m.startswith(above)]
+        if top == "models":
+            upward += [
+                f"{rel}: {m}"
+                for m in imports
+                if m.startswith("warmstart.") and not m.startswith("warmstart.models")
+            ]
         if top in ("tasks", "models", "infra"):
             upward += [f"{rel}: {m}" for m in imports if m.startswith("warmstart.flows")]
         if top == "infra":

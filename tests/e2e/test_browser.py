@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.verdicts import expected_verdict
 from warmstart.params import PipelineParams
 from warmstart.tasks.flow_artifacts import flow_run_artifacts
 
@@ -334,7 +335,7 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
         accuracy = parent.data.metrics[metric]
         assert 0.0 < accuracy <= 1.0, f"{metric} = {accuracy}"
         verdict = parent.data.tags["gate_verdict"]
-        assert verdict in ("promoted", "not promoted"), verdict
+        assert verdict == expected_verdict(parent.data.tags), parent.data.tags.get("gate_reason")
         versions = client.search_model_versions(
             f"name LIKE '{MODEL_PREFIX}%' and tags.flow_run_id = '{flow_run_id}'"
         )

@@ -147,5 +147,7 @@ def rerun(args: list[str], **env: str) -> dict:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["verdict"] in ("promoted", "not promoted")
+    assert "--confirm-seeds" in args and args[args.index("--confirm-seeds") + 1] == "0"
+    # no confirmation seeds: the gate cannot promote, whatever the numbers
+    assert (summary["verdict"], summary["rule"]) == ("not promoted", "unconfirmed")
     return summary

@@ -45,9 +45,9 @@ def test_end_to_end_summary(first_run):
     for row in summary["table"]:
         assert 0.0 <= row["test_acc"] <= 1.0
         assert row["test_ci"][0] <= row["test_acc"] <= row["test_ci"][1]
-    assert summary["verdict"] in ("promoted", "not promoted")
     assert summary["trained"] > 0 and summary["reused"] == 0
     # TINY has confirm_seeds=0: nothing is confirmed, so the gate cannot promote
+    assert (summary["verdict"], summary["passed"]) == ("not promoted", False)
     assert summary["rule"] == "unconfirmed" and summary["protocol"]["confirmation_seeds"] == []
 
 

@@ -1,6 +1,7 @@
 """Adding a plug-in is a one-file change: this file alone registers a toy source provider, a toy
 pretraining strategy and a toy transfer mode, and runs each through the real pipeline (SeaweedFS,
-MLflow, Prefect) end to end. Nothing outside this file names them."""
+MLflow, Prefect) end to end; the strategy's run pretrains on a source of a toy dataset kind that
+tests/unit/test_dataset_kinds.py alone registers. Nothing outside these files names them."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save
 
 from tests.flows import configs
+from tests.unit.test_dataset_kinds import Npz
 from warmstart import models as M
 from warmstart import storage
 from warmstart.contracts import DatasetRef, Job, SourceModel
+from warmstart.data import load_source, register_dataset_kind
+from warmstart.data.kinds import DATASET_KINDS
 from warmstart.models import get_backbone
 from warmstart.models.registry import STRATEGIES, TRANSFER_MODES
 from warmstart.params import PipelineParams
@@ -133,12 +138,31 @@ def toy_strategy_and_mode():
     TRANSFER_MODES.unregister("toy-ncm")
 
 
-def test_a_registered_strategy_and_mode_run_end_to_end(stack, toy_strategy_and_mode):
+@pytest.fixture
+def npz_kind():
+    register_dataset_kind("npz")(Npz)
+    yield "npz"
+    DATASET_KINDS.unregister("npz")
+
+
+def test_a_registered_strategy_and_mode_run_end_to_end(
+    stack, toy_strategy_and_mode, npz_kind, tmp_path
+):
+    """...on a source of a dataset kind registered in a test file alone (``npz:``, from
+    tests/unit/test_dataset_kinds.py): the same images as TINY's source, ingested through it."""
     from warmstart.flows.pipeline import transfer_pipeline
 
     strategy, mode = toy_strategy_and_mode
+    ds = load_source(configs.TINY["source"])
+    np.savez(tmp_path / "source.npz", images=ds.images, labels=ds.labels)
     params = PipelineParams(
-        **{**configs.TINY, "strategies": [strategy], "transfer_modes": [mode], "seeds": 1}
+        **{
+            **configs.TINY,
+            "source": f"npz:{tmp_path / 'source.npz'}",
+            "strategies": [strategy],
+            "transfer_modes": [mode],
+            "seeds": 1,
+        }
     )
     summary = transfer_pipeline(params)
     row = next(r for r in summary["table"] if r["arm"] == f"{strategy}/{mode}")
@@ -160,7 +184,8 @@ def test_a_registered_source_provider_runs_end_to_end(stack, toy_provider):
     summary = transfer_pipeline(params)
     arms = {row["arm"] for row in summary["table"]}
     assert "toy-random/linear_probe" in arms and "scratch" in arms
-    assert summary["verdict"] in ("promoted", "not promoted")
+    # TINY has confirm_seeds=0: nothing confirmed, never promoted
+    assert (summary["verdict"], summary["rule"]) == ("not promoted", "unconfirmed")
     # no source dataset was ingested: the run carries the target's hash but no source hash
     from mlflow.tracking import MlflowClient
 

@@ -93,7 +93,7 @@ def test_a_missing_alias_or_version_lists_what_exists(registered, suffix, expect
     spec = f"mlflow:models:/{registered['name']}{suffix}"
     params = PipelineParams(**{**FAST, "source": spec, "target": TASK_B})
     with pytest.raises(ConfigError, match="^--source mlflow") as err:
-        stages.validate(params)
+        stages.make_plan(params)
     assert expected in str(err.value) and registered["version"] in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -101,7 +101,7 @@ def test_a_missing_alias_or_version_lists_what_exists(registered, suffix, expect
 def test_an_unknown_model_lists_the_registered_ones(registered):
     params = PipelineParams(**{**FAST, "source": "mlflow:models:/nope/1", "target": TASK_B})
     with pytest.raises(ConfigError, match=f"no registered model 'nope'.*{registered['name']}"):
-        stages.validate(params)
+        stages.make_plan(params)
 
 
 def test_another_backbone_or_input_is_refused_before_ingest(registered):
@@ -133,7 +133,7 @@ def test_a_stored_warmstart_checkpoint_is_a_source(registered):
     checkpoint = registered["mv"].tags["checkpoint_uri"]
     spec = f"checkpoint:{checkpoint}"
     params = PipelineParams(**{**FAST, "source": spec, "target": TASK_B})
-    stages.validate(params)  # S3 locations are read when resolved
+    plan = stages.make_plan(params)  # S3 locations are read when resolved
     geometry, trunk, file = read_trunk(spec)
     assert (geometry.backbone, geometry.channels, geometry.size) == ("convnet-s", 1, (8, 8))
     assert file.startswith(checkpoint + "/ckpt/epoch-")
@@ -142,7 +142,7 @@ def test_a_stored_warmstart_checkpoint_is_a_source(registered):
     assert set(trunk) == {k for k in served if not k.startswith("head.")}
     assert all(torch.equal(trunk[k], served[k]) for k in trunk)  # the best epoch = served
     target = DatasetRef("h", "s3://x", "t", TASK_B, 4, 1, (8, 8), 100)
-    job = Job(params, target, SplitRef("s", 5, 20, 10, 10, 0), RunContext("0", "r", "f"))
+    job = Job(plan, target, SplitRef("s", 5, 20, 10, 10, 0), RunContext("0", "r", "f"))
     source = stages.get_source_provider("checkpoint").resolve("checkpoint", None, job)
     stored = load_weights(source.weights_uri)
     assert all(torch.equal(stored[k], trunk[k]) for k in trunk) and set(stored) == set(trunk)
@@ -151,6 +151,7 @@ def test_a_stored_warmstart_checkpoint_is_a_source(registered):
     assert source.key == source.provenance["weights_sha256"]
     tags = registered["mv"].tags  # the stage's learned.json: task A's split and its pretraining
     seen = stages.get_source_provider("checkpoint").learned_from(params)
+    assert plan.source.learned_from == tuple(seen)  # what the plan carries to the leakage guard
     assert [(s.dataset_hash, s.split_hash) for s in seen] == [
         (tags["target_dataset_hash"], tags["split_hash"]),
         (tags["source_dataset_hash"], None),

@@ -19,6 +19,7 @@ from warmstart.contracts import (
     ArmSpec,
     Evaluation,
     Job,
+    LearnedFrom,
     RunContext,
     StageRecord,
 )
@@ -26,7 +27,6 @@ from warmstart.data import load_splits, open_dataset
 from warmstart.params import PipelineParams
 from warmstart.promotion.registry import model_name
 from warmstart.stages.leakage import LeakageError, learned_overlaps
-from warmstart.stages.sources import LearnedFrom
 from warmstart.tasks.leakage import check_leakage
 from warmstart.tracking import END_REASON_TAG
 from warmstart.tracking.client import client
@@ -77,10 +77,11 @@ def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
         source=SPEC, target=SPEC, k_shot=5, strategies=["supervised"], seeds=1,
         transfer_modes=["linear_probe"], pretrain_epochs=1, finetune_epochs=1,
     )  # fmt: skip
-    split = stages.make_target_splits(target, params)
+    plan = stages.make_plan(params)
+    split = stages.make_target_splits(target, plan.split, params.k_shot)
     exp = tracking.experiment_id(target.name)
     run = RunContext(exp, tracking.start_run(exp, "itest-leakage"), f"flow-{uuid.uuid4().hex[:6]}")
-    job = Job(params, target, split, run)
+    job = Job(plan, target, split, run)
     name = model_name(target)
     assert name.startswith("warmstart-uci-digits-0-1-8x8-1ch-")
 
@@ -122,7 +123,8 @@ def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
     v2 = client().get_model_version(name, "2")
     assert v2.tags["leakage"].startswith("source shares") and "champion_removed" in v2.tags
 
-    allowed = dataclasses.replace(job, params=params.model_copy(update={"allow_leakage": True}))
+    allow = params.model_copy(update={"allow_leakage": True})
+    allowed = dataclasses.replace(job, plan=dataclasses.replace(plan, params=allow))
     marked = check_leakage(allowed, source)
     assert marked.leakage.startswith(f"leakage: source shares {split.test} of {split.test} test")
     assert client().get_run(run.run_id).data.metrics["leakage.source.test.exact"] == split.test
@@ -133,7 +135,9 @@ def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
     # on this split (test 20%), it may have seen everything outside this test split, so a run
     # whose test split is 50% of the target finds some of its test images there, by index;
     # a run on the very same split finds none; a model pretrained on this dataset, all.
-    wide = stages.make_target_splits(target, params.model_copy(update={"test_fraction": 0.5}))
+    wide = stages.make_target_splits(
+        target, dataclasses.replace(plan.split, test_fraction=0.5), params.k_shot
+    )
     ds, mine, theirs = open_dataset(target.hash), load_splits(wide.hash), load_splits(split.hash)
     images = {"test": ds.images[mine.test], "validation": ds.images[mine.val]}
     wide_job = dataclasses.replace(job, split=wide)
@@ -166,7 +170,8 @@ def test_a_few_copied_images_are_removed_from_every_arms_evaluation_and_counted(
         source=f"imagefolder:{tmp_path}?size=8x8&channels=1", target=target.spec, k_shot=5,
         strategies=["supervised"], seeds=1, transfer_modes=["linear_probe"],
     )  # fmt: skip
-    split = stages.make_target_splits(target, params)
+    plan = stages.make_plan(params)
+    split = stages.make_target_splits(target, plan.split, params.k_shot)
     ds, whole = open_dataset(target.hash), load_splits(split.hash)
     copied = {"test": whole.test[[4, 40]], "validation": whole.val[[7]]}
     others = stages.ingest("builtin:uci-digits?classes=0-1")
@@ -178,7 +183,7 @@ def test_a_few_copied_images_are_removed_from_every_arms_evaluation_and_counted(
     source = stages.ingest(params.source, like=target)
     exp = tracking.experiment_id(target.name)
     run = RunContext(exp, tracking.start_run(exp, "itest-removal"), f"flow-{uuid.uuid4().hex[:6]}")
-    job = check_leakage(Job(params, target, split, run), source)
+    job = check_leakage(Job(plan, target, split, run), source)
     assert job.leakage is None  # not refused, not blocked
     assert (job.split.removed_test, job.split.removed_val) == (2, 1)
     clean = load_splits(job.split.hash)
@@ -197,7 +202,7 @@ def test_a_few_copied_images_are_removed_from_every_arms_evaluation_and_counted(
     assert record["split_before"] == split.hash
     tracking.end_run(run.run_id)
     # the label-efficiency flow's split at another k loses the same images
-    other = stages.make_target_splits(target, params.model_copy(update={"k_shot": 2}))
+    other = stages.make_target_splits(target, plan.split, 2)
     at_k2 = same_removal(job.split, other)
     assert (at_k2.removed_test, at_k2.removed_val) == (2, 1) and at_k2.train == 2 * 8
     assert load_splits(at_k2.hash).test.tolist() == clean.test.tolist()

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from warmstart import outage, promotion, reports, storage, tracking
+from warmstart import outage, promotion, reports, stages, storage, tracking
 from warmstart.contracts import (
     SCRATCH,
     ArmResult,
@@ -246,7 +246,8 @@ def _job(target: str, **params) -> Job:
         "ab" * 32, f"s3://b/datasets/{'ab' * 32}", target, f"builtin:{target}", 3, 1, (8, 8), N_TEST
     )
     run = RunContext(tracking.experiment_id(target), "", f"flow-{uuid.uuid4().hex[:6]}")
-    return Job(PipelineParams(**params), ref, SplitRef("cd" * 32, 5, 15, 30, N_TEST, 0), run)
+    plan = stages.make_plan(PipelineParams(**params))
+    return Job(plan, ref, SplitRef("cd" * 32, 5, 15, 30, N_TEST, 0), run)
 
 
 def _candidate(job: Job, model, name: str) -> tuple[Evaluation, ArmResult]:

@@ -13,7 +13,7 @@ from PIL import Image
 from warmstart.data.splits import Splits, without
 from warmstart.errors import DataError
 from warmstart.params import PipelineParams
-from warmstart.stages import duplicates, leakage
+from warmstart.stages import duplicates, leakage, make_plan
 from warmstart.stages.leakage import LeakageError, check, enforce, refuse_same_dataset
 
 
@@ -181,18 +181,19 @@ def test_candidates_are_the_nearest_references_of_an_image_and_its_mirror(monkey
 
 
 def test_the_same_spec_as_source_and_target_is_refused_before_any_service():
-    same = PipelineParams(source="builtin:uci-digits", target="builtin:uci-digits")
+    def refuse(**params) -> None:
+        refuse_same_dataset(make_plan(PipelineParams(**params, k_shot=5)))
+
+    same = dict(source="builtin:uci-digits", target="builtin:uci-digits")
     with pytest.raises(LeakageError, match=r"^--source and --target are the same dataset"):
-        refuse_same_dataset(same)
+        refuse(**same)
     # the source inherits the target's geometry, so these are the same images too
-    implied = PipelineParams(source="builtin:mnist-5k", target="builtin:mnist-5k?size=8x8")
+    implied = dict(source="builtin:mnist-5k", target="builtin:mnist-5k?size=8x8")
     with pytest.raises(LeakageError, match=r"\(builtin:mnist-5k\?size=8x8\)"):
-        refuse_same_dataset(implied)
-    refuse_same_dataset(same.model_copy(update={"allow_leakage": True}))
-    split = PipelineParams(
-        source="builtin:uci-digits?classes=0-4", target="builtin:uci-digits?classes=5-9"
-    )
-    refuse_same_dataset(split)  # disjoint classes: the images are checked after ingestion
+        refuse(**implied)
+    refuse(**same, allow_leakage=True)
+    refuse(source="builtin:uci-digits?classes=0-4", target="builtin:uci-digits?classes=5-9")
+    # disjoint classes: the images are checked after ingestion
 
 
 def test_pair_scores_line_up_shifted_mirrored_and_brighter_copies():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from warmstart import promotion
+from warmstart import promotion, stages
 from warmstart.contracts import SCRATCH, ArmScores, DatasetRef, Job, RunContext, SplitRef
 from warmstart.data import ImageDataset
 from warmstart.data.splits import Splits
@@ -35,7 +35,8 @@ def _job(removed_val: int = 0, removed_test: int = 0, source_labels: int = 0) ->
     split = SplitRef("s" * 64, 5, 50, 90 - removed_val, 90 - removed_test, 460, removed_val,
                      removed_test)  # fmt: skip
     run = RunContext("1", "run", "flow")
-    return Job(PipelineParams(k_shot=5), target, split, run, source_labels=source_labels)
+    plan = stages.make_plan(PipelineParams(k_shot=5))
+    return Job(plan, target, split, run, source_labels=source_labels)
 
 
 def test_zero_removed_images_are_reported_as_a_number():

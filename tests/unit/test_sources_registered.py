@@ -181,20 +181,24 @@ def test_validation_pins_an_alias_to_the_version_it_names_now(monkeypatch):
 
     monkeypatch.setattr(sources_registered, "lookup", lookup)
     monkeypatch.setattr(sources_registered.tracking, "check_server", lambda timeout: None)
-    pinned = stages.validate(params("mlflow:models:/warmstart-x@champion"))
-    assert pinned.source == "mlflow:models:/warmstart-x/7?alias=champion"
+    plan = stages.make_plan(params("mlflow:models:/warmstart-x@champion"))
+    pinned = plan.params
+    assert pinned.source == plan.source.spec == "mlflow:models:/warmstart-x/7?alias=champion"
+    assert (plan.source.provider, plan.source.needs_dataset) == ("mlflow", False)
     assert pinned.model_copy(update={"source": TARGET}) == params(TARGET)  # nothing else changed
-    again = stages.validate(pinned)  # the flow validates what the CLI passed: still version 7
-    assert again.source == pinned.source
-    plain = stages.validate(params("mlflow:models:/warmstart-x/3"))
-    assert plain.source == "mlflow:models:/warmstart-x/3"
-    assert stages.validate(params("builtin:mnist-5k")).source == "builtin:mnist-5k"
+    again = stages.make_plan(pinned)  # a pinned spec plans to itself: still version 7
+    assert again.source.spec == pinned.source
+    plain = stages.make_plan(params("mlflow:models:/warmstart-x/3"))
+    assert plain.source.spec == "mlflow:models:/warmstart-x/3"
+    dataset = stages.make_plan(params("builtin:mnist-5k"))
+    assert (dataset.source.spec, dataset.source.provider) == ("builtin:mnist-5k", "pretrain")
 
 
 def test_a_stage_folder_says_what_its_weights_learned_from(tmp_path):
     """``learned.json`` beside ``ckpt/`` is found from the stage folder, ``ckpt/`` or an epoch
     file; a checkpoint without it (a plain state dict, an older stage) names nothing."""
-    from warmstart.stages.sources import LearnedFrom, read_learned, write_learned
+    from warmstart.contracts import LearnedFrom
+    from warmstart.stages.sources import read_learned, write_learned
     from warmstart.stages.sources_checkpoint import learned_from_stage, stage_folders
 
     seen = [LearnedFrom("source checkpoint's labels", "a" * 64, "b" * 64)]

@@ -194,17 +194,33 @@ def test_the_pair_is_made_again_until_the_report_sorts_first(monkeypatch, ids, d
 
 def test_flow_run_name_names_the_sources_the_provider_builds(monkeypatch):
     """A dataset source lists its strategies; published weights are one `torchvision` source
-    (its strategies parameter plays no part, so the name must not list it)."""
+    (its strategies parameter plays no part, so the name must not list it). The labels come from
+    the plan the flow received; a run submitted without one (a deployment, the UI) names its
+    source spec: the name is made before validation, which alone resolves a spec."""
     from warmstart.flows import hooks  # deferred: heavy (prefect flows)
+    from warmstart.stages import make_plan  # deferred: heavy (torch)
+    from warmstart.stages.sources_torchvision import TorchvisionProvider  # deferred: heavy
 
-    names = []
+    monkeypatch.setattr(TorchvisionProvider, "validate", lambda self, params: None)  # no weights
+    names, unplanned = [], []
     for source in ("builtin:mnist-5k", "torchvision:resnet18?weights=none"):
         params = PipelineParams(
             source=source, target="builtin:uci-digits?size=32x32", transfer_modes=["finetune"]
         )
-        monkeypatch.setattr(hooks, "flow_run", SimpleNamespace(parameters={"params": params}))
+        plan = make_plan(params)
+        parameters = {"params": plan.params, "plan": plan}
+        monkeypatch.setattr(hooks, "flow_run", SimpleNamespace(parameters=parameters))
         names.append(hooks.run_name())
+        parameters = {"params": params.model_dump(), "plan": plan.to_dict()}  # as the API has it
+        monkeypatch.setattr(hooks, "flow_run", SimpleNamespace(parameters=parameters))
+        assert hooks.run_name() == names[-1]
+        monkeypatch.setattr(hooks, "flow_run", SimpleNamespace(parameters={"params": params}))
+        unplanned.append(hooks.run_name())
     assert names == [
         "uci-digits · k=10 · supervised,gan,autoencoder × finetune · 2 seeds",
         "uci-digits · k=10 · torchvision × finetune · 2 seeds",
+    ]
+    assert unplanned == [
+        "uci-digits · k=10 · builtin:mnist-5k × finetune · 2 seeds",
+        "uci-digits · k=10 · torchvision:resnet18 × finetune · 2 seeds",
     ]

@@ -9,28 +9,37 @@ import pytest
 
 from warmstart.models.backbones import torchvision as tv
 from warmstart.params import PipelineParams, SweepParams
+from warmstart.stages.sources_torchvision import TorchvisionProvider
+
+LOGGER = "warmstart.stages.sources_torchvision"
 
 
 def notices(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "warmstart.params"]
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+
+
+def planned(params: PipelineParams) -> PipelineParams:
+    """The params with the target the plan ingests (``make_plan`` applies the provider's
+    ``target_spec``; its other checks read the weights, which these tests do not need)."""
+    return params.model_copy(update={"target": TorchvisionProvider().target_spec(params)})
 
 
 def test_target_without_size_takes_the_weights_crop_with_one_notice(caplog):
-    caplog.set_level(logging.WARNING, "warmstart.params")
-    p = PipelineParams(source="torchvision:resnet18", target="builtin:shapes?n=30")
+    caplog.set_level(logging.WARNING, LOGGER)
+    p = planned(PipelineParams(source="torchvision:resnet18", target="builtin:shapes?n=30"))
     assert p.target == "builtin:shapes?n=30&size=224x224&crop=center:0.875"  # 224 of 256
     (line,) = notices(caplog)
     assert "get the input of ResNet18_Weights.IMAGENET1K_V1" in line
     assert "shorter side 256 px, centre crop 224x224 px" in line
     assert "add ?size=64x64 to --target (32 px and up fit resnet18)" in line
     assert "\n" not in line
-    again = PipelineParams(**p.model_dump())  # Prefect re-validates: no second notice
+    again = planned(PipelineParams(**p.model_dump()))  # planned again: no second notice
     assert again.target == p.target and len(notices(caplog)) == 1
 
 
 def test_an_explicit_size_wins_and_says_nothing(caplog):
-    caplog.set_level(logging.WARNING, "warmstart.params")
-    p = PipelineParams(source="torchvision:resnet18", target="imagefolder:/x?size=64x48")
+    caplog.set_level(logging.WARNING, LOGGER)
+    p = planned(PipelineParams(source="torchvision:resnet18", target="imagefolder:/x?size=64x48"))
     assert p.target == "imagefolder:/x?size=64x48"
     assert notices(caplog) == []
     assert PipelineParams(target="builtin:shapes").target == "builtin:shapes"  # not torchvision
@@ -54,9 +63,9 @@ def test_an_explicit_size_wins_and_says_nothing(caplog):
     ],
 )
 def test_size_and_advice_follow_the_weights_named(caplog, source, target, size, weights, advice):
-    caplog.set_level(logging.WARNING, "warmstart.params")
+    caplog.set_level(logging.WARNING, LOGGER)
     kwargs = {"source": source} | ({"target": target} if target else {})
-    p = SweepParams(**kwargs)
+    p = planned(SweepParams(**kwargs))
     assert f"size={size}x{size}&crop=center:" in p.target
     if target is None:  # the default target; V2 resizes to 232 before the 224 crop
         assert p.target == f"builtin:uci-digits?size={size}x{size}&crop=center:{224 / 232:g}"
@@ -65,7 +74,9 @@ def test_size_and_advice_follow_the_weights_named(caplog, source, target, size, 
 
 
 def test_a_crop_of_the_users_own_is_kept():
-    p = PipelineParams(source="torchvision:resnet18", target="builtin:mnist-5k?crop=content")
+    p = planned(
+        PipelineParams(source="torchvision:resnet18", target="builtin:mnist-5k?crop=content")
+    )
     assert p.target == "builtin:mnist-5k?crop=content&size=224x224"
 
 

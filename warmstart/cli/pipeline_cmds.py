@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from warmstart.cli.app import app, config_error, console, err_console, friendly, split_list
 from warmstart.errors import ConfigError, StackError, WarmstartError
+from warmstart.params import PipelineParams, SweepParams
 
 FLAGS = {
     "strategies": "--strategies",
@@ -163,6 +164,9 @@ DaskOpt = Annotated[
     Opt(help="Training on Dask: 'local' (a temporary 2-worker cluster) or tcp://host:8786."),
 ]
 KValuesOpt = Annotated[str, Opt("--k-values", help="Comma list of labelled images per class.")]
+DryRunOpt = Annotated[
+    bool, Opt("--dry-run", help="Validate, print the run's plan as JSON, and exit (runs nothing).")
+]
 
 
 def check_services() -> None:
@@ -174,16 +178,22 @@ def check_services() -> None:
     storage.ensure_bucket()
 
 
-def start(params: Any) -> None:
-    """Everything checked before anything is ingested or trained, then log hygiene on."""
+def plan_run(params: Any, dry_run: bool) -> Any:
+    """The run's plan, made once: everything checked before anything is ingested or trained
+    (every k of a sweep included). ``--dry-run`` prints it and exits; otherwise the services are
+    checked, log hygiene goes on, and the flow receives this very plan."""
     from warmstart import stages  # deferred: heavy (torch)
     from warmstart.logsafe import install  # deferred: with prefect's loggers
     from warmstart.stages.leakage import refuse_same_dataset  # deferred: heavy (torch)
 
-    stages.validate(params)
-    refuse_same_dataset(params)
+    plan = stages.make_plan(params)
+    refuse_same_dataset(plan)
+    if dry_run:
+        sys.stdout.write(json.dumps(plan.to_dict(), indent=1) + "\n")
+        raise typer.Exit(0)
     check_services()
     install()
+    return plan
 
 
 @app.command()
@@ -206,6 +216,7 @@ def run(
     val_per_class: ValCapOpt = None,
     json_out: JsonOpt = False,
     dask: DaskOpt = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Run the transfer pipeline once against the configured services; print the table and verdict.
     Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=10)."""
@@ -213,23 +224,21 @@ def run(
     from warmstart.cli.summary import print_summary  # deferred: heavy (promotion, numpy)
     from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
     from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)
-    from warmstart.params import PipelineParams  # deferred: heavy (the registries import torch)
 
     flags = dict(source=source, target=target, k_shot=k_shot, seeds=seeds, backbone=backbone)
     flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
     flags |= dict(finetune_epochs=epochs, pretrain_epochs=pretrain_epochs, device=device)
     flags |= dict(margin=margin, keep_candidates=keep_candidates, allow_leakage=allow_leakage)
     flags |= dict(confirm_seeds=confirm_seeds, val_per_class=val_per_class)
-    params = build_params(PipelineParams, flags)
-    start(params)
+    plan = plan_run(build_params(PipelineParams, flags), dry_run)
     t0 = time.monotonic()
     if dask:  # stages train in the Dask workers' processes: no live display here
         address = None if dask == "local" else dask
         with stage_display(False):
-            summary = run_flow(lambda: run_on_dask(params, address=address))
+            summary = run_flow(lambda: run_on_dask(plan.params, plan, address=address))
     else:
         with stage_display(not json_out):
-            summary = run_flow(lambda: transfer_pipeline(params))
+            summary = run_flow(lambda: transfer_pipeline(plan.params, plan))
     if json_out:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
     else:
@@ -246,11 +255,11 @@ def sweep(
     modes: ModesOpt = None,
     seeds: SeedsOpt = None,
     epochs: EpochsOpt = None,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """Label efficiency: every arm at every k, mean [95% CI]; table and plot in MLflow and Prefect."""
     from warmstart.cli.progress import stage_display  # deferred: heavy (prefect, mlflow)
     from warmstart.flows.label_efficiency import label_efficiency  # deferred: heavy (prefect)
-    from warmstart.params import SweepParams  # deferred: heavy (the registries import torch)
 
     try:
         ks = [int(k) for k in k_values.split(",") if k.strip()]
@@ -258,8 +267,7 @@ def sweep(
         raise ConfigError(f"--k-values {k_values!r}: write integers like 1,5,10") from None
     flags = dict(source=source, target=target, seeds=seeds, finetune_epochs=epochs, k_values=ks)
     flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
-    params = build_params(SweepParams, flags)
-    start(params.at(params.k_values[0]))
+    plan = plan_run(build_params(SweepParams, flags), dry_run)  # every k checked here
     with stage_display(True):
-        out = run_flow(lambda: label_efficiency(params))
+        out = run_flow(lambda: label_efficiency(plan.params, plan))
     console.print(out["markdown"], highlight=False)

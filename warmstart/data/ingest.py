@@ -24,6 +24,7 @@ from warmstart.data.imagefolder import (
     select_items,
     stack_error,
 )
+from warmstart.data.kinds import dataset_kind
 from warmstart.data.sources import load_source, source_provenance
 from warmstart.data.spec import SourceSpec, parse_spec
 from warmstart.data.store import DatasetRef, store_dataset, store_parts
@@ -37,9 +38,10 @@ CHUNK = 1024  # images fetched and decoded per step (bounds memory with the shar
 def ingest_source(
     spec: str | SourceSpec, *, seed: int = 0, workers: int | None = None
 ) -> DatasetRef:
-    """Store a source by content hash; ImageFolder trees stream (bounded memory)."""
+    """Store a source by content hash; a kind that ``streams`` (ImageFolder trees) is decoded
+    image by image in bounded memory."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    if spec.kind != "imagefolder":
+    if not dataset_kind(spec.kind).streams:
         return store_dataset(load_source(spec, seed=seed, workers=workers))
     return ingest_imagefolder(spec, workers=workers)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from urllib.parse import quote, unquote
 
+from warmstart.data.kinds import DATASET_KINDS, kind_choices
 from warmstart.errors import DataError
 
-KINDS = ("builtin", "cifar10", "imagefolder")
 OPTIONS = (
     "size",
     "channels",
@@ -32,7 +32,7 @@ _FALSE = ("0", "false", "no", "off")
 class SourceSpec:
     """A parsed source: what to read (kind, location) and the explicit conversions to apply."""
 
-    kind: str  # builtin | cifar10 | imagefolder
+    kind: str  # a registered dataset kind: builtin | cifar10 | imagefolder | a plug-in
     location: str  # builtin name, local path, or s3://bucket/prefix
     size: tuple[int, int] | None = None  # (H, W) after conversion
     channels: int | None = None  # 1 or 3
@@ -162,15 +162,11 @@ def parse_spec(spec: str) -> SourceSpec:
     if isinstance(spec, SourceSpec):
         return spec
     if not isinstance(spec, str) or ":" not in spec:
-        raise _fail(
-            str(spec),
-            "no source kind",
-            "write builtin:<name>, cifar10:<path> or imagefolder:<path>",
-        )
+        raise _fail(str(spec), "no source kind", f"write {kind_choices(example=True)}")
     kind, _, rest = spec.strip().partition(":")
     kind = kind.strip().lower()
-    if kind not in KINDS:
-        raise _fail(spec, f"unknown source kind {kind!r}", "use builtin:, cifar10: or imagefolder:")
+    if kind not in DATASET_KINDS.names():
+        raise _fail(spec, f"unknown source kind {kind!r}", f"use {kind_choices()}")
     location, _, query = rest.partition("?")
     location = unquote(location.strip())
     if not location:
@@ -186,6 +182,6 @@ def parse_spec(spec: str) -> SourceSpec:
         if key in fields:
             raise _fail(spec, f"option {key!r} given twice", "give each option once")
         fields[key] = _parse_option(spec, key, value)
-    if kind == "builtin":
+    if DATASET_KINDS.get(kind).named:
         location = location.lower()
     return SourceSpec(kind=kind, location=location, **fields)  # type: ignore[arg-type]

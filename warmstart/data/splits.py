@@ -83,6 +83,23 @@ def _allocate(n: int, fraction: float) -> int:
     return int(round(fraction * n)) if fraction > 0 else 0
 
 
+def held_out(
+    n: int, val_fraction: float, test_fraction: float, predefined: bool
+) -> tuple[int, int]:
+    """(test, validation) images taken from a class of ``n`` (outside a predefined test split),
+    at least one each when asked for and at least one left for training: the one arithmetic
+    behind ``make_splits`` and the checks before ingestion (``stages.checks.training_pool``)."""
+    want_test, want_val = not predefined and test_fraction > 0, val_fraction > 0
+    n_test = max(1, _allocate(n, test_fraction)) if want_test else 0
+    n_val = max(1, _allocate(n, val_fraction)) if want_val else 0
+    while n_test + n_val > max(n - 1, 0):  # keep one training image per class (none of none)
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_test, n_val
+
+
 def make_splits(
     ds: ImageDataset,
     *,
@@ -116,13 +133,7 @@ def make_splits(
                 f"class {name!r} has {n} image(s) outside the test split, too few for train/val/"
                 "test: add images to it, or leave the class out with classes="
             )
-        n_test = max(1, _allocate(n, test_fraction)) if want_test else 0
-        n_val = max(1, _allocate(n, val_fraction)) if want_val else 0
-        while n_test + n_val > n - 1:  # keep at least one training image per class
-            if n_test >= n_val:
-                n_test -= 1
-            else:
-                n_val -= 1
+        n_test, n_val = held_out(n, val_fraction, test_fraction, predefined)
         test.append(members[:n_test])
         val.append(members[n_test : n_test + n_val])
         train_pool.append(members[n_test + n_val :])

@@ -360,7 +360,7 @@ def promote(
         keep_candidates=job.params.keep_candidates,
         score_version=score_version,
         fallback_run_id=job.run.run_id,
-        source_spec=job.params.source,
+        source_spec=job.source.spec,
         data=(job.target.hash, job.split.hash),
         blocked=job.leakage,
     )

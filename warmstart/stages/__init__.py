@@ -18,10 +18,11 @@ from warmstart.stages.sources import (
     get_source_provider,
     list_source_providers,
     provider_for,
+    provider_of,
     register_source_provider,
 )
 from warmstart.stages.training import arm_specs, finetune_target, load_arm_model
-from warmstart.stages.validate import validate
+from warmstart.stages.validate import make_plan
 
 __all__ = [
     "SourceProvider",
@@ -33,8 +34,9 @@ __all__ = [
     "list_source_providers",
     "load_arm_model",
     "load_target",
+    "make_plan",
     "make_target_splits",
     "provider_for",
+    "provider_of",
     "register_source_provider",
-    "validate",
 ]

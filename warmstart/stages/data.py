@@ -8,7 +8,7 @@ import hashlib
 
 import numpy as np
 
-from warmstart.contracts import DatasetRef, Job, SplitRef
+from warmstart.contracts import DatasetRef, Job, SplitPlan, SplitRef
 from warmstart.data import (
     ImageDataset,
     Splits,
@@ -19,7 +19,6 @@ from warmstart.data import (
     store_splits,
 )
 from warmstart.data.ingest import ingest_source
-from warmstart.params import PipelineParams
 
 SPLIT_SEED = 0  # one split for the whole run: every arm and seed sees exactly the same examples
 
@@ -51,18 +50,18 @@ def ingest(spec: str, *, like: DatasetRef | None = None) -> DatasetRef:
     )
 
 
-def make_target_splits(target: DatasetRef, params: PipelineParams) -> SplitRef:
-    """The stratified train/val/test split with ``k_shot`` labelled images per class."""
+def make_target_splits(target: DatasetRef, split: SplitPlan, k_shot: int) -> SplitRef:
+    """The planned stratified train/val/test split with ``k_shot`` labelled images per class."""
     splits = make_splits(
         open_dataset(target.hash),
-        seed=SPLIT_SEED,
-        val_fraction=params.val_fraction,
-        test_fraction=params.test_fraction,
-        k_shot=params.k_shot,
+        seed=split.seed,
+        val_fraction=split.val_fraction,
+        test_fraction=split.test_fraction,
+        k_shot=k_shot,
     )
     return SplitRef(
         hash=store_splits(splits),
-        k_shot=params.k_shot,
+        k_shot=k_shot,
         train=len(splits.train),
         val=len(splits.val),
         test=len(splits.test),

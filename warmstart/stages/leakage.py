@@ -32,15 +32,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from warmstart.contracts import Job, SplitRef
+from warmstart.contracts import Job, RunPlan, SplitRef
 from warmstart.data import Splits, load_splits, open_dataset, parse_spec, store_splits
 from warmstart.data.splits import without
 from warmstart.data.transforms import resize_image, to_gray
 from warmstart.errors import ConfigError, DataError, WarmstartError
 from warmstart.params import PipelineParams
+from warmstart.stages.config import data_needs
 from warmstart.stages.duplicates import near_duplicates, pixel_digests
-from warmstart.stages.pretrain import data_needs
-from warmstart.stages.sources import LearnedFrom, provider_for
+from warmstart.stages.sources import LearnedFrom
 
 TOLERANCE = 0.01  # fraction of a split's images that may match before the run counts as leaky
 SPLITS = ("test", "validation")
@@ -196,7 +196,7 @@ def check_job(job: Job, source_hash: str | None) -> LeakageReport:
     target, split = open_dataset(job.target.hash), load_splits(job.split.hash)
     images = {"test": target.images[split.test], "validation": target.images[split.val]}
     source = None
-    if source_hash is not None and provider_for(job.params.source).needs_dataset:
+    if source_hash is not None and job.source.needs_dataset:
         ds = open_dataset(source_hash)
         source = ds.images if ds.in_memory else ds.images.chunks()
     pool = None
@@ -204,7 +204,7 @@ def check_job(job: Job, source_hash: str | None) -> LeakageReport:
         pool = target.images[np.union1d(split.train, split.unlabelled)]
     found = check(images, source=source, pool=pool).overlaps
     labels = 0
-    for seen in provider_for(job.params.source).learned_from(job.params):
+    for seen in job.source.learned_from:
         found += tuple(learned_overlaps(seen, job, images, split))
         labels += learned_labels(seen, job)
     return LeakageReport(found, labels)
@@ -324,13 +324,13 @@ def enforce(report: LeakageReport, *, allow: bool) -> str | None:
     return "leakage: " + report.message().split(" — ")[0] + " (run with --allow-leakage)"
 
 
-def refuse_same_dataset(params: PipelineParams) -> None:
+def refuse_same_dataset(plan: RunPlan) -> None:
     """Before any service or flow run: one spec as both source and target is leakage on its
     face (every validation and test image is in the source), unless ``allow_leakage``."""
-    if params.allow_leakage or not provider_for(params.source).needs_dataset:
+    if plan.params.allow_leakage or not plan.source.needs_dataset:
         return
     try:
-        source, target = parse_spec(params.source), parse_spec(params.target)
+        source, target = parse_spec(plan.source.spec), parse_spec(plan.target)
     except WarmstartError:
         return  # ``validate`` names the bad spec
     like = {k: getattr(target, k) for k in ("size", "channels") if getattr(source, k) is None}

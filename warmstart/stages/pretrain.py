@@ -13,10 +13,10 @@ from warmstart import models
 from warmstart.contracts import DatasetRef, Job, SourceModel
 from warmstart.data import open_dataset
 from warmstart.data.streamed import StreamedBatches
-from warmstart.models.config import RUNTIME_FIELDS
 from warmstart.models.registry import strategy_class
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
+from warmstart.stages.config import config_dict, data_needs, device
 from warmstart.stages.data import index_hash, unlabelled_pool
 from warmstart.stages.sources import (
     CHECKPOINT,
@@ -39,25 +39,8 @@ from warmstart.stages.weights import (
 WEIGHTS = "backbone.safetensors"
 
 
-def device(params: PipelineParams) -> str | None:
-    return None if params.device == "auto" else params.device
-
-
-def config_dict(cfg) -> dict:
-    """What a stage computes from (runtime-only fields such as device and threads excluded)."""
-    return {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS}
-
-
 def pretrain_config(params: PipelineParams, strategy: str) -> models.PretrainConfig:
     return models.PretrainConfig(epochs=params.pretrain_epochs, seed=0, device=device(params))
-
-
-def data_needs(strategy: str, params: PipelineParams) -> tuple[bool, bool]:
-    """(uses the source, uses the target pool), from the strategy's declared needs."""
-    labelled = strategy_class(strategy).needs_labels
-    uses_target = not labelled and params.unsupervised_data in ("target_pool", "both")
-    uses_source = labelled or params.unsupervised_data in ("source", "both")
-    return uses_source, uses_target
 
 
 @register_source_provider(DEFAULT_PROVIDER)

@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import ClassVar
 
 from warmstart import safepath
-from warmstart.contracts import DatasetRef, Job, SourceModel
+from warmstart.contracts import DatasetRef, Job, LearnedFrom, PlannedSource, SourceModel
 from warmstart.errors import ConfigError
+from warmstart.models.registry import Registry
 from warmstart.params import PipelineParams
 from warmstart.stages.weights import Report, no_report
 
 DEFAULT_PROVIDER = "pretrain"
 LEARNED_FILE = "learned.json"  # in a stage's folder: the data its weights learned from
 CHECKPOINT = "source checkpoint's "  # how the leakage report names that data, as a source
-
-
-@dataclass(frozen=True)
-class LearnedFrom:
-    """Data that a source's weights already learned from, by content hash: the leakage guard
-    checks it against the run's validation and test images like a source dataset."""
-
-    what: str  # how the report names it, e.g. "source model's labels"
-    dataset_hash: str
-    split_hash: str | None = None  # its labelled part: this split's train and validation
 
 
 def write_learned(stage_dir: Path, seen: list[LearnedFrom]) -> Path:
@@ -62,8 +53,8 @@ def read_learned(raw: bytes) -> list[LearnedFrom]:
 class SourceProvider:
     """Base class of a source provider. Subclass it, set ``name``, register it.
 
-    ``needs_dataset``: the flow ingests ``params.source`` as a dataset (converted to the target's
-    geometry) and passes it to ``resolve``. ``labels`` names one SourceModel per label (the arms
+    ``needs_dataset``: the flow ingests the planned source spec as a dataset (converted to the
+    target's geometry) and passes it to ``resolve``. ``labels`` names one SourceModel per label (the arms
     ``<label>/<mode>`` are built on it). ``resolve`` may train (it runs as a ``gpu`` task).
     """
 
@@ -76,6 +67,11 @@ class SourceProvider:
 
     def labels(self, params: PipelineParams) -> list[str]:
         return [self.name]
+
+    def target_spec(self, params: PipelineParams) -> str:
+        """The target spec the run ingests: ``params.target`` with any input preset this
+        source's weights need applied (``torchvision:``: their own input size)."""
+        return params.target
 
     def validate(self, params: PipelineParams) -> None:
         """Refuse bad parameters before anything is ingested or trained (one line, the fix)."""
@@ -97,42 +93,39 @@ class SourceProvider:
         raise NotImplementedError
 
 
-_PROVIDERS: dict[str, type[SourceProvider]] = {}
+SOURCE_PROVIDERS: Registry[SourceProvider] = Registry("source provider")
 
 
 def register_source_provider(name: str) -> Callable[[type[SourceProvider]], type[SourceProvider]]:
     """Class decorator: register a provider under ``name``; a duplicate name is refused."""
-
-    def wrap(cls: type[SourceProvider]) -> type[SourceProvider]:
-        if name in _PROVIDERS:
-            raise ValueError(f"source provider {name!r} is already registered")
-        cls.name = name
-        _PROVIDERS[name] = cls
-        return cls
-
-    return wrap
+    return SOURCE_PROVIDERS.register(name)
 
 
 def unregister_source_provider(name: str) -> None:
-    _PROVIDERS.pop(name, None)
+    SOURCE_PROVIDERS.unregister(name)
 
 
 def list_source_providers() -> list[str]:
-    return list(_PROVIDERS)
+    return SOURCE_PROVIDERS.names()
 
 
 def get_source_provider(name: str) -> SourceProvider:
-    try:
-        return _PROVIDERS[name]()
-    except KeyError:
-        raise ConfigError(
-            f"unknown source provider {name!r}: choose from {', '.join(_PROVIDERS)}"
-        ) from None
+    def refuse(_) -> ConfigError:
+        choices = ", ".join(list_source_providers())
+        return ConfigError(f"unknown source provider {name!r}: choose from {choices}")
+
+    return SOURCE_PROVIDERS.get_or(name, refuse)()
+
+
+def provider_of(source: PlannedSource) -> SourceProvider:
+    """The provider the plan resolved ``source`` to (by its registered name)."""
+    return get_source_provider(source.provider)
 
 
 def provider_for(spec: str) -> SourceProvider:
-    """The provider that claims ``spec``; dataset specs fall to the ``pretrain`` provider."""
-    for name, cls in _PROVIDERS.items():
+    """The provider that claims ``spec``; dataset specs fall to the ``pretrain`` provider.
+    Called once per run, by ``make_plan``: every stage reads the plan's ``PlannedSource``."""
+    for name, cls in zip(SOURCE_PROVIDERS.names(), SOURCE_PROVIDERS.classes(), strict=True):
         if name != DEFAULT_PROVIDER and cls.accepts(spec):
             return cls()
     return get_source_provider(DEFAULT_PROVIDER)

@@ -253,7 +253,7 @@ class CheckpointProvider(SourceProvider):
     def resolve(
         self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
     ) -> SourceModel:
-        spec, target = job.params.source, job.target
+        spec, target = job.source.spec, job.target
         if parse_checkpoint_spec(spec)[1] is not None:  # a torchvision model takes the target's
             backbone, state, file = read_plain(spec)
             check_backbone(spec, backbone, job.params)

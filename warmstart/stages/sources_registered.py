@@ -323,7 +323,7 @@ class RegisteredModelProvider(SourceProvider):
     def resolve(
         self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
     ) -> SourceModel:
-        version = lookup(job.params.source)
+        version = lookup(job.source.spec)
         g = version.geometry
         check_target(version.spec, g, job.target, job.params)
         weights_uri, digest = registered_weights(version)

@@ -11,20 +11,28 @@ repeated to three channels. Provenance ``lineage.*`` keys become the registered 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 from warmstart import storage, weights
 from warmstart.contracts import DatasetRef, Job, SourceModel
-from warmstart.data.spec import split_options
-from warmstart.errors import ConfigError
+from warmstart.data.spec import parse_spec, split_options
+from warmstart.errors import ConfigError, WarmstartError
 from warmstart.models import ModelError
-from warmstart.models.backbones.torchvision import PREFIX, check_input_size, check_model_name
+from warmstart.models.backbones.torchvision import (
+    PREFIX,
+    check_input_size,
+    check_model_name,
+    input_preset,
+)
 from warmstart.params import PipelineParams
 from warmstart.stages.sources import SourceProvider, register_source_provider
 from warmstart.stages.weights import Report, no_report, save_state
 
 KIND = "torchvision"
+TORCHVISION = KIND + ":"
+log = logging.getLogger(__name__)
 TRUNKS = "trunks"  # weights/trunks/torchvision-<model>-<sha256>.safetensors: what arms load
 
 
@@ -72,9 +80,41 @@ def lineage(fetched: weights.Fetched) -> dict[str, str]:
     }
 
 
+def native_size_target(source: str, target: str) -> str:
+    """``target`` with the input of the ``torchvision:`` source's weights when it names no
+    ``size=``: their transforms' centre crop and size (``?size=224x224&crop=center:0.875`` for
+    resize 256, crop 224; a ``crop=`` of the user's own is kept), and a one-line notice saying so
+    and how to pick a smaller size; any other target unchanged."""
+    try:
+        spec = parse_spec(target)
+    except WarmstartError:
+        return target  # validate() refuses it in one line with the fix
+    if spec.size is not None:
+        return target
+    model, options = split_options(source.removeprefix(TORCHVISION))
+    preset = input_preset(model, options.get("weights") or None)
+    crop, small = preset.crop, preset.smallest
+    faster = (
+        f"add ?size={max(small, 64)}x{max(small, 64)} to --target ({small} px and up fit {model})"
+        if small
+        else f"{model} takes only {crop}x{crop}"
+    )
+    weights = f"{model}'s DEFAULT weights {preset.weights}" if preset.own else preset.weights
+    centre = f"&crop=center:{crop / preset.resize:g}" if spec.crop is None else ""
+    log.warning(
+        "--target %s: no size= given, so images get the input of %s: its transforms' shorter "
+        "side %d px, centre crop %dx%d px. On a CPU that trains slowly: %s.",
+        target, weights, preset.resize, crop, crop, faster,
+    )  # fmt: skip
+    return f"{target}{'&' if '?' in target else '?'}size={crop}x{crop}{centre}"
+
+
 @register_source_provider(KIND)
 class TorchvisionProvider(SourceProvider):
     """Published weights of a torchvision model: one source, arms ``torchvision/<mode>``."""
+
+    def target_spec(self, params: PipelineParams) -> str:
+        return native_size_target(params.source, params.target)
 
     def validate(self, params: PipelineParams) -> None:
         model, name = parse_source(params.source)
@@ -86,7 +126,7 @@ class TorchvisionProvider(SourceProvider):
     def resolve(
         self, label: str, dataset: DatasetRef | None, job: Job, report: Report = no_report
     ) -> SourceModel:
-        spec, target = job.params.source, job.target
+        spec, target = job.source.spec, job.target
         model, name = parse_source(spec)
         check_size(spec, model, target.size)
         try:

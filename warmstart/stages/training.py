@@ -27,8 +27,8 @@ from warmstart.contracts import (
 from warmstart.data.splits import capped_val, seed_train
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
+from warmstart.stages.config import config_dict, device
 from warmstart.stages.data import index_hash, load_target
-from warmstart.stages.pretrain import config_dict, device
 from warmstart.stages.sources import CHECKPOINT, LearnedFrom, write_learned
 from warmstart.stages.weights import (
     Report,

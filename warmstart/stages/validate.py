@@ -1,23 +1,46 @@
-"""Validation before anything is ingested or trained, in one place for the CLI, the flow's
-``validate-params`` task and the Prefect form. Names (strategies, modes, backbone) are checked by
-``PipelineParams`` itself; here: the dataset specs (parse, exist, options), ``k_shot`` against the
-target's smallest class, the image size against the backbone, and the source provider's checks.
-Every error is a ``ConfigError`` of one line naming the flag the user typed and the fix."""
+"""The run's plan, made once before anything is ingested, for the CLI (which prints and submits
+it), the flow's ``validate-params`` task (when no plan was handed in: a deployment or the UI)
+and the Prefect form. Names (strategies, modes, backbone) are checked by ``PipelineParams``
+itself; here: the source resolved to its provider (the one place a source spec is resolved),
+the dataset specs (parse, exist, options), every k against the target's smallest class, the
+image size against the backbone, and the source provider's checks. Every error is a
+``ConfigError`` of one line naming the flag the user typed and the fix."""
 
 from __future__ import annotations
 
+from warmstart.contracts import PlannedSource, RunPlan, SplitPlan
 from warmstart.errors import ConfigError
 from warmstart.models import ModelError, get_backbone
-from warmstart.params import PipelineParams
+from warmstart.params import PipelineParams, SweepParams
 from warmstart.stages.checks import ClassCounts, class_counts, parse_flag, training_pool
-from warmstart.stages.sources import provider_for
+from warmstart.stages.data import SPLIT_SEED
+from warmstart.stages.sources import SourceProvider, provider_for
 
 
-def validate(params: PipelineParams) -> PipelineParams:
+def make_plan(params: PipelineParams) -> RunPlan:
     """Refuse bad input with one line (flag and fix) before anything is ingested; return the
-    params with the source pinned by its provider (what every stage of the run reads)."""
-    target = parse_flag("--target", params.target)
+    plan every stage of the run reads: the source resolved and pinned by its provider, the
+    target with the source's input preset applied, the split and every k (a sweep's too)."""
     provider = provider_for(params.source)
+    params = params.model_copy(update={"target": provider.target_spec(params)})
+    k_values = tuple(params.k_values) if isinstance(params, SweepParams) else (params.k_shot,)
+    check(params, provider, k_values)
+    provider.validate(params)
+    params = provider.pin(params)
+    source = PlannedSource(
+        spec=params.source,
+        provider=provider.name,
+        needs_dataset=provider.needs_dataset,
+        labels=tuple(provider.labels(params)),
+        learned_from=tuple(provider.learned_from(params)),
+    )
+    split = SplitPlan(params.val_fraction, params.test_fraction, SPLIT_SEED)
+    return RunPlan(params, (source,), params.target, split, k_values)
+
+
+def check(params: PipelineParams, provider: SourceProvider, k_values: tuple[int, ...]) -> None:
+    """The dataset specs, the image sizes against the backbone and every k against the target."""
+    target = parse_flag("--target", params.target)
     source = parse_flag("--source", params.source) if provider.needs_dataset else None
     counts = class_counts("--target", target)
     size = target.size or (counts.size if counts else None)
@@ -26,9 +49,7 @@ def validate(params: PipelineParams) -> PipelineParams:
     if source is not None and source.size is not None:
         check_image_size(params.backbone, source.size, "--source", params.source)
     if counts is not None:
-        check_k_shot(params, counts)
-    provider.validate(params)
-    return provider.pin(params)
+        check_k_shot(params, counts, k_values)
 
 
 def check_image_size(backbone: str, size: tuple[int, int], flag: str, spec: str) -> None:
@@ -59,13 +80,13 @@ def largest_k(params: PipelineParams, counts: ClassCounts) -> tuple[int, str]:
     return pools[smallest], smallest
 
 
-def check_k_shot(params: PipelineParams, counts: ClassCounts) -> None:
-    """``--k-shot`` (or the largest of ``--k-values`` for a sweep) must fit the smallest class."""
+def check_k_shot(params: PipelineParams, counts: ClassCounts, k_values: tuple[int, ...]) -> None:
+    """Every k (``--k-shot``, or each of a sweep's ``--k-values``) must fit the smallest class."""
     if not counts.pools:
         return
     limit, name = largest_k(params, counts)
-    values = getattr(params, "k_values", None)
-    flag, k = ("--k-values", max(values)) if values else ("--k-shot", params.k_shot)
+    flag = "--k-values" if isinstance(params, SweepParams) else "--k-shot"
+    k = max(k_values)
     if limit < 1:
         raise ConfigError(
             f"--target {params.target}: class {name!r} has too few images for train/val/test; "
