@@ -40,7 +40,9 @@ def transfer_pipeline(params: PipelineParams = PipelineParams()) -> dict:  # noq
     confirmed = train_confirmation(specs, sources, dataset, job)
     source_models = sources_by_label(sources)
     evaluation, rows = p.evaluate(results, source_models, job)
-    gate, confirm_rows, record = c.evaluate_confirmation(plan, confirmed, source_models, job)
+    gate, confirm_rows, record = c.evaluate_confirmation(
+        plan, confirmed, source_models, job, evaluation
+    )
     if gate is None:  # confirm_seeds=0: the selection's numbers, which cannot promote
         gate = c.with_protocol(evaluation, plan, record)
     scored = (gate, rows + confirm_rows)
