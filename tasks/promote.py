@@ -82,8 +82,9 @@ def register_and_promote(
     job: Job,
     started: float,
 ) -> dict:
-    """Select on validation, gate on test (paired bootstrap vs scratch and the champion), and
-    register + move ``champion`` (compare-and-set) only as the policy allows; publish the report."""
+    """Select on validation, gate on test (vs scratch on the confirmation seeds, vs the
+    champion), and register + move ``champion`` (compare-and-set) only as the policy allows;
+    publish the report."""
     evaluation, rows = scored
     served, model, x_test = _served_model(evaluation, results, job)
     source = sources.get(served.spec.strategy or "")

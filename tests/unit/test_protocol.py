@@ -89,7 +89,7 @@ def test_gate_on_confirmation_seeds_uses_the_two_way_interval_and_reports_the_pr
     expected = two_way_interval(cand, base)
     assert d.passed and d.delta_vs_scratch["ci_low"] == pytest.approx(expected["ci_low"])
     assert d.delta_vs_scratch["method"] == "two-way"
-    assert "two-way interval over seeds and test images over 5 confirmation seeds" in d.reason
+    assert "two-way interval over seeds and test images, 5 confirmation seeds" in d.reason
     for text in ("confirmation seeds 1000–1004", "6 transfer configurations", "best of 6"):
         assert text in d.reason, d.reason
     assert "labels used 369 per model (100 train = k 10 × 10 classes, + 269 validation)" in d.reason

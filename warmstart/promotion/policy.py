@@ -55,9 +55,10 @@ PROMOTED, NOT_PROMOTED = "promoted", "not promoted"
 UNCONFIRMED = "unconfirmed"  # the arm was never trained on fresh seeds: no promotion
 # Simpler transfer modes first: fewer trainable parameters / fewer stages win a validation tie.
 MODE_SIMPLICITY = {"linear_probe": 0, "finetune": 1, "lp_ft": 2}
-# The interval on confirmation seeds: "two-way" (seeds and test images, the gate's since issue 21)
-# or "seed-t" (seeds only, what it used before; kept for the calibration study's old column).
-INTERVALS = {"two-way": two_way_interval, "seed-t": seed_t_interval}
+# The interval on confirmation seeds: "two-way" (seeds and test images, the gate's since issue 21);
+# "seed-t" (seeds only, what it used before) and "bootstrap" (seeds × images resampled, crossed)
+# are kept for the calibration study (``simulate``), which is what chose "two-way".
+INTERVALS = {"two-way": two_way_interval, "seed-t": seed_t_interval, "bootstrap": paired_bootstrap}
 INTERVAL = "two-way"
 
 
@@ -320,7 +321,7 @@ def scratch_interval(
     this too, so a downloaded artifact gives the verdict's numbers."""
     cand = np.asarray(candidate_correct, dtype=bool)
     base = np.asarray(scratch_correct, dtype=bool)
-    if confirmed:
+    if confirmed and interval != "bootstrap":
         return INTERVALS[interval](cand, base, alpha=alpha)
     return paired_bootstrap(cand, base, n_boot=n_boot, seed=seed, alpha=alpha)
 
@@ -332,7 +333,7 @@ def _vs_scratch(
     confirmed = (candidate.protocol or {}).get("phase") == "confirmation"
     delta = scratch_interval(candidate.correct, scratch.correct, confirmed=confirmed, **stats)
     if confirmed:
-        over = f"{method_name(delta)} over {delta['seeds']} confirmation seeds"
+        over = f"{method_name(delta)}, {delta['seeds']} confirmation seeds"
     else:
         over = f"{delta['seeds']} seed(s)"
     level = round(100 * (1 - stats["alpha"]))

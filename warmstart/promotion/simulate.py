@@ -16,7 +16,8 @@ tendency (an image one arm gets wrong, it tends to get wrong on every seed). Arm
 
 Each simulated run draws a fresh test set of ``n_test`` images from the population and trains
 (draws) ``confirm_seeds`` seeds of each arm, then asks ``policy.decide`` with the given interval
-(``two-way``: the gate's; ``seed-t``: the one it used before issue 21). Promotion = the 95%
+(``two-way``: the gate's; ``seed-t``: the one it used before issue 21; ``bootstrap``: seeds ×
+images resampled, a rejected candidate, as is ``two-way-sum``). Promotion = the 95%
 interval's lower bound above margin 0: the nominal false-promotion rate is 2.5% (one-sided).
 ``benchmarks/interval_calibration.py`` prints the table.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import expit
+from scipy.special import expit, stdtrit
 
 from warmstart.contracts import SCRATCH, ArmScores
 from warmstart.promotion.policy import decide
@@ -109,22 +110,53 @@ _RECORD = {
 }
 
 
-def one_run(rng: np.random.Generator, sc: Scenario, interval: str, params=None) -> bool:
-    """One simulated run through ``policy.decide``: promoted or not."""
+def one_run(rng: np.random.Generator, sc: Scenario, intervals: tuple[str, ...], params=None):
+    """One simulated run: the same draws through ``policy.decide`` once per interval; whether
+    each promoted (and ``two-way-sum``, the rejected candidate, when ``two-way`` is asked)."""
     (a_arm, s_arm), (a_scr, s_scr) = params or arm_parameters(sc)
     record = _RECORD | {"confirmation_seeds": list(range(1000, 1000 + sc.confirm_seeds))}
     cand = _scores("sim/finetune", _draw(rng, sc, a_arm, s_arm), record)
     base = _scores(SCRATCH, _draw(rng, sc, a_scr, s_scr), {})
-    return decide(cand, base, margin=sc.margin, interval=interval).passed
+    out = {}
+    for interval in intervals:
+        decision = decide(cand, base, margin=sc.margin, interval=interval)
+        out[interval] = decision.passed
+        if interval == "two-way":
+            out[SUM] = double_counted_low(decision.delta_vs_scratch) > sc.margin
+    return out
 
 
-def promotion_rate(interval: str, sc: Scenario, *, sims: int = 1000, seed: int = 0) -> float:
-    """The fraction of ``sims`` simulated runs the gate promotes (deterministic in ``seed``; the
-    same draws for every interval). With ``effect=0`` the false-promotion rate, else the power."""
+SUM = "two-way-sum"  # the rejected candidate: var_s/S + var_n/N, the interaction counted twice
+
+
+def double_counted_low(d: dict) -> float:
+    """The lower bound of the naive sum ``var(m_s)/S + V_p`` (Satterthwaite df over its two
+    terms) from a ``two_way_interval`` result: the candidate the gate's interval was chosen over."""
+    var = d["seed_var"] + d["per_image_var"]
+    s, n = d["seeds"], d["n"]
+    parts = d["seed_var"] ** 2 / (s - 1) + d["per_image_var"] ** 2 / max(n - 1, 1)
+    df = var**2 / parts if parts > 0 else s - 1
+    return d["mean_diff"] - float(stdtrit(df, 1.0 - d["alpha"] / 2.0) * np.sqrt(var))
+
+
+def promotion_rates(
+    sc: Scenario, intervals: tuple[str, ...], *, sims: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """The fraction of ``sims`` simulated runs the gate promotes, per interval, on the same draws
+    (deterministic in ``seed``). With ``effect=0`` the false-promotion rate, else the power."""
     key = [seed, int(round(sc.persistence * 100)), int(round(sc.seed_sd * 1e4)), sc.n_test]
     rng = np.random.default_rng([*key, int(round(sc.effect * 1e4))])
     params = arm_parameters(sc)
-    return sum(one_run(rng, sc, interval, params) for _ in range(sims)) / sims
+    counts: dict[str, int] = {}
+    for _ in range(sims):
+        for name, passed in one_run(rng, sc, intervals, params).items():
+            counts[name] = counts.get(name, 0) + passed
+    return {name: c / sims for name, c in counts.items()}
+
+
+def promotion_rate(interval: str, sc: Scenario, *, sims: int = 1000, seed: int = 0) -> float:
+    """``promotion_rates`` of one interval."""
+    return promotion_rates(sc, (interval,), sims=sims, seed=seed)[interval]
 
 
 def recurrence(persistence: float, accuracy: float = 0.9) -> float:

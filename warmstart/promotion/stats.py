@@ -231,7 +231,8 @@ def two_way_interval(
     over a crossed seeds × images bootstrap is measured in ``warmstart.promotion.simulate``
     (docs/STATISTICS.md). With non-equal weights ``V_p`` is taken around the overall weighted
     mean, which over-states it when the strata differ (conservative). Same keys as
-    ``seed_t_interval`` (``method`` ``two-way``, ``df`` a float) plus ``seed_var``/``image_var``.
+    ``seed_t_interval`` (``method`` ``two-way``, ``df`` a float) plus ``seed_var``, ``image_var``
+    and ``per_image_var`` (``V_p``).
     """
     diff, w = _seeded(candidate_correct, baseline_correct, weights, alpha)
     s, n = diff.shape
@@ -250,7 +251,7 @@ def two_way_interval(
         parts = seed_var**2 / (s - 1) + v_p**2 / max(n - 1, 1)
         df = var**2 / (parts + inter**2 / ((s - 1) * max(n - 1, 1)))
     res = _t_result(candidate_correct, baseline_correct, diff, w, var, df, alpha, "two-way")
-    return res | {"seed_var": seed_var, "image_var": image_var}
+    return res | {"seed_var": seed_var, "image_var": image_var, "per_image_var": v_p}
 
 
 def class_balanced_weights(labels: np.ndarray | Sequence) -> np.ndarray:
