@@ -230,7 +230,8 @@ def two_way_interval(
     with Welch–Satterthwaite degrees of freedom (``S−1`` when the image term is 0). The choice
     over a crossed seeds × images bootstrap is measured in ``warmstart.promotion.simulate``
     (docs/STATISTICS.md). With non-equal weights ``V_p`` is taken around the overall weighted
-    mean, which over-states it when the strata differ (conservative). Same keys as
+    mean, which over-states it when the strata differ (conservative); drop excluded images from
+    the arrays rather than giving them weight 0 (the sizes count them). Same keys as
     ``seed_t_interval`` (``method`` ``two-way``, ``df`` a float) plus ``seed_var``, ``image_var``
     and ``per_image_var`` (``V_p``).
     """
