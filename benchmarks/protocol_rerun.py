@@ -1,4 +1,4 @@
-"""The gate's new protocol on BENCHMARKS §1–3 (issue 14): old and new verdicts side by side.
+"""The gate's new protocol on BENCHMARKS §1–3 (issues 14, 21): old and new verdicts side by side.
 
 The `label-efficiency` flow (which produced §1–3) trains every arm at every k but never runs the
 gate, so this script runs the `transfer-pipeline` flow once per k on the same source/target
@@ -10,7 +10,10 @@ specs and image sizes, with the default protocol (2 selection seeds, scratch's l
   scratch the old gate had) on test with the paired bootstrap over seeds × test examples (the
   selection rows of the pipeline's table), promoted if the CI's lower end is above the margin;
 - **new verdict**: the gate's own (chosen arm, Δ on the confirmation seeds with the t interval,
-  configurations compared on each side, labels used).
+  configurations compared on each side, labels used);
+- **interval** (issue 21): from the run's ``predictions.parquet``, ``recompute_verdict`` with the
+  seed-level t interval (the gate's until issue 21) and the two-way interval over seeds and test
+  images (the gate's since), side by side, and whether the verdict flips.
 
 It starts a private SeaweedFS + MLflow + Prefect on free ports in a temporary folder and stops
 them at the end; nothing else is touched. Each run's summary is saved as JSON under --out, and
@@ -103,12 +106,55 @@ def run_scenario(name: str, ks: list[int], args: argparse.Namespace, out: Path) 
         load = load_average().split()
         record = {"scenario": name, "k": k, "wall_s": wall, "load_end": load, "summary": summary}
         record["params"] = params.model_dump()
+        record["intervals"] = intervals(summary, out)
         (out / f"{name}-k{k}.json").write_text(json.dumps(record, default=str, indent=1))
         print(
             f"{name} k={k}: {summary['verdict']} ({summary['candidate']}) in {wall:.0f} s, "
             f"{summary['trained']} trained; load {' '.join(load)}",
             file=sys.stderr,
         )
+
+
+INTERVALS = ("seed-t", "two-way")
+
+
+def intervals(summary: dict, out: Path) -> dict[str, dict]:
+    """Both intervals recomputed from the run's downloaded predictions (the gate's own code)."""
+    from mlflow import MlflowClient
+
+    from warmstart.promotion import recompute_verdict
+
+    run_id = summary["mlflow_run_url"].split("/runs/")[1].split("?")[0]
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        path = MlflowClient().download_artifacts(run_id, "predictions.parquet", tmp)
+        return {name: recompute_verdict(path, interval=name) for name in INTERVALS}
+
+
+def interval_table(recs: list[dict]) -> None:
+    """Seed-t vs two-way on the same confirmation seeds, and the flips."""
+    print(
+        "\n| k | chosen arm | Δ (confirm seeds) | seed-t 95% CI | seed-t verdict | "
+        "two-way 95% CI (df) | two-way verdict (the gate's) | flip |"
+    )
+    print("|" + "---|" * 8)
+    for rec in recs:
+        iv, margin = rec.get("intervals"), rec["params"]["margin"]
+        if not iv:
+            print(f"| {rec['k']} | {rec['summary']['candidate']} | — (run saved before issue 21) |")
+            continue
+        old, new = iv["seed-t"], iv["two-way"]
+        ok = {n: d["ci_low"] > margin for n, d in iv.items()}
+        flip = "no" if ok["seed-t"] == ok["two-way"] else "**yes**"
+        print(
+            f"| {rec['k']} | {new['arm']} | {_pts(new['mean_diff'])} | "
+            f"{_ci(old['ci_low'], old['ci_high'])} | {_word(ok['seed-t'])} | "
+            f"{_ci(new['ci_low'], new['ci_high'])} ({new['df']:g}) | {_word(ok['two-way'])} | "
+            f"{flip} |"
+        )
+
+
+def _word(promoted: bool) -> str:
+    return "promoted" if promoted else "not promoted"
 
 
 def _pts(x: float) -> str:
@@ -201,6 +247,7 @@ def table(names: list[str], out: Path) -> None:
         old = old_table(section)
         for rec in recs:
             print(_row(rec, old, rec["params"]["margin"]))
+        interval_table(recs)
         wall = sum(r["wall_s"] for r in recs)
         trained = sum(r["summary"]["trained"] for r in recs)
         loads = ", ".join(" ".join(r["load_end"]) for r in recs)

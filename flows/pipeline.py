@@ -46,7 +46,9 @@ def transfer_pipeline(
     confirmed = train_confirmation(specs, sources, dataset, job)
     source_models = sources_by_label(sources)
     evaluation, rows = p.evaluate(results, source_models, job)
-    gate, confirm_rows, record = c.evaluate_confirmation(choice, confirmed, source_models, job)
+    gate, confirm_rows, record = c.evaluate_confirmation(
+        choice, confirmed, source_models, job, evaluation
+    )
     if gate is None:  # confirm_seeds=0: the selection's numbers, which cannot promote
         gate = c.with_protocol(evaluation, choice, record)
     scored = (gate, rows + confirm_rows)

@@ -8,8 +8,16 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from warmstart import stages, tracking
-from warmstart.contracts import ArmResult, ArmSpec, Evaluation, Job, SourceModel, TableRow
-from warmstart.promotion import protocol
+from warmstart.contracts import (
+    SCRATCH,
+    ArmResult,
+    ArmSpec,
+    Evaluation,
+    Job,
+    SourceModel,
+    TableRow,
+)
+from warmstart.promotion import protocol, recompute
 from warmstart.promotion.protocol_text import labels_text, seed_span
 from warmstart.stages.config import data_needs
 from warmstart.stages.duplicates import weak_recall_notes
@@ -60,16 +68,21 @@ def evaluate_confirmation(
     confirmed: list[ArmResult],
     sources: dict[str, SourceModel],
     job: Job,
+    selection: Evaluation | None = None,
 ) -> tuple[Evaluation | None, list[TableRow], dict]:
     """The confirmation seeds on test: the gate's evaluation (the chosen arm carrying the
     protocol, and scratch), their table rows, and the protocol record. Without confirmation
-    seeds the evaluation is None (the gate then uses the selection's, and cannot promote)."""
+    seeds the evaluation is None (the gate then uses the selection's, and cannot promote).
+    With ``selection`` (the selection seeds' evaluation), ``predictions.parquet`` is replaced
+    by every seed of both phases, the gate's rows marked (``promotion.recompute``)."""
     seeds = sorted({r.seed for r in confirmed}) or plan.selection_seeds
     labels = labels_used(job, sorted(set(plan.selection_seeds) | set(seeds)))
     if not confirmed:
         record = guard_record(protocol.protocol_record(plan, None, labels), job)
+        _log_predictions(job, selection, None, plan)
         return None, [], record
     evaluation = stages.evaluate(confirmed, job)
+    _log_predictions(job, selection, evaluation, plan)
     record = guard_record(protocol.protocol_record(plan, evaluation, labels), job)
     rows = protocol.confirmation_rows(evaluation, sources)
     log_arm_runs(evaluation, confirmed)
@@ -87,6 +100,20 @@ def guard_record(record: dict, job: Job) -> dict:
     removed = {"validation": job.split.removed_val, "test": job.split.removed_test}
     notes = list(weak_recall_notes(job.target.size))
     return {**record, "overlap_removed": {**removed, "notes": notes}}
+
+
+def _log_predictions(
+    job: Job, selection: Evaluation | None, confirmation: Evaluation | None, plan: protocol.Plan
+) -> None:
+    """Selection and confirmation predictions in one ``predictions.parquet``; the gate's rows
+    (the chosen arm and scratch of the phase it decides on) marked."""
+    if selection is None:
+        return
+    gate = (plan.candidate.arm, SCRATCH)
+    frames = [recompute.predictions_frame(selection, "selection", None if confirmation else gate)]
+    if confirmation is not None:
+        frames.append(recompute.predictions_frame(confirmation, "confirmation", gate))
+    tracking.log_bytes(job.run.run_id, "predictions.parquet", recompute.to_parquet(*frames))
 
 
 def with_protocol(evaluation: Evaluation, plan: protocol.Plan, record: dict) -> Evaluation:

@@ -4,39 +4,23 @@ add the MLflow artifacts and the Prefect verdict and table."""
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from warmstart import promotion, reports, stages, tracking
 from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
+from warmstart.promotion import recompute
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.pipeline import IO_RETRIES
 
 
 def predictions_parquet(evaluation: Evaluation) -> bytes:
-    """Per-example predictions of every arm and seed, for paired statistics later."""
-    frames = [
-        pd.DataFrame(
-            {
-                "arm": name,
-                "seed": seed,
-                "test_index": evaluation.test_index,
-                "label": evaluation.y_test,
-                "pred": arm.pred[i],
-                "correct": arm.correct[i],
-            }
-        )
-        for name, arm in evaluation.arms.items()
-        for i, seed in enumerate(arm.seeds)
-    ]
-    buf = io.BytesIO()
-    pd.concat(frames).to_parquet(buf, index=False)
-    return buf.getvalue()
+    """Per-example predictions of every arm and seed of the selection, for paired statistics
+    later; the pipeline replaces it with selection + confirmation (``tasks.confirm``)."""
+    return recompute.to_parquet(recompute.predictions_frame(evaluation, "selection"))
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -108,8 +92,9 @@ def register_and_promote(
     job: Job,
     started: float,
 ) -> dict:
-    """Select on validation, gate on test (paired bootstrap vs scratch and the champion), and
-    register + move ``champion`` (compare-and-set) only as the policy allows; publish the report."""
+    """Select on validation, gate on test (vs scratch on the confirmation seeds, vs the
+    champion), and register + move ``champion`` (compare-and-set) only as the policy allows;
+    publish the report."""
     evaluation, rows = scored
     served, model, x_test = _served_model(evaluation, results, job)
     source = sources.get(served.spec.strategy or "")

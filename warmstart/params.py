@@ -79,7 +79,8 @@ class PipelineParams(BaseModel):
         le=50,
         description="Gate: the chosen arm and scratch are trained again on this many fresh seeds "
         "(new initialisation and k-shot draw; seeds 1000, 1001, …) and the gate decides on those "
-        "only, with a seed-level t interval. 0 = no confirmation: the run can never be promoted.",
+        "only, with an interval over those seeds and the test images. 0 = no confirmation: the "
+        "run can never be promoted.",
     )
     val_per_class: int | None = Field(
         None,

@@ -24,5 +24,5 @@ PROMOTING = dict(
     seeds=2,
     pretrain_epochs=3,
     finetune_epochs=6,
-    confirm_seeds=5,  # the gate decides on seeds 1000-1004 only (seed-level t, 4 df)
+    confirm_seeds=5,  # the gate decides on seeds 1000-1004 only (two-way interval over seeds and test images)
 )

@@ -143,7 +143,28 @@ def promoted_run(stack):
     return {**summary, "seconds": time.monotonic() - t0}
 
 
-def test_gate_promotes_a_real_gain(promoted_run):
+def _check_recomputable(c, summary: dict, folder) -> None:
+    """The downloaded predictions.parquet holds every seed of both phases, and the one documented
+    call gives back the interval the gate reported (gate_report.json), number for number."""
+    import pandas as pd
+
+    from warmstart.promotion import recompute_verdict
+
+    run_id = summary["mlflow_run_url"].split("/runs/")[1].split("?")[0]
+    path = c.download_artifacts(run_id, "predictions.parquet", str(folder))
+    report = json.loads(open(c.download_artifacts(run_id, "gate_report.json", str(folder))).read())
+    reported = report["decision"]["delta_vs_scratch"]
+    got = recompute_verdict(path)
+    assert {k: got[k] for k in reported} == pytest.approx(reported), (got, reported)
+    assert got["method"] == "two-way" and got["phase"] == "confirmation"
+    frame = pd.read_parquet(path)
+    arm = frame[frame["arm"] == "supervised/linear_probe"]
+    assert sorted(set(zip(arm["phase"], arm["seed"], strict=True))) == [
+        ("confirmation", s) for s in range(1000, 1005)
+    ] + [("selection", 0), ("selection", 1)]
+
+
+def test_gate_promotes_a_real_gain(promoted_run, stack):
     summary = promoted_run
     row = next(r for r in summary["table"] if r["arm"] == "supervised/linear_probe")
     assert row["delta_ci"][0] > 0.0, row
@@ -158,7 +179,9 @@ def test_gate_promotes_a_real_gain(promoted_run):
         assert text in summary["reason"], summary["reason"]
     confirmed = next(r for r in summary["table"] if r["arm"] == "supervised/linear_probe (confirm)")
     assert confirmed["seeds"] == 5 and confirmed["delta_ci"][0] > 0.0, confirmed
+    assert "two-way interval over seeds and test images, 5 confirmation seeds" in summary["reason"]
     c = _client()
+    _check_recomputable(c, summary, stack.home)
     champion = c.get_model_version_by_alias(summary["model_name"], "champion")
     assert champion.version == summary["version"]
     assert champion.tags["gate_verdict"] == "promoted"

@@ -100,7 +100,7 @@ def test_every_mode_end_to_end_at_64px_with_verdict_and_lineage(
             "seeds": 1,
             "k_shot": 1,
             "finetune_epochs": 1,
-            "confirm_seeds": 2,  # the fewest the gate's seed-level t interval takes
+            "confirm_seeds": 2,  # the fewest the gate's interval takes
             "scratch_lrs": [3e-3],  # one scratch configuration (the grid is not under test)
             "scratch_weight_decays": [5e-4],
             "keep_candidates": True,

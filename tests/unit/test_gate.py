@@ -341,7 +341,8 @@ def test_summarize_numbers_and_the_one_formatter():
     assert sup.pretrain_images == 3000 and cells[0]["pretrain images"] == "3,000"  # 2 epochs
     assert scr.pretrain_images == 0 and cells[1]["pretrain images"] == "0"
     md = promotion.table_markdown(rows)
-    assert md.count("\n") == 5
+    assert md.count("\n") == 7 and md.endswith(f"\n\n{promotion.table.NOTE}.\n")
+    assert "rows marked (confirm): the gate's two-way interval" in md
     assert md.splitlines()[0] == "| " + " | ".join(promotion.COLUMNS) + " |"
     assert "| scratch | 3 | 80.0% |" in md and "| +0.0 [+0.0, +0.0] | 0.0 | 3.0 | 0 |" in md
 

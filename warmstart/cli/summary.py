@@ -11,10 +11,11 @@ from rich.table import Table
 from warmstart.cli.app import console
 from warmstart.contracts import TableRow
 from warmstart.promotion import COLUMNS, TITLE, table_cells
+from warmstart.promotion.table import NOTE
 
 
 def print_summary(summary: dict, seconds: float) -> None:
-    table = Table(*COLUMNS, title=TITLE)
+    table = Table(*COLUMNS, title=TITLE, caption=NOTE)
     for cells in table_cells([TableRow.from_dict(r) for r in summary["table"]]):
         table.add_row(*cells.values())
     out = console if console.is_terminal else Console(width=160)

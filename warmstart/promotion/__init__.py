@@ -1,6 +1,7 @@
-"""Promotion: the pure policy (candidate on validation, paired bootstrap against scratch, the
-champion condition), the results table, the gate report, and registering the served model
-with ``champion`` moved as a compare-and-set under a per-model lock."""
+"""Promotion: the pure policy (candidate on validation, the two-way interval against scratch on
+confirmation seeds, the champion condition), ``recompute_verdict`` on a run's predictions, the
+results table, the gate report, and registering the served model with ``champion`` moved as a
+compare-and-set under a per-model lock."""
 
 from warmstart.promotion.lock import lock_name, prefect_lock
 from warmstart.promotion.policy import (
@@ -12,6 +13,7 @@ from warmstart.promotion.policy import (
     select_candidate,
     served_index,
 )
+from warmstart.promotion.recompute import recompute_verdict
 from warmstart.promotion.registry import (
     Promotion,
     promote,
@@ -20,7 +22,15 @@ from warmstart.promotion.registry import (
     test_set_scorer,
 )
 from warmstart.promotion.report import gate_report, registry_line
-from warmstart.promotion.stats import ALPHA, BOOT_SEED, N_BOOT, accuracy_ci, paired_bootstrap
+from warmstart.promotion.stats import (
+    ALPHA,
+    BOOT_SEED,
+    N_BOOT,
+    accuracy_ci,
+    class_balanced_weights,
+    paired_bootstrap,
+    two_way_interval,
+)
 from warmstart.promotion.table import (
     COLUMNS,
     TITLE,
@@ -42,6 +52,7 @@ __all__ = [
     "Decision",
     "Promotion",
     "accuracy_ci",
+    "class_balanced_weights",
     "decide",
     "gate_report",
     "lock_name",
@@ -50,6 +61,7 @@ __all__ = [
     "prefect_lock",
     "promote",
     "provenance_tags",
+    "recompute_verdict",
     "registry_line",
     "select_candidate",
     "served_index",
@@ -58,4 +70,5 @@ __all__ = [
     "table_cells",
     "table_markdown",
     "test_set_scorer",
+    "two_way_interval",
 ]

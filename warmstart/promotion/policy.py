@@ -16,9 +16,9 @@ The rules, in the order they are applied (the first that applies decides):
    the confirmation seeds only (fresh initialisation and k-shot draw, see ``protocol``). A run
    without confirmation seeds (``confirm_seeds=0``) is never promoted (rule ``unconfirmed``).
    Scratch: the lower bound of the CI of (candidate − scratch) must exceed ``margin`` (a
-   fraction: 0.01 = one point): the seed-level paired t interval on confirmation seeds (its
-   calibration is measured in ``simulate``), the paired bootstrap over seeds and examples for
-   bare arrays without a protocol.
+   fraction: 0.01 = one point): on confirmation seeds the two-way interval over seeds and test
+   images (``stats.two_way_interval``; its calibration is measured in ``simulate``), the paired
+   bootstrap over seeds and examples for bare arrays without a protocol.
 5. Champion (if any): the point estimate of (served − champion) on the same test examples must
    be ≥ 0. Deliberately the point estimate, not "not significantly worse": with the latter a
    chain of promotions, each a non-significant drop, could walk the served accuracy down. The
@@ -36,16 +36,30 @@ from warmstart.contracts import SCRATCH, ArmScores, Evaluation
 from warmstart.errors import DataError
 from warmstart.promotion.protocol_text import (
     interval_text,
+    method_name,
     protocol_lines,
     protocol_sentence,
     protocol_tags,
+    test_images_text,
 )
-from warmstart.promotion.stats import ALPHA, BOOT_SEED, N_BOOT, paired_bootstrap, seed_t_interval
+from warmstart.promotion.stats import (
+    ALPHA,
+    BOOT_SEED,
+    N_BOOT,
+    paired_bootstrap,
+    seed_t_interval,
+    two_way_interval,
+)
 
 PROMOTED, NOT_PROMOTED = "promoted", "not promoted"
 UNCONFIRMED = "unconfirmed"  # the arm was never trained on fresh seeds: no promotion
 # Simpler transfer modes first: fewer trainable parameters / fewer stages win a validation tie.
 MODE_SIMPLICITY = {"linear_probe": 0, "finetune": 1, "lp_ft": 2}
+# The interval on confirmation seeds: "two-way" (seeds and test images, the gate's since issue 21);
+# "seed-t" (seeds only, what it used before) and "bootstrap" (seeds × images resampled, crossed)
+# are kept for the calibration study (``simulate``), which is what chose "two-way".
+INTERVALS = {"two-way": two_way_interval, "seed-t": seed_t_interval, "bootstrap": paired_bootstrap}
+INTERVAL = "two-way"
 
 
 @dataclass(frozen=True)
@@ -94,6 +108,7 @@ class Decision:
             "gate_delta_vs_scratch": f"{d['mean_diff']:.4f}",
             "gate_delta_ci_low": f"{d['ci_low']:.4f}",
             "gate_delta_ci_high": f"{d['ci_high']:.4f}",
+            "gate_interval": d.get("method", "bootstrap"),
         }
         if self.vs_champion is not None:
             tags["gate_delta_vs_champion"] = f"{self.vs_champion['mean_diff']:.4f}"
@@ -218,6 +233,18 @@ def _vs_champion(
     return result, text
 
 
+def _champion_part(
+    served: np.ndarray, champion: Champion | None, stats: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """The champion comparison (paired bootstrap on the served seed) and its text, if any."""
+    if champion is None:
+        return None, ""
+    if champion.not_applicable:
+        return None, f"champion v{champion.version} not compared ({champion.not_applicable})"
+    boot = {k: stats[k] for k in ("n_boot", "seed", "alpha")}
+    return _vs_champion(served, champion, boot)
+
+
 def decide(
     candidate: ArmScores,
     scratch: ArmScores,
@@ -228,23 +255,23 @@ def decide(
     seed: int = BOOT_SEED,
     alpha: float = ALPHA,
     blocked: str | None = None,
+    interval: str = INTERVAL,
 ) -> Decision:
     """Promote iff the served seed may replace the champion and the arm really beats scratch
     (rules 2-5 of this module). ``blocked`` (e.g. the leakage guard's line) refuses whatever the
-    numbers say; a champion with ``not_applicable`` set is reported but not compared."""
+    numbers say; a champion with ``not_applicable`` set is reported but not compared.
+    ``interval`` names the interval on confirmation seeds (``INTERVALS``)."""
     if candidate.arm == SCRATCH or not candidate.is_candidate:
         raise DataError(f"{candidate.arm} is a baseline, not a candidate: pass a transfer arm")
-    stats = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
-    correct = np.asarray(candidate.correct, dtype=bool)
+    if interval not in INTERVALS:
+        raise DataError(f"interval={interval!r}: use one of {sorted(INTERVALS)}")
+    stats = {"n_boot": n_boot, "seed": seed, "alpha": alpha, "interval": interval}
     delta, scratch_text = _vs_scratch(candidate, scratch, stats)
     protocol = candidate.protocol or None
     best = served_index(candidate)
-    vs, champion_text = (None, "")
+    served = np.asarray(candidate.correct, dtype=bool)[best : best + 1]
     skip = champion.not_applicable if champion is not None else None
-    if skip:
-        champion_text = f"champion v{champion.version} not compared ({skip})"
-    elif champion is not None:
-        vs, champion_text = _vs_champion(correct[best : best + 1], champion, stats)
+    vs, champion_text = _champion_part(served, champion, stats)
     if blocked:
         rule = "blocked"
     elif protocol is not None and protocol.get("phase") != "confirmation":
@@ -279,23 +306,40 @@ def decide(
     )
 
 
+def scratch_interval(
+    candidate_correct: np.ndarray,
+    scratch_correct: np.ndarray,
+    *,
+    confirmed: bool,
+    interval: str = INTERVAL,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """The gate's CI of (candidate − scratch): ``INTERVALS[interval]`` on confirmation seeds,
+    the paired bootstrap otherwise (such a run is never promoted). ``recompute_verdict`` calls
+    this too, so a downloaded artifact gives the verdict's numbers."""
+    cand = np.asarray(candidate_correct, dtype=bool)
+    base = np.asarray(scratch_correct, dtype=bool)
+    if confirmed and interval != "bootstrap":
+        return INTERVALS[interval](cand, base, alpha=alpha)
+    return paired_bootstrap(cand, base, n_boot=n_boot, seed=seed, alpha=alpha)
+
+
 def _vs_scratch(
     candidate: ArmScores, scratch: ArmScores, stats: dict[str, Any]
 ) -> tuple[dict[str, Any], str]:
-    """Δ vs scratch and its text. On confirmation seeds (the pipeline's gate) the seed-level
-    paired t interval; for bare arrays without a protocol, the paired bootstrap."""
-    cand = np.asarray(candidate.correct, dtype=bool)
-    base = np.asarray(scratch.correct, dtype=bool)
-    if (candidate.protocol or {}).get("phase") == "confirmation":
-        delta = seed_t_interval(cand, base, alpha=stats["alpha"])
-        over = f"seed-level t over {delta['seeds']} confirmation seeds"
+    """Δ vs scratch and its text (``scratch_interval``)."""
+    confirmed = (candidate.protocol or {}).get("phase") == "confirmation"
+    delta = scratch_interval(candidate.correct, scratch.correct, confirmed=confirmed, **stats)
+    if confirmed:
+        over = f"{method_name(delta)}, {delta['seeds']} confirmation seeds"
     else:
-        delta = paired_bootstrap(cand, base, **stats)
         over = f"{delta['seeds']} seed(s)"
     level = round(100 * (1 - stats["alpha"]))
     text = (
         f"{candidate.arm} vs scratch {_pts(delta['mean_diff'])} points "
         f"({level}% CI {_pts(delta['ci_low'])} to {_pts(delta['ci_high'])}, "
-        f"{over} × {delta['n']} test examples)"
+        f"{over} × {test_images_text(delta)})"
     )
     return delta, text

@@ -5,9 +5,10 @@
    mean validation accuracy among its search grid (``scratch``, ``scratch/lr=…,wd=…``).
 2. Confirmation: both are trained again on seeds that played no part in selection (a new
    initialisation and a new k-shot draw; validation and test fixed). The gate decides on those
-   seeds only, with the seed-level paired t interval (``stats.seed_t_interval``): the luck that
-   made an arm win selection does not come along, and the interval carries seed variance.
-   ``warmstart.promotion.simulate`` measures its false-promotion rate against the old procedure.
+   seeds only, with the two-way interval over seeds and test images
+   (``stats.two_way_interval``): the luck that made an arm win selection does not come along,
+   and the interval carries seed variance and the test set's own sampling.
+   ``warmstart.promotion.simulate`` measures its false promotions against the seed-only one.
 
 ``protocol_record`` is what the verdict reports: the seeds, how many configurations each side
 searched, and the labels used.
@@ -33,7 +34,7 @@ from warmstart.contracts import (
 )
 from warmstart.errors import DataError
 from warmstart.promotion.policy import select_candidate
-from warmstart.promotion.stats import seed_t_interval
+from warmstart.promotion.stats import two_way_interval
 from warmstart.promotion.table import summarize
 
 
@@ -109,7 +110,7 @@ def protocol_record(
     record["confirmation_seeds"] = list(arm.seeds)
     control = confirmation.arms.get(pool_control_arm(plan.candidate.arm))
     if control is not None:
-        record["source_gain"] = seed_t_interval(arm.correct, control.correct)
+        record["source_gain"] = two_way_interval(arm.correct, control.correct)
     return record
 
 
@@ -130,7 +131,7 @@ def gate_evaluation(confirmation: Evaluation, plan: Plan, protocol: dict[str, An
 
 def confirmation_rows(confirmation: Evaluation, sources: dict[str, SourceModel]) -> list[TableRow]:
     """Table rows of the confirmation seeds, named ``… (confirm)``; their Δ interval is the
-    gate's (seed-level t), not the bootstrap of the selection rows."""
+    gate's (two-way: seeds and test images), not the bootstrap of the selection rows."""
     arms = {
         k: v for k, v in confirmation.arms.items() if k == SCRATCH or k in _confirmed(confirmation)
     }
@@ -139,7 +140,7 @@ def confirmation_rows(confirmation: Evaluation, sources: dict[str, SourceModel])
     out = []
     for row in rows:
         if row.arm != SCRATCH and len(confirmation.arms[row.arm].seeds) > 1:
-            t = seed_t_interval(confirmation.arms[row.arm].correct, scratch)
+            t = two_way_interval(confirmation.arms[row.arm].correct, scratch)
             row = replace(row, delta_ci=(t["ci_low"], t["ci_high"]))
         out.append(replace(row, arm=f"{row.arm} (confirm)"))
     return out

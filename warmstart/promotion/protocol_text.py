@@ -25,15 +25,39 @@ def _pts(x: float) -> str:
     return f"{100.0 * x:+.1f}"
 
 
+METHODS = {
+    "two-way": "two-way interval over seeds and test images",
+    "seed-t": "seed-level paired t interval",
+    "bootstrap": "paired bootstrap over seeds and examples",
+}
+
+
+def method_name(d: dict[str, Any]) -> str:
+    """The interval's method in words (``two-way interval over seeds and test images``)."""
+    return METHODS[d.get("method", "bootstrap")]
+
+
+def test_images_text(d: dict[str, Any]) -> str:
+    """``359 test examples``: the images the interval was computed on. The spot for the count
+    of test images removed for overlap with the source (issue 21 item 3) when there is one."""
+    return f"{d['n']} test examples"
+
+
 def interval_text(d: dict[str, Any]) -> str:
-    """The sentence under the verdict's table: what the interval was computed over."""
+    """The sentence under the verdict's table: the interval's method and what it covers."""
+    if d.get("method") == "two-way":
+        return (
+            f"{d['seeds']} confirmation seeds × {test_images_text(d)}: {method_name(d)} "
+            f"(paired; seed variance + test-image variance, t with {d['df']:g} df), so it "
+            "covers a new test set as well as new seeds."
+        )
     if d.get("method") == "seed-t":
         return (
-            f"{d['seeds']} confirmation seeds × {d['n']} test examples: seed-level paired t "
-            f"interval ({d['df']} df) of the per-seed accuracy differences."
+            f"{d['seeds']} confirmation seeds × {test_images_text(d)}: {method_name(d)} "
+            f"({d['df']} df) of the per-seed accuracy differences (seeds only)."
         )
     return (
-        f"{d['seeds']} seed(s) × {d['n']} test examples, {d['n_boot']} paired bootstrap "
+        f"{d['seeds']} seed(s) × {test_images_text(d)}, {d['n_boot']} paired bootstrap "
         "resamples over seeds and examples."
     )
 

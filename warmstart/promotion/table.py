@@ -21,6 +21,11 @@ COLUMNS = (
     "pretrain images",  # pretraining compute beside its seconds: epochs × images
 )
 TITLE = "transfer vs scratch on the target test split"
+# Which interval each row's Δ CI is (the CLI's caption, the Markdown's last line).
+NOTE = (
+    "Δ vs scratch CI: paired bootstrap over seeds × test examples; rows marked (confirm): the "
+    "gate's two-way interval over seeds and test images (confirmation seeds)"
+)
 
 
 def pretrain_images(source: SourceModel | None) -> int:
@@ -116,5 +121,5 @@ def markdown(cells: Sequence[Mapping[str, str]]) -> str:
 
 
 def table_markdown(rows: Sequence[TableRow]) -> str:
-    """The results table in Markdown (MLflow artifact, Prefect Markdown)."""
-    return markdown(table_cells(rows))
+    """The results table in Markdown (MLflow artifact, Prefect Markdown), with ``NOTE``."""
+    return markdown(table_cells(rows)) + f"\n{NOTE}.\n"
