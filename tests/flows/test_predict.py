@@ -388,3 +388,121 @@ def test_cli_refuses_bad_inputs_in_one_line_with_exit_2(model, digits, tmp_path,
     for word in expect:
         assert word in lines[0]
     assert not Path(out).exists()
+
+
+# ------------------------------------------------------------------ export (same registered model)
+
+
+@pytest.fixture(scope="module")
+def hundred_digits():
+    """100 images of the target (the last 20 of each digit 5-9), uint8 N×1×8×8."""
+    from warmstart.data import load_source
+
+    ds = load_source("builtin:uci-digits?classes=5-9")
+    idx = np.concatenate([np.flatnonzero(ds.labels == c)[-20:] for c in range(len(ds.classes))])
+    return ds.images[idx]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_cli_exports_onnx_that_matches_torch_and_predict(
+    model, hundred_digits, digits, tmp_path, monkeypatch
+):
+    """`warmstart export --format onnx`: onnxruntime on 100 images within 1e-4 of the registered
+    graph in torch (through the same pyfunc `warmstart predict` loads), the same classes as
+    `warmstart predict` on PNG files, and the file kept beside the version."""
+    import json
+
+    from warmstart import export as wx
+    from warmstart import tracking
+
+    cli = Path(sys.executable).parent / "warmstart"
+    out = tmp_path / "export"  # the README's folder: its example runs below as written
+    proc = subprocess.run(
+        [str(cli), "export", model["alias_uri"], "--format", "onnx", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    onnx_file = out / "model.onnx"
+    assert f"onnx export of {model['version_uri']} -> {onnx_file}" in proc.stdout
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["input"] == {
+        "name": "image",
+        "dtype": "uint8",
+        "shape": ["N", 1, 8, 8],
+        "range": [0, 255],
+    }
+    assert meta["classes"] == ["5", "6", "7", "8", "9"] and meta["sha256"] == _sha256(onnx_file)
+    assert meta["parity"]["max_abs_diff"] <= 1e-4
+
+    got = wx.run_export(onnx_file, "onnx", hundred_digits)  # onnxruntime
+    served = wp.resolve_model(model["version_uri"])
+    pyfunc = tracking.load_pyfunc(served.uri)
+    want = tracking.predict_logits(pyfunc, served.uri, hundred_digits.astype(np.float32) / 255.0)
+    assert got.shape == (100, 5)
+    diff = float(np.abs(got - want).max())
+    print(f"onnxruntime vs torch on 100 digits: max abs diff {diff:.2e}")
+    assert diff <= 1e-4
+    assert (got.argmax(1) == wp.run_model(served, hundred_digits).argmax(1)).all()
+
+    # the same classes as `warmstart predict` on ten PNG files
+    ten = {k: v[:2] for k, v in digits.items()}
+    _write_folder(tmp_path / "ten", ten)
+    assert (
+        _cli(
+            "--model",
+            model["version_uri"],
+            str(tmp_path / "ten"),
+            "--out",
+            str(tmp_path / "ten.csv"),
+        ).returncode
+        == 0
+    )
+    frame = pd.read_csv(tmp_path / "ten.csv", dtype={"class": str})
+    stacked = np.stack([ten[f.split("/")[0]][int(f[-7:-4])] for f in frame["file"]])[:, None]
+    onnx_classes = [meta["classes"][i] for i in wx.run_export(onnx_file, "onnx", stacked).argmax(1)]
+    assert onnx_classes == list(frame["class"])
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    example = readme.split("\n### Export\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope = {"files": [str(tmp_path / "ten" / f) for f in frame["file"]]}
+    exec(compile(example, "README.md", "exec"), scope)
+    assert scope["classes"] == list(frame["class"])
+
+    name, version = model["version_uri"].split("/")[1:]
+    tags = tracking.version_by_alias(name, "predict-test").tags
+    assert tags["export.onnx.sha256"] == meta["sha256"]
+    assert tags["export.onnx.uri"].endswith(f"/exports/v{version}/onnx")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torchscript", "exported-program"])
+def test_torch_exports_match_torch(model, hundred_digits, tmp_path, fmt):
+    from warmstart import export as wx
+
+    meta = wx.export(model["version_uri"], fmt, str(tmp_path), images=hundred_digits, log=False)
+    assert meta["parity"]["images"] == 100 and meta["parity"]["max_abs_diff"] <= 1e-4
+    assert meta["logged_to"] is None and Path(meta["path"]).name == wx.FORMATS[fmt]
+    served = wp.resolve_model(model["version_uri"])
+    again = wx.run_export(Path(meta["path"]), fmt, hundred_digits[:10])
+    assert (again.argmax(1) == wp.run_model(served, hundred_digits[:10]).argmax(1)).all()
+
+
+def test_export_refuses_an_unknown_format_and_a_file_as_folder(tmp_path):
+    from warmstart import export as wx
+
+    with pytest.raises(ConfigError, match=r"^--format tflite: use one of onnx, torchscript, "):
+        wx.export("models:/x/1", "tflite", str(tmp_path))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match=r"^--out .*/f: is a file"):
+        wx.export("models:/x/1", "onnx", str(tmp_path / "f"))
