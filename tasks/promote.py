@@ -13,9 +13,11 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from warmstart import promotion, reports, stages, tracking
+from warmstart import model_card, promotion, reports, stages, tracking
 from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
+from warmstart.tasks.events import emit_verdict
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
+from warmstart.tasks.model_card import publish_card
 from warmstart.tasks.pipeline import IO_RETRIES
 
 
@@ -51,6 +53,7 @@ def evaluate(
     # the parent keeps one mean test accuracy per arm (the label-efficiency plot and the browser
     # test read them); the comparable per-seed numbers live on each arm's own run
     tracking.log_metrics(run_id, {f"test_acc.{r.arm.replace('/', '.')}": r.test_acc for r in rows})
+    tracking.log_metrics(run_id, model_card.class_metrics(evaluation))  # per-class truth
     log_arm_runs(evaluation, results)
     tracking.log_bytes(run_id, "predictions.parquet", predictions_parquet(evaluation))
     tracking.log_text(run_id, "accuracy_table.md", promotion.table_markdown(rows))
@@ -122,6 +125,9 @@ def register_and_promote(
         )
     _log_confusion(job.run.run_id, model, x_test, evaluation)
     stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
+    if outcome is not None and outcome.version:
+        wall = time.time() - started
+        publish_card(evaluation, decision, outcome, rows, stage_records, job, wall)
     summary = publish(decision, outcome, rows, stage_records, job, time.time() - started)
     candidate = evaluation.arms[decision.candidate]
     summary["served_test_accuracy"] = candidate.test_acc[promotion.served_index(candidate)]
@@ -163,7 +169,9 @@ def publish(
     tracking.log_metrics(run.run_id, {**gate, "flow_wall_seconds": wall_seconds})
     tracking.end_run(run.run_id)
     get_run_logger().info("gate: %s — %s", decision.verdict, decision.reason)
-    return summary(decision, outcome, rows, stage_records, job)
+    out = summary(decision, outcome, rows, stage_records, job)
+    out["event"] = emit_verdict(decision, outcome, out["model_name"], job)["event"]
+    return out
 
 
 def summary(

@@ -191,7 +191,7 @@ def model(stack):
     net, example, accuracy = _train_digits_classifier(ds)
     name = tracking.model_name_for(f"predict-test-{uuid.uuid4().hex[:6]}")
     run_id = tracking.start_run(tracking.experiment_id("predict-test"), "finetune-target[test]")
-    logged = tracking.log_model(run_id, net, example=example)
+    logged = tracking.log_model(run_id, net, example=example, classes=ds.classes)
     tracking.end_run(run_id)
     tracking.ensure_registered_model(name)
     version = tracking.create_version(
@@ -506,3 +506,129 @@ def test_export_refuses_an_unknown_format_and_a_file_as_folder(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ConfigError, match=r"^--out .*/f: is a file"):
         wx.export("models:/x/1", "onnx", str(tmp_path / "f"))
+
+
+# ------------------------------------------------------------------ the image pyfunc, served
+
+
+def _serve(uri: str, port: int, log: Path) -> subprocess.Popen:
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    return subprocess.Popen(
+        [
+            str(mlflow_cli),
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),  # a file: a pipe nobody reads would fill and stall the server
+        # the venv's bin first: the server execs `uvicorn` by name
+        env={**os.environ, "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ['PATH']}"},
+        start_new_session=True,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 240.0) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"mlflow models serve exited: {proc.stderr.read().decode()[-2000:]}"
+            )
+        try:
+            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError("mlflow models serve did not answer /ping in time")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_served_champion_takes_png_and_jpeg_and_returns_class_names(model, digits, tmp_path):
+    """`mlflow models serve` on the registered version; a real HTTP client posts PNG and JPEG
+    files (base64 in JSON) and gets the classes `warmstart predict` gives, with probabilities."""
+    import base64
+    import signal
+
+    import httpx
+
+    from tests.conftest import free_ports
+
+    ten = {k: v[:2] for k, v in digits.items()}
+    _write_folder(tmp_path / "ten", ten)
+    assert (
+        _cli(
+            "--model",
+            model["version_uri"],
+            str(tmp_path / "ten"),
+            "--out",
+            str(tmp_path / "ten.csv"),
+        ).returncode
+        == 0
+    )
+    frame = pd.read_csv(tmp_path / "ten.csv", dtype={"class": str})
+    pngs = [(tmp_path / "ten" / f).read_bytes() for f in frame["file"]]
+    jpeg = io.BytesIO()
+    Image.fromarray(ten["7"][0]).resize((32, 32)).save(jpeg, format="JPEG", quality=95)
+
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    proc = _serve(model["version_uri"], port, log)
+    try:
+        _wait_ready(proc, url, log)
+        rows = [[base64.b64encode(b).decode()] for b in [*pngs, jpeg.getvalue()]]
+        reply = httpx.post(
+            f"{url}/invocations",
+            json={"dataframe_split": {"columns": ["image"], "data": rows}},
+            timeout=60,
+        )
+        assert reply.status_code == 200, reply.text
+        predictions = reply.json()["predictions"]
+        bad = httpx.post(
+            f"{url}/invocations",
+            json={"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}},
+            timeout=60,
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert len(predictions) == 11
+    assert [p["class"] for p in predictions[:10]] == list(frame["class"])
+    assert [round(p["probability"], 6) for p in predictions[:10]] == [
+        round(p, 6) for p in frame["probability"]
+    ]
+    for p in predictions:
+        assert len(p["probabilities"]) == 5
+        assert sum(p["probabilities"]) == pytest.approx(1.0)
+        assert p["probability"] == pytest.approx(max(p["probabilities"]))
+    assert predictions[10]["class"] in {"5", "6", "7", "8", "9"}  # a 32x32 JPEG, resized
+    assert bad.status_code >= 400 and "row 0 is not a readable image" in bad.text
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_pyfunc_in_process_takes_bytes_and_tensors(model, digits):
+    import mlflow
+
+    pyfunc = mlflow.pyfunc.load_model(model["version_uri"])
+    png = _png(digits["8"][0])
+    out = pyfunc.predict(pd.DataFrame({"image": [png, png]}))
+    assert list(out.columns) == ["class", "probability", "probabilities"]
+    assert out["class"].tolist()[0] == out["class"].tolist()[1]
+    logits = pyfunc.unwrap_python_model().logits(digits["8"][:1][:, None] / 255.0)
+    assert logits.shape == (1, 5)
+    assert out["class"][0] == ["5", "6", "7", "8", "9"][int(logits.argmax())]

@@ -97,6 +97,7 @@ class _Request:
     source_spec: str = ""  # what the source was pretrained on (for the version's description)
     data: tuple[str, str] = ("", "")  # this run's (target dataset hash, split hash)
     blocked: str | None = None  # the leakage guard's line: never promoted
+    classes: tuple[str, ...] = ()  # the target's class names (the served pyfunc returns them)
 
 
 def provenance_tags(served: ArmResult, job: Job, source: SourceModel | None) -> dict[str, str]:
@@ -239,7 +240,9 @@ def _version_for(req: _Request, decision: Decision) -> tuple[VersionRef, bool]:
             f"served result {req.served.arm}/seed={req.served.seed} has no MLflow run id and the "
             "job no parent run: record StageRecord.mlflow_run_id (or RunContext.run_id)"
         )
-    logged = tracking.log_model(run_id, req.model, example=req.example, tags=req.tags)
+    logged = tracking.log_model(
+        run_id, req.model, example=req.example, tags=req.tags, classes=req.classes or None
+    )
     tracking.ensure_registered_model(req.model_name, DESCRIPTION)
     tags = {
         **req.tags,
@@ -363,6 +366,7 @@ def promote(
         source_spec=job.params.source,
         data=(job.target.hash, job.split.hash),
         blocked=job.leakage,
+        classes=tuple(job.target.classes),
     )
     made: list[VersionRef] = []
     with lock(req.model_name):
