@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from warmstart import model_card, promotion, reports, stages, tracking
 from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
+from warmstart.promotion.metric import gate_weights
 from warmstart.tasks.events import emit_verdict
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.model_card import publish_card
@@ -121,7 +122,11 @@ def register_and_promote(
         outcome = None
         candidate = promotion.select_candidate(evaluation)
         decision = promotion.decide(
-            candidate, evaluation.arms["scratch"], margin=job.params.margin, blocked=job.leakage
+            candidate,
+            evaluation.arms["scratch"],
+            margin=job.params.margin,
+            blocked=job.leakage,
+            weights=gate_weights(job, evaluation),
         )
     _log_confusion(job.run.run_id, model, x_test, evaluation)
     stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]

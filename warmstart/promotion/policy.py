@@ -228,6 +228,7 @@ def decide(
     seed: int = BOOT_SEED,
     alpha: float = ALPHA,
     blocked: str | None = None,
+    weights: np.ndarray | None = None,
 ) -> Decision:
     """Promote iff the served seed may replace the champion and the arm really beats scratch
     (rules 2-5 of this module). ``blocked`` (e.g. the leakage guard's line) refuses whatever the
@@ -236,7 +237,7 @@ def decide(
         raise DataError(f"{candidate.arm} is a baseline, not a candidate: pass a transfer arm")
     stats = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
     correct = np.asarray(candidate.correct, dtype=bool)
-    delta, scratch_text = _vs_scratch(candidate, scratch, stats)
+    delta, scratch_text = _vs_scratch(candidate, scratch, stats, weights)
     protocol = candidate.protocol or None
     best = served_index(candidate)
     vs, champion_text = (None, "")
@@ -280,15 +281,17 @@ def decide(
 
 
 def _vs_scratch(
-    candidate: ArmScores, scratch: ArmScores, stats: dict[str, Any]
+    candidate: ArmScores, scratch: ArmScores, stats: dict[str, Any], weights: Any = None
 ) -> tuple[dict[str, Any], str]:
     """Δ vs scratch and its text. On confirmation seeds (the pipeline's gate) the seed-level
-    paired t interval; for bare arrays without a protocol, the paired bootstrap."""
+    paired t interval (of balanced accuracy when given its ``weights``); for bare arrays
+    without a protocol, the paired bootstrap."""
     cand = np.asarray(candidate.correct, dtype=bool)
     base = np.asarray(scratch.correct, dtype=bool)
     if (candidate.protocol or {}).get("phase") == "confirmation":
-        delta = seed_t_interval(cand, base, alpha=stats["alpha"])
+        delta = seed_t_interval(cand, base, alpha=stats["alpha"], weights=weights)
         over = f"seed-level t over {delta['seeds']} confirmation seeds"
+        over += ", balanced accuracy" if weights is not None else ""
     else:
         delta = paired_bootstrap(cand, base, **stats)
         over = f"{delta['seeds']} seed(s)"

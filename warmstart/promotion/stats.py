@@ -136,8 +136,10 @@ def seed_t_interval(
     baseline_correct: np.ndarray | Sequence,
     *,
     alpha: float = ALPHA,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float | int | str]:
-    """Paired Student-t CI of accuracy(candidate) − accuracy(baseline), over seeds.
+    """Paired Student-t CI of accuracy(candidate) − accuracy(baseline), over seeds (with
+    per-example ``weights``: of the weighted accuracies, e.g. balanced accuracy).
 
     The unit is the seed: row ``s`` of both arrays was trained with seed ``s`` (a fresh
     initialisation and a fresh k-shot draw), and ``d_s`` is the difference of the two rows'
@@ -155,7 +157,8 @@ def seed_t_interval(
         )
     if not 0.0 < alpha < 1.0:
         raise DataError(f"alpha={alpha}: use a level in (0, 1), e.g. 0.05 for a 95% interval")
-    per_seed = diff.mean(axis=1)
+    w = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    per_seed = diff.mean(axis=1) if w is None else diff @ w
     s = per_seed.size
     half = float(stdtrit(s - 1, 1.0 - alpha / 2.0) * per_seed.std(ddof=1) / np.sqrt(s))
     mean = float(per_seed.mean())
@@ -167,8 +170,8 @@ def seed_t_interval(
         "ci_high": mean + half,
         "n": int(diff.shape[1]),
         "seeds": int(s),
-        "candidate_accuracy": float(c.mean()),
-        "baseline_accuracy": float(b.mean()),
+        "candidate_accuracy": float(c.mean() if w is None else (c @ w).mean()),
+        "baseline_accuracy": float(b.mean() if w is None else (b @ w).mean()),
         "alpha": float(alpha),
         "method": "seed-t",
         "df": int(s - 1),
