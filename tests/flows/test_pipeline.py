@@ -140,6 +140,7 @@ def test_version_card_and_verdict_event(first_run, stack):
     mv = c.get_model_version(summary["model_name"], summary["version"])
     head, card = mv.description.split("\n\n# Model card: ", 1)
     card = "# Model card: " + card
+    print(card)  # the closing note quotes a real one
     assert head.startswith(f"**{summary['verdict']}**")  # the registry's own lines come first
     assert card.startswith(f"# Model card: `{summary['model_name']}` version {mv.version}")
     for section in (
