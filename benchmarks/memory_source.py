@@ -198,7 +198,7 @@ def stack_env(home: Path) -> dict[str, str]:
     sys.path.insert(0, str(HERE))
     from seaweed import free_ports  # this script's folder
 
-    s3, master, volume, filer, mlflow, prefect = free_ports(6)
+    s3, master, volume, filer, admin, mlflow, prefect = free_ports(7)
     return {
         **os.environ,
         "WARMSTART_HOME": str(home),
@@ -206,6 +206,7 @@ def stack_env(home: Path) -> dict[str, str]:
         "WARMSTART_WEED_MASTER_PORT": str(master),
         "WARMSTART_WEED_VOLUME_PORT": str(volume),
         "WARMSTART_WEED_FILER_PORT": str(filer),
+        "WARMSTART_WEED_ADMIN_PORT": str(admin),
         "WARMSTART_MLFLOW_PORT": str(mlflow),
         "WARMSTART_PREFECT_PORT": str(prefect),
         "PREFECT_HOME": str(home / "prefect-client"),

@@ -28,7 +28,7 @@ def seaweedfs(home: Path, bucket: str = "bench") -> Iterator[str]:
     from warmstart.infra.services import services
     from warmstart.infra.stack import start_service
 
-    s3, master, volume, filer, mlflow, prefect = free_ports(6)
+    s3, master, volume, filer, admin, mlflow, prefect = free_ports(7)
     cfg = StackConfig(
         home=home,
         bucket=bucket,
@@ -36,6 +36,7 @@ def seaweedfs(home: Path, bucket: str = "bench") -> Iterator[str]:
         master_port=master,
         volume_port=volume,
         filer_port=filer,
+        admin_port=admin,
         mlflow_port=mlflow,
         prefect_port=prefect,
         start_timeout=180,

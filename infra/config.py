@@ -8,6 +8,7 @@
 | ``WARMSTART_WEED_MASTER_PORT`` | 9333 | SeaweedFS master (gRPC on +10000) |
 | ``WARMSTART_WEED_VOLUME_PORT`` | 9340 | SeaweedFS volume server (gRPC on +10000) |
 | ``WARMSTART_WEED_FILER_PORT`` | 8888 | SeaweedFS filer (gRPC on +10000) |
+| ``WARMSTART_WEED_ADMIN_PORT`` | 23646 | SeaweedFS admin server: /health only, its UI is off (gRPC on +10000) |
 | ``WARMSTART_MLFLOW_PORT`` | 5000 | MLflow tracking server and UI |
 | ``WARMSTART_PREFECT_PORT`` | 4200 | Prefect API and UI |
 | ``WARMSTART_START_TIMEOUT`` | 120 | seconds each service may take to become healthy |
@@ -45,6 +46,7 @@ class StackConfig:
     master_port: int = 9333
     volume_port: int = 9340
     filer_port: int = 8888
+    admin_port: int = 23646
     mlflow_port: int = 5000
     prefect_port: int = 4200
     start_timeout: float = 120.0
@@ -67,6 +69,7 @@ class StackConfig:
             master_port=_port(env, "WARMSTART_WEED_MASTER_PORT", 9333),
             volume_port=_port(env, "WARMSTART_WEED_VOLUME_PORT", 9340),
             filer_port=_port(env, "WARMSTART_WEED_FILER_PORT", 8888),
+            admin_port=_port(env, "WARMSTART_WEED_ADMIN_PORT", 23646),
             mlflow_port=_port(env, "WARMSTART_MLFLOW_PORT", 5000),
             prefect_port=_port(env, "WARMSTART_PREFECT_PORT", 4200),
             start_timeout=timeout,
@@ -90,6 +93,7 @@ class StackConfig:
             "WARMSTART_WEED_MASTER_PORT": self.master_port,
             "WARMSTART_WEED_VOLUME_PORT": self.volume_port,
             "WARMSTART_WEED_FILER_PORT": self.filer_port,
+            "WARMSTART_WEED_ADMIN_PORT": self.admin_port,
         }
 
     # ------------------------------------------------------------------ paths

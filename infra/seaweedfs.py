@@ -47,7 +47,13 @@ _EXTENSIONS = (
 
 def tls_files(cfg: StackConfig) -> dict[str, Path]:
     """The CA certificate and the node's certificate and key, made with openssl on first use."""
-    folder = private_dir(cfg.weed_config / "tls")
+    return make_tls(private_dir(cfg.weed_config / "tls"))
+
+
+def make_tls(folder: Path) -> dict[str, Path]:
+    """``ca.crt``, ``node.crt`` and ``node.key`` in ``folder`` (made unless all three are there):
+    one certificate for 127.0.0.1/localhost, client and server use, signed by a CA whose key is
+    thrown away. The local stack and the cluster's Secret (``warmstart.infra.cluster``) use it."""
     files = {"ca": folder / "ca.crt", "cert": folder / "node.crt", "key": folder / "node.key"}
     if all(p.exists() for p in files.values()):
         return files
@@ -114,6 +120,7 @@ def sockets(cfg: StackConfig) -> list[Path]:
         "master": cfg.master_port,
         "volume": cfg.volume_port,
         "filer": cfg.filer_port,
+        "admin": cfg.admin_port,
     }
     return [cfg.run / "s3.sock", cfg.run / "filer.sock"] + [
         Path(f"/tmp/seaweedfs-{name}-grpc-{port + GRPC_OFFSET}.sock") for name, port in grpc.items()
@@ -152,7 +159,12 @@ def weed_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
         f"-bucket={cfg.bucket}",
         "-disableHttp",
         "-master.telemetry=false",
+        # `weed mini` always runs its admin server (no flag turns it off): with the UI off it
+        # serves /health only, and its gRPC port takes the mTLS certificate like the others.
+        # Its ports are ours to choose, so a second stack does not collide on weed's default.
         "-admin.ui=false",
+        f"-admin.port={cfg.admin_port}",
+        f"-admin.port.grpc={cfg.admin_port + GRPC_OFFSET}",
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",

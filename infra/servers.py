@@ -84,9 +84,13 @@ def mlflow_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
         "--allowed-hosts",
         f"{HOST}:{port},localhost:{port},{HOST},localhost",
         "--cors-allowed-origins",
-        f"http://{HOST}:{port},http://localhost:{port}",
+        ",".join(_origins(port)),
     ]
     return cmd, env
+
+
+def _origins(port: int) -> list[str]:
+    return [f"http://{HOST}:{port}", f"http://localhost:{port}"]
 
 
 def prefect_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
@@ -102,6 +106,10 @@ def prefect_command(cfg: StackConfig) -> tuple[list[str], dict[str, str]]:
             "PREFECT_UI_API_URL": cfg.prefect_api_url,
             "PREFECT_SERVER_API_HOST": HOST,
             "PREFECT_SERVER_API_PORT": str(cfg.prefect_port),
+            # Browsers may read API answers only from the UI's own origin (default "*"). CSRF
+            # tokens stay off: the UI signs in with an Authorization header a browser never adds
+            # by itself (no cookie, no basic-auth prompt), and tokens would break API clients.
+            "PREFECT_SERVER_CORS_ALLOWED_ORIGINS": ",".join(_origins(cfg.prefect_port)),
             # Tasks waiting for a `gpu` slot re-ask at most every 0.5 s (default 10 s): with
             # two dozen short training tasks the default wait alone cost ~20% of the demo.
             "PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS": os.environ.get(

@@ -43,7 +43,7 @@ class RunningStack:
 def stack_config(home: Path):
     from warmstart.infra.stack import StackConfig
 
-    s3, master, volume, filer = free_ports(4, grpc=True)
+    s3, master, volume, filer, admin = free_ports(5, grpc=True)
     mlflow_port, prefect_port = free_ports(2)
     return StackConfig(
         home=home,
@@ -52,6 +52,7 @@ def stack_config(home: Path):
         master_port=master,
         volume_port=volume,
         filer_port=filer,
+        admin_port=admin,
         mlflow_port=mlflow_port,
         prefect_port=prefect_port,
         start_timeout=180,

@@ -4,7 +4,10 @@ refuses anonymous reads and writes, while S3 with the stack's keys keeps working
 - filer HTTP: off (-disableHttp): 404 for reads, writes, listings; nothing lands in the bucket;
 - master HTTP: only its status page is left; /dir/assign, /submit, /col/delete are gone;
 - volume HTTP: 401 without a token signed with the stack's JWT key (a signed one gets through);
-- every gRPC port (+10000): TLS with a client certificate from the stack's CA, or no answer.
+- every gRPC port (+10000): TLS with a client certificate from the stack's CA, or no answer;
+- weed listens on loopback only, on the ports the stack chose (its admin server included);
+- what stays open, and is listed in the README's security section: the master's status page and
+  /cluster/status, the volume server's /status (topology, disk paths) and the admin's /health.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import socket
 import ssl
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -145,7 +150,7 @@ def _tls_answer(port: int, cert: tuple[str, str] | None) -> bytes:
         return b""
 
 
-@pytest.mark.parametrize("service", ["s3", "master", "volume", "filer"])
+@pytest.mark.parametrize("service", ["s3", "master", "volume", "filer", "admin"])
 def test_grpc_port_needs_the_stacks_client_certificate(stack, service):
     cfg = stack.config
     port = getattr(cfg, f"{service}_port") + GRPC_OFFSET
@@ -156,3 +161,45 @@ def test_grpc_port_needs_the_stacks_client_certificate(stack, service):
     tls = cfg.weed_config / "tls"
     ours = _tls_answer(port, (str(tls / "node.crt"), str(tls / "node.key")))
     assert len(ours) >= 9 and ours[3] == H2_SETTINGS, f"the stack's own certificate: {ours!r}"
+
+
+def _listening(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket ``pid`` listens on, read from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = set()
+    for table, size in (("tcp", 4), ("tcp6", 16)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                addr, port = cols[1].split(":")
+                raw = bytes.fromhex(addr)
+                ip = ".".join(str(b) for b in raw[::-1]) if size == 4 else raw.hex()
+                out.add((ip, int(port, 16)))
+    return out
+
+
+def test_weed_listens_on_loopback_only_on_the_ports_the_stack_chose(stack):
+    cfg = stack.config
+    pid = int((cfg.run / "seaweedfs.pid").read_text())
+    listening = _listening(pid)
+    chosen = set(cfg.weed_ports.values())
+    assert cfg.admin_port in chosen  # the admin server's port is the stack's, not weed's 23646
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
+    assert {port for _, port in listening} == chosen | {p + GRPC_OFFSET for p in chosen}
+
+
+def test_the_information_pages_that_stay_open_are_the_documented_ones(stack):
+    """No weed 4.48 flag closes these; the README lists them. Loopback only (test above)."""
+    cfg = stack.config
+    status = httpx.get(_url(cfg.master_port, "/cluster/status"), timeout=10)
+    assert status.status_code == 200 and "Leader" in status.json()
+    volume = httpx.get(_url(cfg.volume_port, "/status"), timeout=10)
+    assert volume.status_code == 200 and "DiskStatuses" in volume.json()
+    # the admin server, its UI off, answers its health check and nothing else
+    assert httpx.get(_url(cfg.admin_port, "/health"), timeout=10).status_code == 200
+    for path in ("/", "/admin", "/api/cluster/topology", "/login"):
+        assert httpx.get(_url(cfg.admin_port, path), timeout=10).status_code == 404, path

@@ -281,6 +281,26 @@ def test_prefect_api_refuses_anonymous_requests_and_accepts_the_auth_string(stac
     assert ui["auth"] == "BASIC"
 
 
+def test_prefect_answers_browsers_of_its_own_ui_only_and_keeps_its_schema_public(stack):
+    """What stays open is the README's list: the OpenAPI schema of the top-level app (no Prefect
+    setting closes it; it describes Prefect's public API), /ui-settings and the health check."""
+    cfg, api = stack.config, stack.env["PREFECT_API_URL"]
+
+    def preflight(origin: str) -> httpx.Response:
+        headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+        return httpx.options(f"{api}/flows/filter", headers=headers, timeout=30)
+
+    allowed = "access-control-allow-origin"
+    assert preflight(cfg.prefect_url).headers.get(allowed) == cfg.prefect_url
+    evil = preflight("http://evil.example")
+    assert evil.headers.get(allowed) is None and evil.status_code == 400
+    # the schema is public, the API behind it is not
+    for path in ("/docs", "/openapi.json"):
+        assert httpx.get(f"{cfg.prefect_url}{path}", timeout=30).status_code == 200, path
+    for path in ("/docs", "/openapi.json"):
+        assert httpx.get(f"{api}{path}", timeout=30).status_code == 401, path
+
+
 # ------------------------------------------------------------------ the state folder is private
 
 

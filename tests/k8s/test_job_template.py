@@ -60,11 +60,27 @@ def test_gpu_variables_sit_where_kubernetes_reads_them():
     assert pod["tolerations"] == "{{ tolerations }}"
 
 
-def test_keeps_every_variable_of_the_installed_prefect_kubernetes_default():
-    """Start from upstream: nothing it offers (image, cpu_request, ...) is lost."""
+LOCKED = {
+    "image",
+    "command",
+    "env",
+    "labels",
+    "annotations",
+    "namespace",
+    "service_account_name",
+    "cluster_config",
+}
+
+
+def test_keeps_every_variable_of_the_installed_prefect_kubernetes_default_but_the_locked_ones():
+    """Start from upstream: nothing it offers (cpu_request, ...) is lost but what a run must not
+    choose (the image, command, environment, labels, where and as whom the Job runs)."""
     upstream = KubernetesWorker.get_default_base_job_template()
     ours = load_template()
-    assert set(upstream["variables"]["properties"]) <= set(ours["variables"]["properties"])
+    offered = set(upstream["variables"]["properties"])
+    assert LOCKED <= offered  # the names are upstream's: locking them means something
+    assert set(ours["variables"]["properties"]) & LOCKED == set()
+    assert offered - LOCKED <= set(ours["variables"]["properties"])
     assert set(upstream["job_configuration"]) == set(ours["job_configuration"])
     assert GPU not in str(upstream), "upstream grew a GPU variable: reconsider ours"
 
@@ -84,7 +100,7 @@ def test_defaults_render_one_gpu_on_a_gpu_tolerating_pod(default_job):
     assert container["resources"]["limits"][GPU] == 1
     assert pod["tolerations"] == [GPU_TAINT]
     assert pod["nodeSelector"] == {}
-    assert container["image"] == "warmstart:latest"
+    assert container["image"] == "warmstart:latest"  # the placeholder pool-template replaces
     assert default_job["metadata"]["namespace"] == NAMESPACE
     assert default_job["metadata"]["generateName"] == "gpu-smoke-"
     assert container["args"] == ["prefect", "flow-run", "execute"]
@@ -102,16 +118,16 @@ def test_gpu_deployment_variables_reach_the_manifest():
             "gpu_limit": 2,
             "node_selector": selector,
             "tolerations": tolerations,
-            "image": "registry.example.com/warmstart:0.1.0",
-            "memory_limit": "32Gi",
+            "memory_limit": "48Gi",
+            "cpu_limit": "12",
         }
     )
     pod = _pod(job)
     (container,) = pod["containers"]
-    assert container["resources"]["limits"] == {GPU: 2, "memory": "32Gi"}
+    assert container["resources"]["limits"] == {GPU: 2, "memory": "48Gi", "cpu": "12"}
+    assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
     assert pod["nodeSelector"] == selector
     assert pod["tolerations"] == tolerations
-    assert container["image"] == "registry.example.com/warmstart:0.1.0"
     assert kubernetes_validate.validate(job, K8S_VERSION, strict=True) == K8S_VERSION
 
 
@@ -127,7 +143,7 @@ def test_unreferenced_variable_would_be_ignored():
     template = copy.deepcopy(load_template())
     template["variables"]["properties"]["gpu_count"] = {"type": "integer", "default": 4}
     job = render_job({"gpu_count": 4}, template=template)
-    assert _pod(job)["containers"][0]["resources"]["limits"] == {GPU: 1}
+    assert _pod(job)["containers"][0]["resources"]["limits"][GPU] == 1
     assert _referenced(template) != set(template["variables"]["properties"])
 
 
@@ -136,15 +152,17 @@ def test_flow_run_pods_get_the_service_settings_and_s3_checksum_variables(defaul
     env = resolved_env(container)
     assert env["AWS_REQUEST_CHECKSUM_CALCULATION"] == "when_required"
     assert env["AWS_RESPONSE_CHECKSUM_VALIDATION"] == "when_required"
-    assert env["AWS_ACCESS_KEY_ID"] == "secret:warmstart-s3/AWS_ACCESS_KEY_ID"
+    # the flow runs' own S3 identity and MLflow user, not the admins' (least privilege)
+    assert env["AWS_ACCESS_KEY_ID"] == "secret:warmstart-s3-flows/AWS_ACCESS_KEY_ID"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "secret:warmstart-s3-flows/AWS_SECRET_ACCESS_KEY"
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    # MLflow asks for a password: the admin from the Secret (the MLflow client reads these)
     assert (
-        env["MLFLOW_TRACKING_USERNAME"] == "secret:warmstart-mlflow-auth/MLFLOW_TRACKING_USERNAME"
+        env["MLFLOW_TRACKING_USERNAME"] == "secret:warmstart-mlflow-flows/MLFLOW_TRACKING_USERNAME"
     )
     assert (
-        env["MLFLOW_TRACKING_PASSWORD"] == "secret:warmstart-mlflow-auth/MLFLOW_TRACKING_PASSWORD"
+        env["MLFLOW_TRACKING_PASSWORD"] == "secret:warmstart-mlflow-flows/MLFLOW_TRACKING_PASSWORD"
     )
+    assert env["WARMSTART_HOME"] == "/home/warmstart/.warmstart"
     assert env["AWS_ENDPOINT_URL"] == "http://seaweedfs:8333"
     # the worker adds the API address and the flow run id
     assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"

@@ -130,13 +130,18 @@ TOKEN_LIKE = re.compile(r"[A-Za-z0-9/+=]{16,}")
 
 SECRET_NAMES = [
     "warmstart-s3",
+    "warmstart-s3-mlflow",
+    "warmstart-s3-flows",
+    "warmstart-seaweedfs-s3",
+    "warmstart-seaweedfs-tls",
     "warmstart-postgres",
     "warmstart-mlflow-auth",
+    "warmstart-mlflow-flows",
     "warmstart-mlflow-server",
     "warmstart-prefect-auth",
     "warmstart-seaweedfs",
 ]
-SENSITIVE_KEY = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|AUTH_STRING|_KEY$")
+SENSITIVE_KEY = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|AUTH_STRING|_KEY$|\.(json|crt|key)$")
 
 
 def test_secret_template_has_exactly_the_expected_secrets():
@@ -229,15 +234,23 @@ def _s3_clients() -> dict[tuple[str, str], dict[str, str]]:
     return out
 
 
-def test_every_s3_client_gets_the_checksum_variables():
+# which S3 identity each client signs with: the admin only where a bucket is created
+S3_IDENTITY_OF = {
+    ("mlflow", "mlflow"): "warmstart-s3-mlflow",
+    ("mlflow", "create-bucket"): "warmstart-s3",
+}
+
+
+def test_every_s3_client_gets_the_checksum_variables_and_its_own_identity():
     clients = _s3_clients()
     # not vacuous: the MLflow server and its bucket-creating init container are S3 clients
-    assert {("mlflow", "mlflow"), ("mlflow", "create-bucket")} <= set(clients)
+    assert set(clients) == set(S3_IDENTITY_OF)
     for (workload, name), env in clients.items():
         for var in CHECKSUM_VARS:
             assert env.get(var) == "when_required", f"{workload}/{name}: {var}"
-        assert env["AWS_ACCESS_KEY_ID"] == "secret:warmstart-s3/AWS_ACCESS_KEY_ID"
-        assert env["AWS_SECRET_ACCESS_KEY"] == "secret:warmstart-s3/AWS_SECRET_ACCESS_KEY"
+        secret = S3_IDENTITY_OF[(workload, name)]
+        assert env["AWS_ACCESS_KEY_ID"] == f"secret:{secret}/AWS_ACCESS_KEY_ID"
+        assert env["AWS_SECRET_ACCESS_KEY"] == f"secret:{secret}/AWS_SECRET_ACCESS_KEY"
 
 
 def test_s3_endpoints_point_at_the_seaweedfs_service():
@@ -250,16 +263,21 @@ def test_s3_endpoints_point_at_the_seaweedfs_service():
                 assert (url.hostname, url.port) == ("seaweedfs", s3_port), f"{workload}/{name}"
 
 
-def test_seaweedfs_takes_its_admin_identity_from_the_secret():
+def test_seaweedfs_takes_its_identities_from_the_s3_json_secret():
     (spec,) = [s for w, s in pod_specs() if w == "seaweedfs"]
     (weed,) = spec["containers"]
     env = resolved_env(weed)
-    assert env["AWS_ACCESS_KEY_ID"] == "secret:warmstart-s3/AWS_ACCESS_KEY_ID"
-    assert env["AWS_SECRET_ACCESS_KEY"] == "secret:warmstart-s3/AWS_SECRET_ACCESS_KEY"
+    # no admin key pair in its environment: s3.json (three scoped identities) is the whole list
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env)
     args = weed["args"]
-    assert args[0] == "server" and "-s3" in args
-    # an -s3.config file would switch the env identity off; telemetry must be off
-    assert not any(a.startswith("-s3.config") for a in args)
+    assert args[args.index("server") + 1 :] and "-s3" in args
+    config = [a.split("=", 1)[1] for a in args if a.startswith("-s3.config=")]
+    assert len(config) == 1
+    folder, file = config[0].rsplit("/", 1)
+    mounts = {m["mountPath"]: m["name"] for m in weed["volumeMounts"]}
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mounts[folder]]
+    assert volume["secret"]["secretName"] == "warmstart-seaweedfs-s3"
+    assert file in _secret_templates()["warmstart-seaweedfs-s3"]["stringData"]
     assert "-master.telemetry=false" in args
 
 
@@ -354,7 +372,7 @@ def _granted(rules: list[dict], group: str, resource: str) -> set[str]:
     return verbs
 
 
-def test_worker_rbac_lets_it_run_jobs_and_read_pods_and_logs():
+def test_worker_rbac_lets_it_run_jobs_and_read_pods_and_logs_and_nothing_else():
     (spec,) = [s for w, s in pod_specs() if w == "prefect-worker"]
     account = spec["serviceAccountName"]
     assert account in objects_of("ServiceAccount")
@@ -370,9 +388,15 @@ def test_worker_rbac_lets_it_run_jobs_and_read_pods_and_logs():
     assert {"create", "get", "list", "watch", "delete"} <= _granted(rules, "batch", "jobs")
     for resource in ("pods", "pods/log"):
         assert {"get", "list", "watch"} <= _granted(rules, "", resource)
-    # least privilege: nothing cluster-wide, no Secrets
+    # least privilege: nothing cluster-wide, no Secrets, only jobs, pods, pods/log and events
     assert not objects_of("ClusterRole") and not objects_of("ClusterRoleBinding")
     assert not _granted(rules, "", "secrets")
+    resources = {(g, r) for rule in rules for g in rule["apiGroups"] for r in rule["resources"]}
+    assert resources == {("batch", "jobs"), ("", "pods"), ("", "pods/log"), ("", "events")}
+    assert _granted(rules, "", "pods/log") == {"get", "list", "watch"}
+    assert not {"*", "escalate", "bind", "impersonate"} & {
+        v for rule in rules for v in rule["verbs"]
+    }
 
 
 # ------------------------------------------------------------------ the warmstart image
@@ -499,87 +523,3 @@ def test_flow_run_jobs_reference_the_auth_string_instead_of_copying_it():
     ]
     assert entry["valueFrom"]["secretKeyRef"] == {"name": name, "key": key}
     assert kubernetes_validate.validate(job, K8S_VERSION, strict=True) == K8S_VERSION
-
-
-# ------------------------------------------------------------------ network policies
-
-
-PROTECTED = {
-    "seaweedfs": {"s3"},
-    "postgres": {"postgres"},
-    "mlflow": {"http"},
-    "prefect-server": {"http"},
-}
-
-
-def _pod_labels() -> dict[str, dict[str, str]]:
-    return {
-        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
-        for _, d in all_objects()
-        if d["kind"] in ("Deployment", "StatefulSet")
-    }
-
-
-def _selects(selector: dict, labels: dict[str, str]) -> bool:
-    """Whether a label selector (matchLabels, matchExpressions with In) selects these labels."""
-    for key, value in selector.get("matchLabels", {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions", []):
-        assert expr["operator"] == "In", expr
-        if labels.get(expr["key"]) not in expr["values"]:
-            return False
-    return True
-
-
-def test_every_service_admits_only_the_namespaces_own_pods():
-    policies = objects_of("NetworkPolicy")
-    labels = _pod_labels()
-    for workload, ports in PROTECTED.items():
-        mine = [
-            p for p in policies.values() if _selects(p["spec"]["podSelector"], labels[workload])
-        ]
-        assert len(mine) == 1, f"{workload}: {len(mine)} NetworkPolicies select it"
-        spec = mine[0]["spec"]
-        assert spec["policyTypes"] == ["Ingress"]
-        container_ports = {
-            p["name"]
-            for c in [s for w, s in pod_specs() if w == workload][0]["containers"]
-            for p in c.get("ports", [])
-        }
-        allowed: set[str] = set()
-        for rule in spec["ingress"]:
-            for peer in rule["from"]:
-                # a pod selector alone means "pods of this namespace"; no namespaceSelector/ipBlock
-                assert set(peer) == {"podSelector"}, (workload, peer)
-            allowed |= {p["port"] for p in rule["ports"]}
-        assert allowed == ports <= container_ports, (workload, allowed, container_ports)
-        svc_ports = {p["targetPort"] for p in objects_of("Service")[workload]["spec"]["ports"]}
-        assert svc_ports <= allowed, f"{workload}: the Service publishes a port the policy blocks"
-
-
-def test_postgres_admits_only_mlflow_and_the_prefect_server():
-    (rule,) = objects_of("NetworkPolicy")["postgres"]["spec"]["ingress"]
-    labels = _pod_labels()
-    admitted = {
-        w for w, lab in labels.items() if any(_selects(p["podSelector"], lab) for p in rule["from"])
-    }
-    assert admitted == {"mlflow", "prefect-server"}
-    # the pods that do get in are the ones holding the database URLs
-    for workload in admitted:
-        env = {
-            k: v
-            for c in containers([s for w, s in pod_specs() if w == workload][0])
-            for k, v in resolved_env(c).items()
-        }
-        assert any(v.startswith("secret:warmstart-postgres/") for v in env.values()), workload
-
-
-def test_flow_run_pods_and_the_worker_may_reach_mlflow_prefect_and_s3():
-    labels = _pod_labels()
-    policies = objects_of("NetworkPolicy")
-    job_labels = {"prefect.io/flow-run-id": "x"}  # a flow-run pod: any labels, same namespace
-    for client in (labels["prefect-worker"], job_labels):
-        for workload in ("seaweedfs", "mlflow", "prefect-server"):
-            (rule,) = policies[workload]["spec"]["ingress"]
-            assert any(_selects(p["podSelector"], client) for p in rule["from"]), workload

@@ -1,17 +1,22 @@
 """Run the S3 store's manifest arguments and MLflow's bucket init script for real, offline.
 
-The manifests rely on behaviours no schema can check: SeaweedFS takes its admin identity from
-AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and refuses anonymous requests, its master, filer and
-volume ports refuse anonymous reads and writes with the manifest's flags and the WEED_JWT_* keys
-of its Secret, the bucket init container creates the bucket once and explains a key mismatch, and
-the auth-config init container writes a configuration MLflow's auth app reads. The local `weed`
-binary is the same release as the image the manifest names.
+The manifests rely on behaviours no schema can check: SeaweedFS takes its identities from the
+s3.json `warmstart.infra.cluster` renders and refuses anonymous requests, each identity can do
+what its actions say and nothing else (the flow runs' the data prefixes, MLflow's mlflow/), its
+gRPC ports ask for the TLS Secret's client certificate (the ConfigMap's security.toml), its
+master, filer and volume ports refuse anonymous reads and writes with the manifest's flags and
+the WEED_JWT_* keys of its Secret, the bucket init container creates the bucket once and explains
+a key mismatch, and the auth-config init container writes a configuration MLflow's auth app
+reads. The local `weed` binary is the same release as the image the manifest names.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -25,10 +30,16 @@ from botocore.config import Config
 
 from tests.conftest import free_ports
 from tests.k8s.helpers import ROOT, objects_of, pod_specs
+from warmstart.infra import cluster
 
 pytestmark = pytest.mark.slow
 
-KEY_ID, SECRET = "WSK8STEST0001", "k8s-test-secret-0001"
+KEY_ID, SECRET = "WSK8STEST0001", "k8s-test-secret-0001"  # the admin identity
+KEYS = {
+    "admin": (KEY_ID, SECRET),
+    "mlflow": ("WSK8SMLFLOW01", "k8s-test-mlflow-secret-01"),
+    "flows": ("WSK8SFLOWS001", "k8s-test-flows-secret-001"),
+}
 # what the warmstart-seaweedfs Secret gives the pod, with test values
 WEED_JWT = {
     "WEED_JWT_SIGNING_KEY": "k8s-test-volume-write-key-0001",
@@ -36,8 +47,9 @@ WEED_JWT = {
     "WEED_JWT_FILER_SIGNING_KEY": "k8s-test-filer-write-key-0001",
     "WEED_JWT_FILER_SIGNING_READ_KEY": "k8s-test-filer-read-key-0001",
 }
-# what the pod sets itself, replaced for a loopback run on free ports
-POD_ONLY = ("-dir=", "-ip.bind=", "-s3.port=")
+# what the pod sets itself, replaced for a loopback run on free ports in the test's folder
+POD_ONLY = ("-dir=", "-ip.bind=", "-s3.port=", "-config_dir=", "-logdir=", "-s3.config=")
+TLS_MOUNT = "/etc/seaweedfs-tls"
 
 
 def _weed() -> str:
@@ -51,14 +63,27 @@ def _weed() -> str:
 def weed(tmp_path_factory) -> Iterator[dict[str, int | str]]:
     """`weed` with the manifest's arguments and Secret-provided environment, on free ports."""
     (spec,) = [s for w, s in pod_specs() if w == "seaweedfs"]
-    args = [a for a in spec["containers"][0]["args"] if not a.startswith(POD_ONLY)]
+    manifest = spec["containers"][0]["args"]
+    server = manifest.index("server")
+    args = [a for a in manifest[server + 1 :] if not a.startswith(POD_ONLY)]
     s3, master, volume, filer = free_ports(4, grpc=True)
     data = tmp_path_factory.mktemp("seaweedfs")
+    # the mounted ConfigMap, Secrets: security.toml (its paths pointed here), certificates, s3.json
+    tls = data / "tls"
+    tls.mkdir()
+    for name, text in cluster.tls_data().items():
+        (tls / name).write_text(text)
+    config = data / "config"
+    config.mkdir()
+    toml = objects_of("ConfigMap")["seaweedfs-security"]["data"]["security.toml"]
+    (config / "security.toml").write_text(toml.replace(TLS_MOUNT, str(tls)))
+    (data / "s3.json").write_text(json.dumps(cluster.s3_identities(KEYS)))
+    args = [f"-config_dir={config}", f"-logdir={data}", "server", *args]
     args += [
         f"-dir={data}",
-        "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         f"-s3.port={s3}",
+        f"-s3.config={data / 's3.json'}",
         f"-master.port={master}",
         f"-volume.port={volume}",
         f"-filer.port={filer}",
@@ -66,7 +91,8 @@ def weed(tmp_path_factory) -> Iterator[dict[str, int | str]]:
         f"-s3.localSocket={data / 's3.sock'}",
         f"-filer.localSocket={data / 'filer.sock'}",
     ]
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY_ID, AWS_SECRET_ACCESS_KEY=SECRET, **WEED_JWT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WEED_", "AWS_"))}
+    env.update(WEED_JWT)
     log = open(data / "weed.log", "w")  # closed in the finally below
     proc = subprocess.Popen([_weed(), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{s3}"
@@ -80,7 +106,7 @@ def weed(tmp_path_factory) -> Iterator[dict[str, int | str]]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"weed did not serve S3: {(data / 'weed.log').read_text()[-800:]}")
                 time.sleep(0.3)
-        yield {"url": url, "master": master, "volume": volume, "filer": filer}
+        yield {"url": url, "master": master, "volume": volume, "filer": filer, "tls": tls}
     finally:
         # throwaway data: no need for weed's ~25 s graceful shutdown
         proc.kill()
@@ -226,3 +252,83 @@ def test_auth_config_init_writes_what_mlflows_auth_app_reads(tmp_path):
     )
     assert read.returncode == 0, read.stderr[-2000:]
     assert read.stdout.split() == [db, "warmstart", "admin-pw-1", "NO_PERMISSIONS"]
+
+
+def _client(url: str, identity: str):
+    key, secret = KEYS[identity]
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 1},
+        ),
+    )
+
+
+def _denied(call) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        call()
+    except ClientError as err:
+        return err.response["Error"]["Code"] in ("AccessDenied", "403", "Forbidden")
+    return False
+
+
+def test_each_identity_does_what_its_actions_say_and_nothing_else(s3_url):
+    _run_init(s3_url, SECRET)  # the admin makes the bucket
+    admin, mlflow, flows = (_client(s3_url, n) for n in ("admin", "mlflow", "flows"))
+    admin.put_object(Bucket="warmstart", Key="weights/user/r/meta.json", Body=b"{}")
+    # the flow runs: their data prefixes, read and write, listing included
+    flows.put_object(Bucket="warmstart", Key="datasets/abc/manifest.json", Body=b"d")
+    flows.put_object(Bucket="warmstart", Key="checkpoints/arm-1/result.json", Body=b"r")
+    assert flows.get_object(Bucket="warmstart", Key="datasets/abc/manifest.json")["Body"].read()
+    listed = flows.list_objects_v2(Bucket="warmstart", Prefix="datasets/")["Contents"]
+    assert [o["Key"] for o in listed] == ["datasets/abc/manifest.json"]
+    assert flows.get_object(Bucket="warmstart", Key="weights/user/r/meta.json")["Body"].read()
+    # ... and nothing else: not MLflow's artifacts, not the weights mirror, no buckets
+    assert _denied(lambda: flows.put_object(Bucket="warmstart", Key="mlflow/x", Body=b"e"))
+    assert _denied(
+        lambda: flows.put_object(Bucket="warmstart", Key="weights/user/r/meta.json", Body=b"e")
+    )
+    assert _denied(lambda: flows.list_objects_v2(Bucket="warmstart"))
+    assert _denied(lambda: flows.put_object(Bucket="warmstart", Key="datasetsX", Body=b"e"))
+    assert _denied(lambda: flows.create_bucket(Bucket="flows-bucket"))
+    # MLflow's identity: its artifact prefix only
+    mlflow.put_object(Bucket="warmstart", Key="mlflow/1/artifacts/a.txt", Body=b"a")
+    assert _denied(lambda: mlflow.get_object(Bucket="warmstart", Key="datasets/abc/manifest.json"))
+    assert _denied(
+        lambda: mlflow.delete_object(Bucket="warmstart", Key="checkpoints/arm-1/result.json")
+    )
+    assert admin.get_object(Bucket="warmstart", Key="checkpoints/arm-1/result.json")["Body"].read()
+
+
+def _grpc_answers(port: int, cert: tuple[str, str] | None) -> bool:
+    """Whether a TLS client (with ``cert``, if given) gets an HTTP/2 SETTINGS frame back."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    if cert:
+        ctx.load_cert_chain(*cert)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as sock:
+                sock.sendall(preface)
+                answer = sock.recv(64)
+    except (ssl.SSLError, ConnectionResetError, TimeoutError, OSError):
+        return False
+    return len(answer) >= 9 and answer[3] == 0x04
+
+
+@pytest.mark.parametrize("service", ["master", "volume", "filer"])
+def test_grpc_ports_ask_for_the_tls_secrets_client_certificate(weed, service):
+    port = int(weed[service]) + 10000
+    tls = weed["tls"]
+    assert not _grpc_answers(port, None)
+    assert _grpc_answers(port, (str(tls / "tls.crt"), str(tls / "tls.key")))
