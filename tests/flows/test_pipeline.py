@@ -208,6 +208,9 @@ def test_gate_promotes_a_real_gain(promoted_run):
     champion = c.get_model_version_by_alias(summary["model_name"], "champion")
     assert champion.version == summary["version"]
     assert champion.tags["gate_verdict"] == "promoted"
+    assert summary["event"] == "warmstart.model.promoted"
+    assert "# Model card: " in champion.description and "**promoted**" in champion.description
+    print(champion.description)  # the closing note quotes a promoted champion's card
 
 
 def test_champion_loads_with_plain_mlflow_and_reproduces_accuracy(promoted_run, stack):
@@ -225,7 +228,9 @@ def test_champion_loads_with_plain_mlflow_and_reproduces_accuracy(promoted_run, 
         "import sys, numpy as np, mlflow\n"
         "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
         "x = np.load(sys.argv[2]); y = np.load(sys.argv[3])\n"
-        "print(float((np.asarray(m.predict(x)).argmax(1) == y).mean()))\n"
+        # the image pyfunc's tensor path (its signature takes PNG/JPEG bytes)
+        "logits = m.unwrap_python_model().logits(x)\n"
+        "print(float((np.asarray(logits).argmax(1) == y).mean()))\n"
     )
     out = subprocess.run(
         [
