@@ -1,5 +1,6 @@
 """Flow-run naming and the hooks that make every run end: a failed, crashed or cancelled flow
-run ends its MLflow runs (parent and stages) as FAILED or KILLED, with the reason as a tag."""
+run ends its MLflow runs (parent and stages) as FAILED or KILLED, with the reason as a tag; when
+MLflow does not answer, it records them locally for the next `warmstart up` or run to end."""
 
 from __future__ import annotations
 

@@ -47,6 +47,29 @@ def state_name(epoch: int) -> str:
     return f"epoch-{epoch:03d}.state.safetensors"
 
 
+def meta_file(meta: Mapping[str, Any], key: str, where: Path | str) -> str:
+    """``meta[key]`` when it names one of a checkpoint's own files (``epoch-NNN…``): a meta.json
+    is data, and a name such as ``../x`` must never lead out of its folder."""
+    name = meta.get(key)
+    if not isinstance(name, str) or not _EPOCH_FILE.match(name):
+        raise CheckpointError(
+            f"{where}: {key} {str(name)[:80]!r} in {META} is not an epoch-NNN.safetensors name; "
+            "the meta.json was altered: write the checkpoint again"
+        )
+    return name
+
+
+def meta_epoch(meta: Mapping[str, Any], key: str, where: Path | str) -> int:
+    """``meta[key]`` when it is an epoch number (an int >= 0)."""
+    value = meta.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CheckpointError(
+            f"{where}: {key} {str(value)[:80]!r} in {META} is not an epoch number; the "
+            "meta.json was altered: write the checkpoint again"
+        )
+    return value
+
+
 def has_checkpoint(directory: Path | str | None) -> bool:
     """True when `directory` holds a meta.json written by save_checkpoint."""
     return directory is not None and (Path(directory) / META).is_file()
@@ -159,10 +182,12 @@ def load_checkpoint(
     meta = read_meta(d)
     if expect:
         check_compatible(meta, expect, d)
+    last = meta_epoch(meta, "epoch", d)
     if epoch is None:
-        epoch = meta["epoch"] if which == "latest" else meta.get("best_epoch") or meta["epoch"]
+        best = meta_epoch(meta, "best_epoch", d) if meta.get("best_epoch") else None
+        epoch = last if which == "latest" else best or last
     weights = _load(d / weights_name(epoch))
-    state = _load(d / meta["state"]) if meta.get("state") and epoch == meta["epoch"] else {}
+    state = _load(d / meta_file(meta, "state", d)) if meta.get("state") and epoch == last else {}
     return Checkpoint(meta=meta, weights=weights, state=state, path=d / weights_name(epoch))
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from warmstart import stages, tracking
+from warmstart import outage, stages, storage, tracking
 from warmstart.contracts import (
     ArmResult,
     ArmSpec,
@@ -31,17 +31,19 @@ from warmstart.tasks.stage_runs import log_stage, stage_run
 
 
 def _io_only(task, task_run, state) -> bool:
-    """Retry only when storage or tracking failed, never on bad input or compute errors."""
+    """Retry only when storage or tracking failed, never on bad input or compute errors, and
+    not once an outage has used up its whole retry budget (``warmstart.outage``)."""
     try:
         state.result()
     except (StorageError, TrackingError, ConnectionError, TimeoutError):
-        return True
+        return not outage.spent(storage.retry_window())
     except Exception:  # noqa: BLE001
         return False
     return False
 
 
-# One task-level retry after 10 s (jittered): the clients below already retry for a minute.
+# One task-level retry after 10 s (jittered), for an outage shorter than the retry budget that
+# still failed a call; none once the outage has used the whole budget (the clients count it).
 IO_RETRIES = dict(
     retries=1, retry_delay_seconds=10, retry_jitter_factor=0.5, retry_condition_fn=_io_only
 )

@@ -9,8 +9,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from warmstart import outage, storage, tracking
 from warmstart import predict as core
-from warmstart import tracking
 from warmstart.errors import StorageError, TrackingError
 
 IO_RETRIES = dict(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=2))
@@ -24,7 +24,7 @@ def _io_only(task, task_run, state) -> bool:
     except (tracking.NotFound, tracking.UnusableModel):
         return False
     except (StorageError, TrackingError):
-        return True
+        return not outage.spent(storage.retry_window())  # a spent budget: no more retries
     except Exception:  # noqa: BLE001
         return False
     return False

@@ -5,6 +5,7 @@ the flow run's logs, and events for in-process listeners (the CLI's live display
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from warmstart import tracking
+from warmstart import outage, tracking
 from warmstart.errors import WarmstartError
 
 # Flow runs that ended early (failed, crashed, cancelled): their training stages still running in
@@ -150,8 +151,11 @@ def system_metrics(run_id: str):
 
 
 def finish_monitor(monitor) -> None:
-    """Stop the monitor and flush its last samples (before the run ends)."""
-    if monitor:
+    """Stop the monitor and flush its last samples (before the run ends). In an MLflow outage
+    the flush goes on in the background: its requests must not outlast the retry budget."""
+    if monitor and outage.MLFLOW.since() is not None:
+        threading.Thread(target=monitor.finish, name="metrics-flush", daemon=True).start()
+    elif monitor:
         try:
             monitor.finish()
         except Exception as exc:  # noqa: BLE001 - monitoring must never fail a training stage

@@ -16,6 +16,7 @@ from prefect import get_run_logger
 
 from warmstart import reports, storage, tracking
 from warmstart.contracts import DatasetRef, Job, RunContext, SourceModel, StageRecord
+from warmstart.errors import TrackingError
 from warmstart.params import PipelineParams
 from warmstart.tasks import stale_runs
 from warmstart.tasks.stage_progress import (  # noqa: F401 - StageStopped: re-exported for flows
@@ -61,7 +62,10 @@ def stage_run(
     except BaseException as exc:
         finish_monitor(progress.monitor)
         reason = f"{type(exc).__name__}: {exc}"
-        tracking.end_run(run_id, "FAILED", reason=reason)
+        try:
+            tracking.end_run(run_id, "FAILED", reason=reason)
+        except TrackingError:  # MLflow down: the stage's own error is the one to raise
+            tracking.record_unclosed([run_id], "FAILED", reason)
         progress.failed(reason)
         raise
     finish_monitor(progress.monitor)
@@ -95,6 +99,11 @@ def open_pipeline_run(
     """The parent MLflow run of one flow run (its experiment is the target's), after closing
     the runs a killed process left RUNNING (MLflow runs and Prefect flow runs)."""
     experiment = tracking.experiment_id(target_name)
+    recorded = tracking.close_recorded_runs()
+    if recorded:
+        get_run_logger().warning(
+            "ended %d run(s) left open by an MLflow outage: %s", len(recorded), recorded
+        )
     older_than = stale_runs.stale_after_s()
     closed = tracking.close_stale_runs(experiment, older_than)
     closed += stale_runs.close_stale_flow_runs(older_than, exclude=flow_run_id)
@@ -155,7 +164,10 @@ def end_flow_runs(flow_run_id: str, status: str, reason: str) -> list[str]:
     stages still training stop at their next epoch: for the flow's failure, crash and
     cancellation hooks."""
     STOPPED_FLOW_RUNS.add(flow_run_id)
-    return tracking.end_runs_of_flow(flow_run_id, status, reason)
+    try:
+        return tracking.end_runs_of_flow(flow_run_id, status, reason)
+    except TrackingError:  # recorded locally: the next `warmstart up` or run ends them
+        return tracking.record_unclosed(tracking.open_runs(flow_run_id), status, reason)
 
 
 def abandon_flow_runs(reason: str, *, final: bool = False) -> list[str]:

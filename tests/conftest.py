@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from warmstart import outage
 from warmstart.infra import ports
 
 
@@ -100,3 +101,12 @@ def stack(tmp_path_factory) -> RunningStack:
         stack_mod.down(cfg, echo=lambda s: None)
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _no_outage_carried_over():
+    """Each test starts with no known S3 or MLflow outage: the retry budget is one per outage,
+    kept per process (``warmstart.outage``), and a test that stopped a service must not spend
+    the next test's."""
+    outage.S3.ended()
+    outage.MLFLOW.ended()

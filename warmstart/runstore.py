@@ -22,7 +22,7 @@ import shutil
 from functools import cache
 from pathlib import Path
 
-from warmstart import storage
+from warmstart import safepath, storage
 from warmstart.errors import StorageError
 from warmstart.settings import state_dir
 
@@ -116,7 +116,9 @@ class RunStore:
             if info is None or not matches(path, info, self._object(rel)):
                 path.unlink()
         for rel, info in remote.items():
-            dest = self.local / rel
+            where = f"the objects under {self.prefix}/"
+            rel = safepath.relative_key(rel, "object key", where)
+            dest = safepath.inside(self.local, rel, what="object key", where=where)
             if not dest.exists():
                 self._download(rel, info, dest)
         return self.local

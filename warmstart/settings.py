@@ -35,6 +35,11 @@ def env_file() -> Path:
     return state_dir() / "env"
 
 
+def unclosed_runs_file() -> Path:
+    """MLflow runs an outage left open, ended at the next start (``tracking.unclosed``)."""
+    return state_dir() / "unclosed-runs.json"
+
+
 def read_env_file(path: Path | None = None) -> dict[str, str]:
     """Parse ``export KEY=VALUE`` lines of the stack's env file (missing file: empty dict)."""
     path = path or env_file()

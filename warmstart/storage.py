@@ -3,7 +3,8 @@ operations everything else needs. Other modules ask it for URIs and bytes, never
 
 Every call rides out a store restart: transient failures (connection refused or reset, timeouts,
 5xx, throttling) are retried with jittered exponential backoff for ``WARMSTART_IO_RETRY_SECONDS``
-(default 60 s), then fail with one StorageError naming the endpoint and the fix. Errors that
+(default 60 s) counted from the start of the outage, one budget shared by every call
+(``warmstart.outage``), then fail with one StorageError naming the endpoint and the fix. Errors that
 cannot heal (refused credentials, a missing bucket or object) fail at once.
 
 Uploads carry the content's sha256 as object metadata (``x-amz-meta-sha256``), so a local copy
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from warmstart import outage
 from warmstart.errors import StorageError
 from warmstart.settings import bucket as default_bucket
 
@@ -220,7 +222,7 @@ def explain(
 
     exc, where = _unwrap(exc), str(target)
     at = endpoint() or "AWS S3"
-    after = f" (retried for {waited:.0f} s)" if waited else ""
+    after = f" (retried for {waited:.0f} s of the {retry_window():.0f} s budget)" if waited else ""
     if isinstance(exc, NoCredentialsError):
         return StorageError(
             f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
@@ -250,18 +252,21 @@ def explain(
 
 def _call(target: S3Uri | str, fn: Callable[[], T]) -> T:
     """Run one S3 operation, retrying transient failures with jittered exponential backoff
-    until the retry window has passed; botocore errors become a one-line StorageError."""
+    until the retry window, counted from the start of the store's outage (``outage.S3``: one
+    budget for every call in the outage, not one per call), has passed; botocore errors become
+    a one-line StorageError."""
     window, start, delay = retry_window(), time.monotonic(), BACKOFF_FIRST
     while True:
         try:
-            return fn()
+            result = fn()
         except Exception as exc:
             if not _is_s3_error(_unwrap(exc)):
                 raise
-            elapsed = time.monotonic() - start
-            if not is_transient(exc) or elapsed >= window:
-                waited = elapsed if is_transient(exc) else None
-                raise explain(exc, target, waited=waited) from None
+            if not is_transient(exc):
+                raise explain(exc, target) from None
+            elapsed = time.monotonic() - outage.S3.failed(start, window)
+            if elapsed >= window:
+                raise explain(exc, target, waited=elapsed) from None
             pause = min(random.uniform(delay / 2, delay), window - elapsed)
             log.warning(
                 "S3 at %s: %s on %s; retrying in %.1f s (%.0f of %.0f s)",
@@ -274,6 +279,9 @@ def _call(target: S3Uri | str, fn: Callable[[], T]) -> T:
             )
             time.sleep(max(pause, 0.0))
             delay = min(delay * 2, BACKOFF_MAX)
+        else:
+            outage.S3.ended()
+            return result
 
 
 # ---------------------------------------------------------------- operations

@@ -21,7 +21,7 @@ import safetensors.torch
 import torch
 from torchvision.models._api import WeightsEnum
 
-from warmstart import settings, storage
+from warmstart import safepath, settings, storage
 from warmstart.errors import ConfigError, StorageError
 from warmstart.models import CheckpointError, ModelError
 from warmstart.models.backbones import torchvision as tv
@@ -168,13 +168,35 @@ def add(file: Path, as_name: str | None = None, arch: str | None = None) -> Weig
     return entry
 
 
+def read_entry(meta: storage.S3Uri) -> WeightsEntry:
+    """A mirror's ``meta.json``, checked: it is written by whoever holds the bucket keys, and its
+    ``sha256`` and ``file_name`` become a local path (``download``)."""
+    where = str(meta)
+    try:
+        data = json.loads(storage.get_bytes(meta))
+        entry = WeightsEntry(**data)
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"{where}: not a weights meta.json; delete it and add the weights again "
+            "(`warmstart weights add`)"
+        ) from None
+    safepath.hex_digest(entry.sha256, "sha256", where)
+    safepath.file_name(entry.file_name, "file_name", where)
+    target = storage.parse_s3_uri(entry.uri)
+    if target != storage.S3Uri(meta.bucket, meta.key.rsplit("/", 1)[0]).child(entry.file_name):
+        raise ConfigError(
+            f"{where}: uri {entry.uri!r} is not {entry.file_name} beside it; delete it and add "
+            "the weights again (`warmstart weights add`)"
+        )
+    return entry
+
+
 def entries() -> list[WeightsEntry]:
     """Every mirrored weights file, by name."""
     out = []
     for info in storage.list_objects(_prefix()):
         if info.key.endswith("/" + META):
-            data = json.loads(storage.get_bytes(storage.uri(info.key)))
-            out.append(WeightsEntry(**data))
+            out.append(read_entry(storage.uri(info.key)))
     return sorted(out, key=lambda e: e.name)
 
 
@@ -183,7 +205,7 @@ def find_user(arch: str, name: str) -> WeightsEntry | None:
     meta = user_prefix(name).child(META)
     if not storage.exists(meta):
         return None
-    entry = WeightsEntry(**json.loads(storage.get_bytes(meta)))
+    entry = read_entry(meta)
     if entry.arch != arch:
         raise ConfigError(f"weights {name!r} are {entry.arch}'s, not {arch}'s: use {entry.arch}")
     return entry
@@ -191,12 +213,15 @@ def find_user(arch: str, name: str) -> WeightsEntry | None:
 
 def local_dir(entry: WeightsEntry) -> Path:
     """Where a mirrored file is kept on this machine (per sha256, beside warmstart's state)."""
-    return settings.state_dir() / "weights" / entry.sha256
+    root = settings.state_dir() / "weights"
+    return safepath.inside(root, entry.sha256, what="sha256", where=f"weights {entry.name!r}")
 
 
 def download(entry: WeightsEntry) -> Path:
     """The mirrored file on local disk (downloaded once, its sha256 checked)."""
-    path = local_dir(entry) / entry.file_name
+    path = safepath.inside(
+        local_dir(entry), entry.file_name, what="file_name", where=f"weights {entry.name!r}"
+    )
     if path.exists() and storage.file_digest(path) == entry.sha256:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,7 +238,13 @@ def mirrored_enum(enum: WeightsEnum) -> WeightsEntry | None:
     meta = enum_prefix(enum).child(META)
     if not storage.exists(meta):
         return None
-    return WeightsEntry(**json.loads(storage.get_bytes(meta)))
+    entry = read_entry(meta)
+    if entry.file_name != Path(enum.url).name:
+        raise ConfigError(
+            f"{meta}: file_name {entry.file_name!r} is not {Path(enum.url).name} of {enum!r}; "
+            f"delete it and add the weights again (`warmstart weights add`)"
+        )
+    return entry
 
 
 def missing_advice(model: str, enum: WeightsEnum) -> str:

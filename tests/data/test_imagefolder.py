@@ -80,6 +80,32 @@ def test_hidden_files_and_folders_are_skipped(tmp_path):
     assert ds.classes == ["cat", "dog", "emu"] and len(ds) == 9
 
 
+def test_links_out_of_the_tree_are_refused_unless_asked(tmp_path):
+    """Issue 22: a linked file or class folder that leads outside the tree is refused in one line
+    naming it; ``follow_symlinks=true`` reads it; links that stay inside are fine."""
+    rng = np.random.default_rng(3)
+    outside = write_tree(tmp_path / "elsewhere", classes=("secret",))
+    root = write_tree(tmp_path / "t", classes=("cat", "dog"))
+    (root / "cat" / "in.png").symlink_to(root / "dog" / "00.png")  # inside: fine
+    (root / "emu").symlink_to(root / "dog")  # a class folder linked inside: fine
+    ds = load_source(f"imagefolder:{root}")
+    assert ds.classes == ["cat", "dog", "emu"] and len(ds) == 10
+    write_image(tmp_path / "stray.png", rng)
+    (root / "cat" / "out.png").symlink_to(tmp_path / "stray.png")
+    with pytest.raises(DataError, match=r"cat/out.png is a symbolic link to .*stray.png, outside"):
+        load_source(f"imagefolder:{root}")
+    ds = load_source(f"imagefolder:{root}?follow_symlinks=true")
+    assert len(ds) == 11
+    (root / "cat" / "out.png").unlink()
+    (root / "secret").symlink_to(outside / "secret")
+    with pytest.raises(DataError, match=r"t/secret is a symbolic link to .*elsewhere/secret, out"):
+        load_source(f"imagefolder:{root}")
+    ds = load_source(f"imagefolder:{root}?follow_symlinks=yes")
+    assert ds.classes == ["cat", "dog", "emu", "secret"] and len(ds) == 13
+    with pytest.raises(DataError, match="write follow_symlinks=true or false"):
+        load_source(f"imagefolder:{root}?follow_symlinks=maybe")
+
+
 def test_sizes_must_agree_or_be_given(tmp_path):
     root = write_tree(tmp_path / "s")
     write_image(root / "dog" / "big.png", np.random.default_rng(1), size=(20, 20))

@@ -106,18 +106,38 @@ def last_line(proc: subprocess.Popen, timeout: float) -> str:
     return err.strip().splitlines()[-1]
 
 
-def stopped_mid_run(stack, service: str, target_classes: str) -> str:
-    """Stop ``service`` once a run is training; the run's last stderr line (then restart it)."""
+def stopped_mid_run(
+    stack, service: str, target_classes: str, window: float = 5
+) -> tuple[str, float]:
+    """Stop ``service`` once a run is training (the run's retry budget: ``window`` s): the
+    run's last stderr line and the seconds from the stop to the CLI's exit (then restart it)."""
     svc = next(s for s in stack_mod.services(stack.config) if s.name == service)
     before = checkpoints()
-    proc = start(tiny(target_classes), WARMSTART_IO_RETRY_SECONDS="5")
+    proc = start(tiny(target_classes), WARMSTART_IO_RETRY_SECONDS=str(window))
     try:
         wait_for_training(proc, before)
         stop(svc)
-        return last_line(proc, timeout=420)
+        stopped = time.monotonic()
+        line = last_line(proc, timeout=420)
+        return line, time.monotonic() - stopped
     finally:
         proc.kill()
         stack_mod.up(stack.config, echo=lambda s: None)
+
+
+def stack_env(stack) -> dict[str, str]:
+    """The variables that make ``warmstart up`` address the test's private stack."""
+    cfg = stack.config
+    ports = {
+        "WARMSTART_S3_PORT": cfg.s3_port,
+        "WARMSTART_WEED_MASTER_PORT": cfg.master_port,
+        "WARMSTART_WEED_VOLUME_PORT": cfg.volume_port,
+        "WARMSTART_WEED_FILER_PORT": cfg.filer_port,
+        "WARMSTART_MLFLOW_PORT": cfg.mlflow_port,
+        "WARMSTART_PREFECT_PORT": cfg.prefect_port,
+    }
+    home = {"WARMSTART_HOME": str(cfg.home), "WARMSTART_BUCKET": cfg.bucket}
+    return {**home, **{k: str(v) for k, v in ports.items()}}
 
 
 def rerun(args: list[str], **env: str) -> dict:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.integration.seaweed import seaweed  # noqa: F401 - fixture
-from warmstart import storage
+from warmstart import outage, storage
 from warmstart.errors import StorageError
 
 pytestmark = pytest.mark.services
@@ -99,13 +99,19 @@ def test_outage_longer_than_the_window_is_one_clear_error(seaweed, monkeypatch):
         with pytest.raises(StorageError) as err:
             storage.get_bytes(target)
         waited = time.monotonic() - t0
+        with pytest.raises(StorageError, match="retried for [3-9] s of the 3 s budget"):
+            storage.put_bytes(target, b"y")  # the same outage: its budget is spent already
+        second = time.monotonic() - t0 - waited
     finally:
         seaweed.start()
     message = str(err.value)
     assert 3 <= waited < 10
+    assert second < 4, second  # one attempt (botocore's own quick retries), no second window
     assert "\n" not in message and os.environ["AWS_ENDPOINT_URL"] in message
     assert str(target) in message and "warmstart up" in message
-    assert storage.RETRY_ENV in message and "retried for 3 s" in message
+    assert storage.RETRY_ENV in message and "retried for 3 s of the 3 s budget" in message
+    assert storage.get_bytes(target) == b"x"  # back: the first success ends the outage
+    assert outage.S3.since() is None
 
 
 def test_errors_that_cannot_heal_fail_at_once(seaweed, monkeypatch):  # noqa: F811

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextvars
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from warmstart import promotion, reports, storage, tracking
+from warmstart import outage, promotion, reports, storage, tracking
 from warmstart.contracts import (
     SCRATCH,
     ArmResult,
@@ -81,7 +82,10 @@ def client_settings(monkeypatch):
 
 def test_retry_settings_cover_the_window(client_settings):
     monkeypatch = client_settings
-    assert retry_settings(60) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6"}
+    # the retries whose backoff is closest to the window (covering it on a tie)
+    assert retry_settings(60) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6"}  # 62 s, not 30 s
+    assert retry_settings(20) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4"}  # 14 s, not 30 s
+    assert retry_settings(10) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4"}  # 14 s and 6 s: tie
     assert backoff_total_s(6) == 62.0 and backoff_total_s(5) == 30.0  # 0+2+4+8+16(+32)
     assert retry_settings(0) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     assert retry_settings(10_000) == {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10"}  # MLflow's cap
@@ -126,23 +130,35 @@ def test_a_child_process_recomputes_the_settings_its_parent_wrote(client_setting
         text=True,
         check=True,
     )
-    assert child.stdout.split() == ["3", "7"]  # 0 + 2 + 4 s covers 5 s; the user's timeout kept
+    assert child.stdout.split() == ["3", "7"]  # 0 + 2 + 4 s is closest to 5 s; the user's timeout
 
 
 def test_outage_longer_than_the_window_is_one_line_error(client_settings):
-    """Requests are retried with backoff for the window, then fail as one TrackingError."""
+    """One retry budget for the whole outage, not one per call: the first request retries
+    within the window, the next waits for the rest of it, and any later one fails at once;
+    each TrackingError is one line saying how long the server did not answer."""
     monkeypatch = client_settings
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:pw@127.0.0.1:{_dead_port()}")
-    monkeypatch.setenv("WARMSTART_IO_RETRY_SECONDS", "6")  # 0 + 2 + 4 s of backoff (+ jitter)
+    monkeypatch.setenv("WARMSTART_IO_RETRY_SECONDS", "9")  # 3 retries: 0 + 2 + 4 s (+ jitter)
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    outage.MLFLOW.ended()
     start = time.monotonic()
     with pytest.raises(TrackingError) as err:
         tracking.log_metrics("0" * 32, {"loss": 1.0})
-    elapsed = time.monotonic() - start
-    assert 6.0 <= elapsed < 30.0, elapsed
+    first = time.monotonic() - start
+    assert 6.0 <= first < 13.0, first  # 6 s of backoff, up to 3 s of jitter, a loaded machine
     msg = str(err.value)
     assert "\n" not in msg and "pw" not in msg
-    assert "did not answer for 6 s" in msg and "WARMSTART_IO_RETRY_SECONDS" in msg
+    assert re.search(r"did not answer for \d+ s .*budget for the whole outage is 9 s", msg)
+    assert "WARMSTART_IO_RETRY_SECONDS" in msg
+    with pytest.raises(TrackingError, match=r"not attempted .* did not answer for \d+ s"):
+        tracking.end_run("0" * 32, "FAILED", reason="x")  # waits for what is left of 9 s
+    second = time.monotonic() - start
+    assert 9.0 <= second < max(first, 9.0) + 2.5, (first, second)
+    with pytest.raises(TrackingError, match=r"not attempted .* did not answer for \d+ s"):
+        tracking.heartbeat("0" * 32)  # the budget is spent: at once
+    assert time.monotonic() - start - second < 1.0
+    outage.MLFLOW.ended()
 
 
 def test_safe_params_flatten_and_drop_secrets(monkeypatch):

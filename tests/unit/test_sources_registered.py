@@ -212,3 +212,35 @@ def test_a_stage_folder_says_what_its_weights_learned_from(tmp_path):
     path.unlink()
     assert learned_from_stage(str(tmp_path / "ckpt")) == []
     assert read_learned(b"not json") == [] and read_learned(b'[{"what": 1}]') == []
+
+
+@pytest.mark.parametrize(
+    "weights_uri",
+    [
+        "s3://warmstart/checkpoints/other-stage/weights.safetensors",
+        "s3://warmstart/checkpoints/finetune-1/../other/weights.safetensors",
+        None,
+    ],
+)
+def test_a_registered_version_whose_result_points_outside_its_stage_is_refused(
+    monkeypatch, weights_uri
+):
+    """Issue 22: result.json is bucket content; its weights_uri must lie in the stage's prefix."""
+    import json
+
+    from warmstart.stages import sources_registered
+
+    version = SimpleNamespace(
+        spec="mlflow:models:/warmstart-x/1",
+        uri="models:/warmstart-x/1",
+        tags={
+            "checkpoint_uri": "s3://warmstart/checkpoints/finetune-1",
+            "weights_sha256": "a" * 64,
+        },
+    )
+    monkeypatch.setattr(sources_registered.storage, "exists", lambda target: True)
+    body = json.dumps({"weights_uri": weights_uri}).encode()
+    monkeypatch.setattr(sources_registered.storage, "get_bytes", lambda target: body)
+    monkeypatch.setattr(sources_registered, "load_weights", lambda uri: pytest.fail(uri))
+    with pytest.raises(ConfigError, match="names weights_uri .* outside its stage"):
+        sources_registered.registered_weights(version)

@@ -10,10 +10,17 @@ import typer
 from rich.table import Table
 
 from warmstart.cli.app import app, console, friendly
-from warmstart.errors import StackError
+from warmstart.errors import StackError, WarmstartError
 from warmstart.infra import deploy as deploy_mod
 from warmstart.infra import stack
-from warmstart.settings import SECRET_VARIABLES, env_file, read_env_file
+from warmstart.settings import (
+    SECRET_VARIABLES,
+    env_file,
+    load_env,
+    read_env_file,
+    redact,
+    unclosed_runs_file,
+)
 
 
 @app.command()
@@ -28,6 +35,23 @@ def up() -> None:
     console.print(f"  MLflow UI   {cfg.mlflow_url}")
     console.print(f"  S3 store    {cfg.s3_url}  (bucket {cfg.bucket})")
     console.print(f"  clients:    eval $(warmstart env)   # reads {cfg.home / 'env'}")
+    close_recorded_runs()
+
+
+def close_recorded_runs() -> None:
+    """End the MLflow runs an outage left open (recorded on local disk), now that MLflow is up."""
+    if not unclosed_runs_file().exists():
+        return
+    from warmstart.tracking import close_recorded_runs as close  # deferred: mlflow, torch
+
+    load_env()  # a first `up` wrote the env file only now
+    try:
+        closed = close()
+    except WarmstartError as exc:
+        console.print(f"runs left open by an MLflow outage stay recorded: {redact(str(exc))}")
+        return
+    if closed:
+        console.print(f"ended {len(closed)} MLflow run(s) left open by an outage: {closed}")
 
 
 @app.command()

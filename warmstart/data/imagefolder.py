@@ -63,7 +63,9 @@ def _split_layout(top_dirs: set[str]) -> bool:
     return "train" in top_dirs and top_dirs <= {"train", "test"}
 
 
-def list_local(location: str) -> list[Item]:
+def list_local(location: str, *, follow_symlinks: bool = False) -> list[Item]:
+    """The tree's image files; a file or class folder that is a link out of the tree is refused
+    unless ``follow_symlinks`` (links that stay inside are fine)."""
     root = Path(location).expanduser()
     if not root.exists():
         raise DataError(
@@ -73,6 +75,7 @@ def list_local(location: str) -> list[Item]:
         raise DataError(
             f"imagefolder source {location} is not a folder: give the folder of class sub-folders"
         )
+    real = root.resolve()
     top = {p.name for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)}
     trees = [("train", False), ("test", True)] if _split_layout(top) else [("", False)]
     items: list[Item] = []
@@ -81,6 +84,7 @@ def list_local(location: str) -> list[Item]:
         if not base.is_dir():
             continue
         for cls in sorted(p.name for p in base.iterdir() if p.is_dir() and not is_hidden(p.name)):
+            _check_link(base / cls, real, location, follow_symlinks)
             found: list[Item] = []
             for dirpath, dirnames, filenames in os.walk(base / cls):
                 dirnames[:] = [d for d in dirnames if not is_hidden(d)]
@@ -90,6 +94,8 @@ def list_local(location: str) -> list[Item]:
                     if is_hidden(fname):
                         continue
                     path = os.path.join(dirpath, fname)
+                    if os.path.islink(path):
+                        _check_link(path, real, location, follow_symlinks)
                     _check_ext(path, location)
                     found.append(Item(path, cls, is_test, (rel, fname), os.path.getsize(path)))
             if not found and not is_test:
@@ -99,6 +105,19 @@ def list_local(location: str) -> list[Item]:
                 )
             items.extend(sorted(found, key=lambda it: it.relpath))
     return items
+
+
+def _check_link(path: Path | str, root: Path, location: str, follow: bool) -> None:
+    """Refuse a symbolic link that resolves outside the folder: a tree's content is data, and a
+    link must not pull in files from elsewhere on the machine unless the user says so
+    (``follow_symlinks=true``). Links that stay inside the tree are fine."""
+    target = Path(path).resolve()
+    if not follow and not target.is_relative_to(root):
+        raise DataError(
+            f"imagefolder {location}: {path} is a symbolic link to {target}, outside the folder: "
+            "copy the files into the folder, or add follow_symlinks=true to the spec if you "
+            "mean it"
+        )
 
 
 def list_s3(location: str) -> list[Item]:
@@ -274,9 +293,13 @@ def load_imagefolder(
     classes: tuple[str, ...] | None = None,
     skip_corrupt: bool = False,
     workers: int | None = None,
+    follow_symlinks: bool = False,
 ) -> ImageDataset:
     """Read an ImageFolder tree; class selection happens before decoding, conversions during."""
-    items = list_s3(location) if location.startswith("s3://") else list_local(location)
+    if location.startswith("s3://"):
+        items = list_s3(location)
+    else:
+        items = list_local(location, follow_symlinks=follow_symlinks)
     if not items:
         raise DataError(
             f"imagefolder {location} has no class sub-folders with images: put images in "

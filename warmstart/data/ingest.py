@@ -79,7 +79,11 @@ def _decode_chunk(
 
 def _list(spec: SourceSpec) -> tuple[list[Item], list[str], list[dict], list[str]]:
     loc = spec.location
-    items = list_s3(loc) if loc.startswith("s3://") else list_local(loc)
+    items = (
+        list_s3(loc)
+        if loc.startswith("s3://")
+        else list_local(loc, follow_symlinks=spec.follow_symlinks)
+    )
     if not items:
         raise DataError(
             f"imagefolder {loc} has no class sub-folders with images: put images in "

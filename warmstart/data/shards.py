@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from warmstart import storage
+from warmstart import safepath, storage
 from warmstart.errors import DataError, StorageError
 from warmstart.settings import state_dir
 
@@ -163,13 +163,16 @@ class ShardIndex:
 
     @classmethod
     def from_manifest(cls, root: str, manifest: dict) -> ShardIndex:
-        info = manifest["shards"]
+        info, where = manifest["shards"], f"{root.rstrip('/')}/manifest.json"
         return cls(
             root=root.rstrip("/"),
             shape=tuple(int(v) for v in manifest["shape"]),  # type: ignore[arg-type]
             rows=int(info["rows"]),
-            keys=tuple(s["key"] for s in info["items"]),
-            digests=tuple(s["sha256"] for s in info["items"]),
+            # the digests name files of the local cache, the keys objects: checked before use
+            keys=tuple(safepath.relative_key(s["key"], "shard key", where) for s in info["items"]),
+            digests=tuple(
+                safepath.hex_digest(s["sha256"], "shard sha256", where) for s in info["items"]
+            ),
         )
 
     @property

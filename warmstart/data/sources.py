@@ -39,6 +39,7 @@ def load_source(
             classes=spec.classes,
             skip_corrupt=skip,
             workers=workers,
+            follow_symlinks=spec.follow_symlinks,
         )
     else:
         ds = build_builtin(spec, seed) if spec.kind == "builtin" else load_cifar10(spec.location)

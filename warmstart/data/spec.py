@@ -13,7 +13,17 @@ from urllib.parse import quote, unquote
 from warmstart.errors import DataError
 
 KINDS = ("builtin", "cifar10", "imagefolder")
-OPTIONS = ("size", "channels", "classes", "n", "num_classes", "seed", "crop", "skip_corrupt")
+OPTIONS = (
+    "size",
+    "channels",
+    "classes",
+    "n",
+    "num_classes",
+    "seed",
+    "crop",
+    "skip_corrupt",
+    "follow_symlinks",
+)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -32,6 +42,7 @@ class SourceSpec:
     seed: int | None = None  # generator seed (overrides load_source's seed)
     crop: str | None = None  # "content" (square box of the non-background) or "center:<keep>"
     skip_corrupt: bool = False  # skip undecodable images (and count them) instead of failing
+    follow_symlinks: bool = False  # imagefolder: read links that lead outside the folder
 
     @property
     def is_s3(self) -> bool:
@@ -49,8 +60,9 @@ class SourceSpec:
         for key in ("n", "num_classes", "seed", "crop"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
-        if self.skip_corrupt:
-            out["skip_corrupt"] = "true"
+        for key in ("skip_corrupt", "follow_symlinks"):
+            if getattr(self, key):
+                out[key] = "true"
         return out
 
     def canonical(self) -> str:
@@ -114,8 +126,8 @@ def _parse_option(spec: str, key: str, value: str) -> object:
             raise _fail(spec, f"seed={value!r} is not an integer", "write seed=<int>") from None
     if key == "crop":
         return _crop(spec, value.lower())
-    if value.lower() not in _TRUE + _FALSE:  # skip_corrupt
-        raise _fail(spec, f"skip_corrupt={value!r}", "write skip_corrupt=true or false")
+    if value.lower() not in _TRUE + _FALSE:  # skip_corrupt, follow_symlinks
+        raise _fail(spec, f"{key}={value!r}", f"write {key}=true or false")
     return value.lower() in _TRUE
 
 

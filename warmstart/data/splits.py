@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from warmstart import storage
+from warmstart import safepath, storage
 from warmstart.data.dataset import ImageDataset
 from warmstart.errors import DataError
 
@@ -205,7 +205,7 @@ def store_splits(splits: Splits, *, bucket: str | None = None) -> str:
 
 def load_splits(digest: str, *, bucket: str | None = None) -> Splits:
     """Read stored splits back and verify they hash to ``digest``."""
-    root = storage.uri(PREFIX, digest, bucket=bucket)
+    root = storage.uri(PREFIX, safepath.hex_digest(digest, "split hash", PREFIX), bucket=bucket)
     if not storage.exists(root.child("manifest.json")):
         raise DataError(f"splits {digest} are not stored at {root}/: make and store them first")
     manifest = json.loads(storage.get_bytes(root.child("manifest.json")))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from warmstart import __version__, storage
+from warmstart import __version__, safepath, storage
 from warmstart.data.dataset import HASH_FORMAT, ImageDataset, content_hash
 from warmstart.data.shards import (
     ShardCache,
@@ -169,7 +169,7 @@ def _read_files(root: storage.S3Uri, manifest: dict) -> dict[str, np.ndarray]:
     """The manifest's side files (labels, test mask; ``images.npy`` of the old layout), verified."""
     arrays: dict[str, np.ndarray] = {}
     for name, info in manifest.get("files", {}).items():
-        obj = root.child(name)
+        obj = root.child(safepath.file_name(name, "file", str(root.child(MANIFEST))))
         if storage.head(obj) is None:
             raise DataError(
                 f"{obj} is missing from the store: the dataset was partly deleted; delete "

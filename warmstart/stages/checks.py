@@ -76,7 +76,7 @@ def class_counts(flag: str, spec: SourceSpec) -> ClassCounts | None:
                 resolve_classes(spec.classes, names, where=str(spec)) if spec.classes else range(10)
             )
             return ClassCounts({names[i]: CIFAR_TRAIN for i in picked}, True, (32, 32))
-        items = list_local(spec.location)
+        items = list_local(spec.location, follow_symlinks=spec.follow_symlinks)
     except WarmstartError as exc:
         raise ConfigError(f"{flag}: {exc}") from None
     return _folder_counts(flag, spec, items)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from warmstart import safepath
 from warmstart.contracts import DatasetRef, Job, SourceModel
 from warmstart.errors import ConfigError
 from warmstart.params import PipelineParams
@@ -46,11 +47,16 @@ def read_learned(raw: bytes) -> list[LearnedFrom]:
     """The records of a ``learned.json``; [] when it is not one."""
     try:
         items = json.loads(raw)
-        return [
+        seen = [
             LearnedFrom(str(i["what"]), str(i["dataset_hash"]), i.get("split_hash")) for i in items
         ]
     except (ValueError, TypeError, KeyError):
         return []
+    for s in seen:  # the hashes name objects in the bucket (the leakage guard reads them)
+        safepath.hex_digest(s.dataset_hash, "dataset_hash", LEARNED_FILE)
+        if s.split_hash is not None:
+            safepath.hex_digest(s.split_hash, "split_hash", LEARNED_FILE)
+    return seen
 
 
 class SourceProvider:

@@ -32,10 +32,10 @@ from warmstart import storage
 from warmstart.contracts import DatasetRef, Job, SourceModel
 from warmstart.data.spec import split_options
 from warmstart.errors import ConfigError
-from warmstart.models import ModelError, get_backbone
+from warmstart.models import CheckpointError, ModelError, get_backbone
 from warmstart.models.backbones.torchvision import PREFIX as TORCHVISION
 from warmstart.models.backbones.torchvision import backbone_state
-from warmstart.models.checkpoint import FORMAT, META, weights_name
+from warmstart.models.checkpoint import FORMAT, META, meta_epoch, meta_file, weights_name
 from warmstart.params import PipelineParams
 from warmstart.stages.sources import (
     LEARNED_FILE,
@@ -111,10 +111,14 @@ def find_checkpoint(spec: str, location: str) -> tuple[dict, str]:
     for folder in (location, _join(location, "ckpt")):
         meta = _meta(spec, folder)
         if meta is not None:
-            best = meta.get("best_epoch")
-            name = weights_name(best) if best else meta["weights"]
+            try:
+                last = meta_file(meta, "weights", _join(folder, META))
+                best = meta_epoch(meta, "best_epoch", folder) if meta.get("best_epoch") else None
+            except CheckpointError as exc:
+                raise ConfigError(f"--source {spec}: {exc}") from None
+            name = weights_name(best) if best else last
             if read_bytes(_join(folder, name)) is None:
-                name = meta["weights"]
+                name = last
             return meta, _join(folder, name)
     raise ConfigError(
         f"--source {spec}: no warmstart checkpoint at {location} (no {META} there or in ckpt/): "

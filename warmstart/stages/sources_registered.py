@@ -249,7 +249,14 @@ def registered_weights(version: RegisteredVersion) -> tuple[str, str]:
             f"--source {spec}: the weights of {version.uri} are gone from {checkpoint} (its "
             "stage was deleted): use another version, or retrain and register it"
         )
-    weights_uri = json.loads(storage.get_bytes(result))["weights_uri"]
+    weights_uri = json.loads(storage.get_bytes(result)).get("weights_uri")
+    stage = str(storage.parse_s3_uri(checkpoint)).rstrip("/") + "/"
+    inside = isinstance(weights_uri, str) and weights_uri.startswith(stage)
+    if not inside or ".." in weights_uri[len(stage) :].split("/"):
+        raise ConfigError(
+            f"--source {spec}: {result} names weights_uri {str(weights_uri)[:80]!r}, outside its "
+            "stage: the stage was altered; use another version, or retrain and register it"
+        )
     state = load_weights(weights_uri)
     g = version.geometry
     head = state.get("head.weight")

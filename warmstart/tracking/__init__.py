@@ -5,6 +5,8 @@ and never imports mlflow itself.
   telemetry off) and the one error mapping to a one-line ``TrackingError``;
 - ``runs``: experiments, runs by explicit id (safe from parallel threads), params without
   secrets, metrics, tags, heartbeats, ``end_run`` and ``close_stale_runs``;
+- ``unclosed``: runs that could not be ended while MLflow was down, recorded on local disk and
+  ended at the next ``warmstart up`` or run;
 - ``artifacts``: bytes, text and dataset inputs of a run;
 - ``models``: logging a classifier into a run (pt2, pickle fallback), resolving and loading
   ``models:/`` URIs through ``mlflow.pyfunc``;
@@ -60,11 +62,14 @@ from warmstart.tracking.runs import (
     heartbeat,
     log_metrics,
     model_name_for,
+    open_runs,
     run_data,
     safe_params,
     set_tags,
     start_run,
 )
+from warmstart.tracking.unclosed import close_recorded as close_recorded_runs
+from warmstart.tracking.unclosed import record as record_unclosed
 
 __all__ = [
     "CHAMPION",
@@ -81,6 +86,7 @@ __all__ = [
     "VersionRef",
     "aliases",
     "check_server",
+    "close_recorded_runs",
     "close_stale_runs",
     "create_version",
     "end_run",
@@ -99,7 +105,9 @@ __all__ = [
     "log_model",
     "log_text",
     "model_name_for",
+    "open_runs",
     "predict_logits",
+    "record_unclosed",
     "resolve_model",
     "retry_window_s",
     "run_data",

@@ -11,8 +11,13 @@ because MLflow reads them from there on every request):
   before retry *n* is ``backoff_factor * 2**(n-1)`` s (none before the first) plus up to
   ``backoff_jitter`` s at random (each sleep capped at 120 s), so with factor 1 the retries
   together wait ``2**n - 2`` s.
-  ``retry_settings`` picks the fewest retries whose wait covers ``WARMSTART_IO_RETRY_SECONDS``
-  (default 60: 6 retries, 62 s plus jitter). After that the caller gets one ``TrackingError``;
+  ``retry_settings`` picks the retries whose wait is closest to ``WARMSTART_IO_RETRY_SECONDS``
+  (default 60: 6 retries, 62 s plus up to 6 s of jitter). That window is one budget
+  for the whole outage, not one per call (``warmstart.outage``): the first failure starts the
+  clock, and every later request first waits for ``/health`` to answer, polling only for what is
+  left of the window, then fails at once. So a run's many calls in series (a metric, the stage's
+  end, the failure hook) give up together, within the window plus a few seconds, and each
+  ``TrackingError`` says how long the server had not answered;
 - telemetry off, no "View run …" line per ended run, pickle deserialization refused.
 """
 
@@ -21,11 +26,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import httpx
 
+from warmstart import outage
 from warmstart.errors import ConfigError, TrackingError
 from warmstart.settings import redact
 
@@ -37,6 +44,7 @@ RETRY_SECONDS_DEFAULT = 60.0
 RETRY_VARIABLE = "WARMSTART_IO_RETRY_SECONDS"
 MAX_RETRIES_LIMIT = 10  # MLflow refuses more (_MLFLOW_HTTP_REQUEST_MAX_RETRIES_LIMIT)
 BACKOFF_MAX_S = 120  # urllib3's Retry.DEFAULT_BACKOFF_MAX
+PROBE_TIMEOUT_S, PROBE_EVERY_S = 2.0, 1.0  # /health polls while an outage lasts
 FIXED_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
@@ -73,11 +81,16 @@ def backoff_total_s(retries: int) -> float:
 
 
 def retry_settings(window_s: float) -> dict[str, str]:
-    """The fewest MLflow retries whose total backoff covers ``window_s`` (at most 10)."""
-    retries = 0
-    while retries < MAX_RETRIES_LIMIT and backoff_total_s(retries) < window_s:
-        retries += 1
-    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries)}
+    """The MLflow retries (at most 10) whose total backoff is closest to ``window_s``, the one
+    that covers it on a tie: one call rides out about the window (60 s: 6 retries, 62 s), and
+    a call that gave up early leaves the rest of the budget to the next (``wait_for_server``)."""
+    if window_s <= 0:
+        return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    best = 0
+    for retries in range(MAX_RETRIES_LIMIT + 1):
+        if abs(backoff_total_s(retries) - window_s) <= abs(backoff_total_s(best) - window_s):
+            best = retries
+    return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(best)}
 
 
 def apply_settings() -> None:
@@ -179,28 +192,68 @@ def explain(exc: BaseException, what: str) -> TrackingError:
             "check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD (or the token) for this server"
         )
     elif _DOWN.search(str(exc)):
-        fix = (
-            f"the server did not answer for {retry_window_s():.0f} s of retries: check "
-            f"`warmstart status` and MLFLOW_TRACKING_URI, or raise {RETRY_VARIABLE}"
-        )
+        fix = down_advice()
     else:
         fix = "check the server and its S3 store (`warmstart status`) and rerun"
     cls = NotFound if error_code(exc) in _MISSING else TrackingError
     return cls(f"MLflow {what} failed at {where} ({line}): {fix}")
 
 
+def down_advice() -> str:
+    """How long the server has not answered, against the budget, and the fix."""
+    waited, window = outage.MLFLOW.waited(), retry_window_s()
+    return (
+        f"the server did not answer for {waited:.0f} s of retries (the budget for the whole "
+        f"outage is {window:.0f} s): check `warmstart status` and MLFLOW_TRACKING_URI, or raise "
+        f"{RETRY_VARIABLE}"
+    )
+
+
+def answers(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True when the tracking server answers HTTP at all (any status; non-HTTP URIs: True)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri.startswith(("http://", "https://")):
+        return True
+    try:
+        httpx.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def wait_for_server(what: str) -> None:
+    """In a known outage, before a request: poll ``/health`` until the server answers or the
+    outage's retry budget is spent (then one ``TrackingError``, without trying the request)."""
+    if outage.MLFLOW.since() is None:
+        return
+    window = retry_window_s()
+    while not answers():
+        outage.MLFLOW.failed(time.monotonic(), window)
+        left = outage.MLFLOW.left(window)
+        if left <= 0:
+            where = safe_uri(os.environ.get("MLFLOW_TRACKING_URI", "?"))
+            raise TrackingError(f"MLflow {what} not attempted at {where}: {down_advice()}")
+        time.sleep(min(PROBE_EVERY_S, left))
+
+
 @contextlib.contextmanager
 def errors(what: str) -> Iterator[None]:
-    """Turn MLflow and HTTP failures into a one-line ``TrackingError`` (the one wrapper)."""
+    """Turn MLflow and HTTP failures into a one-line ``TrackingError`` (the one wrapper); in an
+    outage, wait only for what is left of its retry budget (``wait_for_server``)."""
     import requests  # deferred: only with mlflow
     from mlflow.exceptions import MlflowException  # deferred: heavy
 
+    wait_for_server(what)
+    start = time.monotonic()
     try:
         yield
     except TrackingError:
         raise
     except (MlflowException, requests.RequestException, ConnectionError, TimeoutError) as exc:
+        if _DOWN.search(str(exc)) and not _AUTH.search(str(exc)):
+            outage.MLFLOW.failed(start, retry_window_s())
         raise explain(exc, what) from None
+    outage.MLFLOW.ended()
 
 
 def error_code(exc: BaseException) -> str:

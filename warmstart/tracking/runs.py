@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,10 @@ END_REASON_TAG = "warmstart.end_reason"
 FLOW_RUN_TAG = "warmstart.flow_run_id"  # the Prefect flow run a run belongs to
 STALE_AFTER_S = 3600.0  # default for close_stale_runs: an hour without any sign of life
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+# Runs this process started and has not ended (run id -> its flow run id, "" for none): what
+# ``unclosed.record`` writes down when MLflow cannot be reached to end them.
+_OPEN: dict[str, str] = {}
+_OPEN_LOCK = threading.Lock()
 _SECRET_KEY = re.compile(
     r"secret|passw(or)?d|token|api[_-]?key|access[_-]?key|credential|private[_-]?key|auth",
     re.IGNORECASE,
@@ -151,6 +156,8 @@ def start_run(
     c = client()
     with errors(f"start of run {name!r}"):
         run = c.create_run(experiment_id, tags=safe_tags(all_tags), run_name=name)
+        with _OPEN_LOCK:
+            _OPEN[run.info.run_id] = str(all_tags.get(FLOW_RUN_TAG, ""))
         items = [Param(k, v) for k, v in safe_params(params or {}).items()]
         for i in range(0, len(items), BATCH):
             c.log_batch(run.info.run_id, params=items[i : i + BATCH])
@@ -166,6 +173,14 @@ def end_run(run_id: str, status: str = "FINISHED", reason: str | None = None) ->
         if reason:
             c.set_tag(run_id, END_REASON_TAG, redact(reason)[:MAX_TAG_LENGTH])
         c.set_terminated(run_id, status=status)
+    with _OPEN_LOCK:
+        _OPEN.pop(run_id, None)
+
+
+def open_runs(flow_run_id: str | None = None) -> list[str]:
+    """Runs this process started and has not ended (those of one flow run, if given)."""
+    with _OPEN_LOCK:
+        return sorted(r for r, f in _OPEN.items() if flow_run_id is None or f == flow_run_id)
 
 
 def set_tags(run_id: str, tags: Mapping[str, Any]) -> None:
