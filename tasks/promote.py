@@ -10,10 +10,13 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from warmstart import promotion, reports, stages, tracking
+from warmstart import model_card, promotion, reports, stages, tracking
 from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
 from warmstart.promotion import recompute
+from warmstart.promotion.metric import gate_weights
+from warmstart.tasks.events import emit_verdict
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
+from warmstart.tasks.model_card import publish_card
 from warmstart.tasks.pipeline import IO_RETRIES
 
 
@@ -34,6 +37,7 @@ def evaluate(
     # the parent keeps one mean test accuracy per arm (the label-efficiency plot and the browser
     # test read them); the comparable per-seed numbers live on each arm's own run
     tracking.log_metrics(run_id, {f"test_acc.{r.arm.replace('/', '.')}": r.test_acc for r in rows})
+    tracking.log_metrics(run_id, model_card.class_metrics(evaluation))  # per-class truth
     log_arm_runs(evaluation, results)
     tracking.log_bytes(run_id, "predictions.parquet", predictions_parquet(evaluation))
     table = promotion.table_markdown(rows) + removed_note(job)
@@ -113,10 +117,17 @@ def register_and_promote(
         outcome = None
         candidate = promotion.select_candidate(evaluation)
         decision = promotion.decide(
-            candidate, evaluation.arms["scratch"], margin=job.params.margin, blocked=job.leakage
+            candidate,
+            evaluation.arms["scratch"],
+            margin=job.params.margin,
+            blocked=job.leakage,
+            weights=gate_weights(job, evaluation),
         )
     _log_confusion(job.run.run_id, evaluation, decision.candidate)
     stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
+    if outcome is not None and outcome.version:
+        wall = time.time() - started
+        publish_card(evaluation, decision, outcome, rows, stage_records, job, wall)
     summary = publish(decision, outcome, rows, stage_records, job, time.time() - started)
     candidate = evaluation.arms[decision.candidate]
     summary["served_test_accuracy"] = candidate.test_acc[promotion.served_index(candidate)]
@@ -158,7 +169,9 @@ def publish(
     tracking.log_metrics(run.run_id, {**gate, "flow_wall_seconds": wall_seconds})
     tracking.end_run(run.run_id)
     get_run_logger().info("gate: %s — %s", decision.verdict, decision.reason)
-    return summary(decision, outcome, rows, stage_records, job)
+    out = summary(decision, outcome, rows, stage_records, job)
+    out["event"] = emit_verdict(decision, outcome, out["model_name"], job)["event"]
+    return out
 
 
 def summary(

@@ -73,6 +73,12 @@ class PipelineParams(BaseModel):
         le=1.0,
         description="Gate: lower CI bound of (candidate − scratch) must exceed this.",
     )
+    metric: Literal["auto", "accuracy", "balanced_accuracy"] = Field(
+        "auto",
+        description="What the gate compares: accuracy, balanced_accuracy (the mean of the "
+        "per-class accuracies), or auto: balanced when the test split's largest class has more "
+        "than 1.5x the images of its smallest (warmstart.promotion.metric.IMBALANCE_RATIO).",
+    )
     confirm_seeds: int = Field(
         5,
         ge=0,

@@ -2,7 +2,7 @@
 
 ``predict("models:/warmstart-uci-digits-5-9@champion", "photos/", "preds.csv")`` resolves the
 alias to one version (so a concurrent promotion cannot mix two models), reads the model's input
-shape (C×H×W) from its MLflow signature, converts every image to it explicitly, and writes
+shape (C×H×W) from its MLflow model, converts every image to it explicitly, and writes
 ``file, class, probability`` (or the top-k layout of ``warmstart.predict_report``) as CSV or
 parquet, locally or to ``s3://``. Files that are not images (by extension: ``notes.txt``) are
 skipped with a warning and counted; images in class sub-folders named like the model's classes

@@ -132,6 +132,52 @@ def test_registered_version_carries_the_verdict_and_its_training_run(first_run):
     assert mv.run_id in mv.description and TINY["source"] in mv.description
 
 
+def test_version_card_and_verdict_event(first_run, stack):
+    """The registered version's description ends with its generated model card (also an
+    artifact of its training run and a Prefect artifact), and the verdict reached the Prefect
+    server as an event about that version."""
+    summary, c = first_run["summary"], _client()
+    mv = c.get_model_version(summary["model_name"], summary["version"])
+    head, card = mv.description.split("\n\n# Model card: ", 1)
+    card = "# Model card: " + card
+    print(card)  # the closing note quotes a real one
+    assert head.startswith(f"**{summary['verdict']}**")  # the registry's own lines come first
+    assert card.startswith(f"# Model card: `{summary['model_name']}` version {mv.version}")
+    for section in (
+        "## Task",
+        "## Source and lineage",
+        "## Data",
+        "## Verdict",
+        "## Leakage",
+        "## Per class (test split)",
+        "## Compute",
+        "## Intended use and known limits",
+    ):
+        assert f"\n{section}\n" in card, section
+    assert "`5`, `6`, `7`, `8`, `9`" in card and summary["verdict"] in card
+    kept = c.download_artifacts(mv.run_id, f"model_card/v{mv.version}.md")
+    assert open(kept).read() == card
+    api = stack.env["PREFECT_API_URL"]
+    arts = httpx.post(f"{api}/artifacts/filter", json={}, auth=stack.prefect_auth).json()
+    ours = [a for a in arts if a["flow_run_id"] == summary["flow_run_id"]]
+    assert any(a["key"] == "model-card-uci-digits-5-9" and a["data"] == card for a in ours)
+
+    name = "warmstart.model.promoted" if summary["passed"] else "warmstart.model.refused"
+    assert summary["event"] == name
+    rid = f"warmstart.model.{summary['model_name']}.{summary['version']}"
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [rid]}}, "limit": 5}
+    for _ in range(30):  # the events worker sends in the background
+        events = httpx.post(f"{api}/events/filter", json=body, auth=stack.prefect_auth).json()
+        if events.get("events"):
+            break
+        time.sleep(1)
+    (event,) = events["events"]
+    assert event["payload"]["verdict"] == summary["verdict"]
+    assert event["payload"]["model_uri"] == summary["model_uri"]
+    assert event["payload"]["ci_low"] <= event["payload"]["delta"] <= event["payload"]["ci_high"]
+    assert event["payload"]["flow_run_id"] == summary["flow_run_id"]
+
+
 @pytest.fixture(scope="module")
 def promoted_run(stack):
     """MNIST digits → UCI digits at k=1: supervised transfer beats scratch by tens of points."""
@@ -185,6 +231,9 @@ def test_gate_promotes_a_real_gain(promoted_run, stack):
     champion = c.get_model_version_by_alias(summary["model_name"], "champion")
     assert champion.version == summary["version"]
     assert champion.tags["gate_verdict"] == "promoted"
+    assert summary["event"] == "warmstart.model.promoted"
+    assert "# Model card: " in champion.description and "**promoted**" in champion.description
+    print(champion.description)  # the closing note quotes a promoted champion's card
 
 
 def test_champion_loads_with_plain_mlflow_and_reproduces_accuracy(promoted_run, stack):
@@ -202,7 +251,9 @@ def test_champion_loads_with_plain_mlflow_and_reproduces_accuracy(promoted_run, 
         "import sys, numpy as np, mlflow\n"
         "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
         "x = np.load(sys.argv[2]); y = np.load(sys.argv[3])\n"
-        "print(float((np.asarray(m.predict(x)).argmax(1) == y).mean()))\n"
+        # the image pyfunc's tensor path (its signature takes PNG/JPEG bytes)
+        "logits = m.unwrap_python_model().logits(x)\n"
+        "print(float((np.asarray(logits).argmax(1) == y).mean()))\n"
     )
     out = subprocess.run(
         [

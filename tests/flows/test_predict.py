@@ -191,7 +191,7 @@ def model(stack):
     net, example, accuracy = _train_digits_classifier(ds)
     name = tracking.model_name_for(f"predict-test-{uuid.uuid4().hex[:6]}")
     run_id = tracking.start_run(tracking.experiment_id("predict-test"), "finetune-target[test]")
-    logged = tracking.log_model(run_id, net, example=example)
+    logged = tracking.log_model(run_id, net, example=example, classes=ds.classes)
     tracking.end_run(run_id)
     tracking.ensure_registered_model(name)
     version = tracking.create_version(
@@ -388,3 +388,247 @@ def test_cli_refuses_bad_inputs_in_one_line_with_exit_2(model, digits, tmp_path,
     for word in expect:
         assert word in lines[0]
     assert not Path(out).exists()
+
+
+# ------------------------------------------------------------------ export (same registered model)
+
+
+@pytest.fixture(scope="module")
+def hundred_digits():
+    """100 images of the target (the last 20 of each digit 5-9), uint8 N×1×8×8."""
+    from warmstart.data import load_source
+
+    ds = load_source("builtin:uci-digits?classes=5-9")
+    idx = np.concatenate([np.flatnonzero(ds.labels == c)[-20:] for c in range(len(ds.classes))])
+    return ds.images[idx]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_cli_exports_onnx_that_matches_torch_and_predict(
+    model, hundred_digits, digits, tmp_path, monkeypatch
+):
+    """`warmstart export --format onnx`: onnxruntime on 100 images within 1e-4 of the registered
+    graph in torch (through the same pyfunc `warmstart predict` loads), the same classes as
+    `warmstart predict` on PNG files, and the file kept beside the version."""
+    import json
+
+    from warmstart import export as wx
+    from warmstart import tracking
+
+    cli = Path(sys.executable).parent / "warmstart"
+    out = tmp_path / "export"  # the README's folder: its example runs below as written
+    proc = subprocess.run(
+        [str(cli), "export", model["alias_uri"], "--format", "onnx", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    onnx_file = out / "model.onnx"
+    assert f"onnx export of {model['version_uri']} -> {onnx_file}" in proc.stdout
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["input"] == {
+        "name": "image",
+        "dtype": "uint8",
+        "shape": ["N", 1, 8, 8],
+        "range": [0, 255],
+    }
+    assert meta["classes"] == ["5", "6", "7", "8", "9"] and meta["sha256"] == _sha256(onnx_file)
+    assert meta["parity"]["max_abs_diff"] <= 1e-4
+
+    got = wx.run_export(onnx_file, "onnx", hundred_digits)  # onnxruntime
+    served = wp.resolve_model(model["version_uri"])
+    pyfunc = tracking.load_pyfunc(served.uri)
+    want = tracking.predict_logits(pyfunc, served.uri, hundred_digits.astype(np.float32) / 255.0)
+    assert got.shape == (100, 5)
+    diff = float(np.abs(got - want).max())
+    print(f"onnxruntime vs torch on 100 digits: max abs diff {diff:.2e}")
+    assert diff <= 1e-4
+    assert (got.argmax(1) == wp.run_model(served, hundred_digits).argmax(1)).all()
+
+    # the same classes as `warmstart predict` on ten PNG files
+    ten = {k: v[:2] for k, v in digits.items()}
+    _write_folder(tmp_path / "ten", ten)
+    assert (
+        _cli(
+            "--model",
+            model["version_uri"],
+            str(tmp_path / "ten"),
+            "--out",
+            str(tmp_path / "ten.csv"),
+        ).returncode
+        == 0
+    )
+    frame = pd.read_csv(tmp_path / "ten.csv", dtype={"class": str})
+    stacked = np.stack([ten[f.split("/")[0]][int(f[-7:-4])] for f in frame["file"]])[:, None]
+    onnx_classes = [meta["classes"][i] for i in wx.run_export(onnx_file, "onnx", stacked).argmax(1)]
+    assert onnx_classes == list(frame["class"])
+    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    example = readme.split("\n### Export\n", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    scope = {"files": [str(tmp_path / "ten" / f) for f in frame["file"]]}
+    exec(compile(example, "README.md", "exec"), scope)
+    assert scope["classes"] == list(frame["class"])
+
+    name, version = model["version_uri"].split("/")[1:]
+    tags = tracking.version_by_alias(name, "predict-test").tags
+    assert tags["export.onnx.sha256"] == meta["sha256"]
+    assert tags["export.onnx.uri"].endswith(f"/exports/v{version}/onnx")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["torchscript", "exported-program"])
+def test_torch_exports_match_torch(model, hundred_digits, tmp_path, fmt):
+    from warmstart import export as wx
+
+    meta = wx.export(model["version_uri"], fmt, str(tmp_path), images=hundred_digits, log=False)
+    assert meta["parity"]["images"] == 100 and meta["parity"]["max_abs_diff"] <= 1e-4
+    assert meta["logged_to"] is None and Path(meta["path"]).name == wx.FORMATS[fmt]
+    served = wp.resolve_model(model["version_uri"])
+    again = wx.run_export(Path(meta["path"]), fmt, hundred_digits[:10])
+    assert (again.argmax(1) == wp.run_model(served, hundred_digits[:10]).argmax(1)).all()
+
+
+def test_export_refuses_an_unknown_format_and_a_file_as_folder(tmp_path):
+    from warmstart import export as wx
+
+    with pytest.raises(ConfigError, match=r"^--format tflite: use one of onnx, torchscript, "):
+        wx.export("models:/x/1", "tflite", str(tmp_path))
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match=r"^--out .*/f: is a file"):
+        wx.export("models:/x/1", "onnx", str(tmp_path / "f"))
+
+
+# ------------------------------------------------------------------ the image pyfunc, served
+
+
+def _serve(uri: str, port: int, log: Path) -> subprocess.Popen:
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    return subprocess.Popen(
+        [
+            str(mlflow_cli),
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),  # a file: a pipe nobody reads would fill and stall the server
+        # the venv's bin first: the server execs `uvicorn` by name
+        env={**os.environ, "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ['PATH']}"},
+        start_new_session=True,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 240.0) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"mlflow models serve exited: {proc.stderr.read().decode()[-2000:]}"
+            )
+        try:
+            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError("mlflow models serve did not answer /ping in time")
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_served_champion_takes_png_and_jpeg_and_returns_class_names(model, digits, tmp_path):
+    """`mlflow models serve` on the registered version; a real HTTP client posts PNG and JPEG
+    files (base64 in JSON) and gets the classes `warmstart predict` gives, with probabilities."""
+    import base64
+    import signal
+
+    import httpx
+
+    from tests.conftest import free_ports
+
+    ten = {k: v[:2] for k, v in digits.items()}
+    _write_folder(tmp_path / "ten", ten)
+    assert (
+        _cli(
+            "--model",
+            model["version_uri"],
+            str(tmp_path / "ten"),
+            "--out",
+            str(tmp_path / "ten.csv"),
+        ).returncode
+        == 0
+    )
+    frame = pd.read_csv(tmp_path / "ten.csv", dtype={"class": str})
+    pngs = [(tmp_path / "ten" / f).read_bytes() for f in frame["file"]]
+    jpeg = io.BytesIO()
+    Image.fromarray(ten["7"][0]).resize((32, 32)).save(jpeg, format="JPEG", quality=95)
+
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    proc = _serve(model["version_uri"], port, log)
+    try:
+        _wait_ready(proc, url, log)
+        rows = [[base64.b64encode(b).decode()] for b in [*pngs, jpeg.getvalue()]]
+        reply = httpx.post(
+            f"{url}/invocations",
+            json={"dataframe_split": {"columns": ["image"], "data": rows}},
+            timeout=60,
+        )
+        assert reply.status_code == 200, reply.text
+        predictions = reply.json()["predictions"]
+        bad = httpx.post(
+            f"{url}/invocations",
+            json={"dataframe_split": {"columns": ["image"], "data": [["bm90IGFuIGltYWdl"]]}},
+            timeout=60,
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert len(predictions) == 11
+    assert [p["class"] for p in predictions[:10]] == list(frame["class"])
+    assert [round(p["probability"], 6) for p in predictions[:10]] == [
+        round(p, 6) for p in frame["probability"]
+    ]
+    for p in predictions:
+        assert len(p["probabilities"]) == 5
+        assert sum(p["probabilities"]) == pytest.approx(1.0)
+        assert p["probability"] == pytest.approx(max(p["probabilities"]))
+    assert predictions[10]["class"] in {"5", "6", "7", "8", "9"}  # a 32x32 JPEG, resized
+    assert bad.status_code >= 400 and "row 0 is not a readable image" in bad.text
+
+
+@pytest.mark.services
+@pytest.mark.slow
+def test_pyfunc_in_process_takes_bytes_and_tensors(model, digits):
+    import mlflow
+
+    pyfunc = mlflow.pyfunc.load_model(model["version_uri"])
+    png = _png(digits["8"][0])
+    out = pyfunc.predict(pd.DataFrame({"image": [png, png]}))
+    assert list(out.columns) == ["class", "probability", "probabilities"]
+    assert out["class"].tolist()[0] == out["class"].tolist()[1]
+    logits = pyfunc.unwrap_python_model().logits(digits["8"][:1][:, None] / 255.0)
+    assert logits.shape == (1, 5)
+    assert out["class"][0] == ["5", "6", "7", "8", "9"][int(logits.argmax())]

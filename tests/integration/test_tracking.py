@@ -451,7 +451,8 @@ def test_log_model_into_a_given_run_from_a_thread(mlflow_env):
     assert lm.source_run_id == run_id and lm.experiment_id == exp
     assert lm.tags["weights_sha256"] == logged.weights_sha256 and lm.status.to_proto() == 2
     info = mlflow.models.get_model_info(logged.uri)
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 1, 8, 8)
+    assert info.metadata == {"input_shape": [1, 8, 8], "classes": ["0", "1", "2"]}
+    assert info.signature.inputs.input_names() == ["image"]  # the image pyfunc
     pyf = tracking.load_pyfunc(logged.uri)
     logits = tracking.predict_logits(pyf, logged.uri, X)
     np.testing.assert_array_equal(logits.argmax(1) == Y, _correct(model))
@@ -553,17 +554,20 @@ def test_promotion_lifecycle_registry_tags_and_fresh_process_load(mlflow_env, tm
     assert v2.tags["gate_reason"] == kept.decision.reason
     assert third.decision.vs_champion["version"] == "1"
 
-    # a fresh process with plain mlflow: no warmstart import, no S3 credentials, pickle refused
+    # a fresh process: the pt2 graph with plain mlflow + torch (no warmstart import), the pyfunc
+    # (models-from-code: warmstart installed); no S3 credentials, pickle refused
     np.save(tmp_path / "x.npy", X)
     script = textwrap.dedent(
         f"""
         import json, numpy as np, torch, mlflow
         x = np.load({str(tmp_path / "x.npy")!r})
-        module = mlflow.pytorch.load_model("models:/{name}@champion")
+        local = mlflow.artifacts.download_artifacts("models:/{name}@champion")
+        module = torch.export.load(local + "/artifacts/model.pt2").module()
         with torch.no_grad():
             pred = module(torch.from_numpy(x)).argmax(1).numpy()
         pyf = mlflow.pyfunc.load_model("models:/{name}@champion")
-        print(json.dumps({{"pred": pred.tolist(), "pyfunc": pyf.predict(x[:7]).argmax(1).tolist()}}))
+        logits = pyf.unwrap_python_model().logits(x[:7])
+        print(json.dumps({{"pred": pred.tolist(), "pyfunc": logits.argmax(1).tolist()}}))
         """
     )
     env = {
@@ -593,7 +597,7 @@ def test_promotion_lifecycle_registry_tags_and_fresh_process_load(mlflow_env, tm
     assert out["pyfunc"] == out["pred"][:7]
     # artifacts are in our bucket under mlflow/ (proxied by the server)
     keys = list(storage.list_keys(storage.uri("mlflow")))
-    assert sum(k.endswith("/data/model.pt2") for k in keys) >= 3
+    assert sum(k.endswith("/artifacts/model.pt2") for k in keys) >= 3
     assert all(k.startswith("mlflow/") for k in keys)
 
 

@@ -2,6 +2,7 @@
 them). Errors a user can act on print in one line, without a traceback."""
 
 from warmstart.cli import (  # noqa: F401  (registration)
+    export_cmd,
     pipeline_cmds,
     predict_cmd,
     stack_cmds,

@@ -143,6 +143,13 @@ PretrainOpt = Annotated[int | None, Opt(help="Source pretraining epochs.")]
 BackboneOpt = Annotated[str | None, Opt(help="Backbone from the registry.")]
 DeviceOpt = Annotated[str | None, Opt(help="auto | cpu | cuda | mps.")]
 MarginOpt = Annotated[float | None, Opt(help="Gate margin (fraction).")]
+MetricOpt = Annotated[
+    str | None,
+    Opt(
+        help="What the gate compares: accuracy | balanced_accuracy | auto (balanced when the "
+        "test classes are imbalanced beyond 1.5x)."
+    ),
+]
 KeepOpt = Annotated[
     bool | None,
     Opt("--keep-candidates", help="Register refused candidates too (tagged candidate)."),
@@ -210,6 +217,7 @@ def run(
     backbone: BackboneOpt = None,
     device: DeviceOpt = None,
     margin: MarginOpt = None,
+    metric: MetricOpt = None,
     keep_candidates: KeepOpt = None,
     allow_leakage: LeakOpt = None,
     confirm_seeds: ConfirmOpt = None,
@@ -229,7 +237,7 @@ def run(
     flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
     flags |= dict(finetune_epochs=epochs, pretrain_epochs=pretrain_epochs, device=device)
     flags |= dict(margin=margin, keep_candidates=keep_candidates, allow_leakage=allow_leakage)
-    flags |= dict(confirm_seeds=confirm_seeds, val_per_class=val_per_class)
+    flags |= dict(confirm_seeds=confirm_seeds, val_per_class=val_per_class, metric=metric)
     plan = plan_run(build_params(PipelineParams, flags), dry_run)
     t0 = time.monotonic()
     if dask:  # stages train in the Dask workers' processes: no live display here

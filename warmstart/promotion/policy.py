@@ -256,6 +256,7 @@ def decide(
     alpha: float = ALPHA,
     blocked: str | None = None,
     interval: str = INTERVAL,
+    weights: np.ndarray | None = None,
 ) -> Decision:
     """Promote iff the served seed may replace the champion and the arm really beats scratch
     (rules 2-5 of this module). ``blocked`` (e.g. the leakage guard's line) refuses whatever the
@@ -266,7 +267,7 @@ def decide(
     if interval not in INTERVALS:
         raise DataError(f"interval={interval!r}: use one of {sorted(INTERVALS)}")
     stats = {"n_boot": n_boot, "seed": seed, "alpha": alpha, "interval": interval}
-    delta, scratch_text = _vs_scratch(candidate, scratch, stats)
+    delta, scratch_text = _vs_scratch(candidate, scratch, stats, weights)
     protocol = candidate.protocol or None
     best = served_index(candidate)
     served = np.asarray(candidate.correct, dtype=bool)[best : best + 1]
@@ -315,6 +316,7 @@ def scratch_interval(
     n_boot: int = N_BOOT,
     seed: int = BOOT_SEED,
     alpha: float = ALPHA,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The gate's CI of (candidate − scratch): ``INTERVALS[interval]`` on confirmation seeds,
     the paired bootstrap otherwise (such a run is never promoted). ``recompute_verdict`` calls
@@ -322,18 +324,22 @@ def scratch_interval(
     cand = np.asarray(candidate_correct, dtype=bool)
     base = np.asarray(scratch_correct, dtype=bool)
     if confirmed and interval != "bootstrap":
-        return INTERVALS[interval](cand, base, alpha=alpha)
+        return INTERVALS[interval](cand, base, alpha=alpha, weights=weights)
     return paired_bootstrap(cand, base, n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 def _vs_scratch(
-    candidate: ArmScores, scratch: ArmScores, stats: dict[str, Any]
+    candidate: ArmScores, scratch: ArmScores, stats: dict[str, Any], weights: Any = None
 ) -> tuple[dict[str, Any], str]:
-    """Δ vs scratch and its text (``scratch_interval``)."""
+    """Δ vs scratch and its text (``scratch_interval``; of balanced accuracy when given its
+    per-example ``weights``)."""
     confirmed = (candidate.protocol or {}).get("phase") == "confirmation"
-    delta = scratch_interval(candidate.correct, scratch.correct, confirmed=confirmed, **stats)
+    delta = scratch_interval(
+        candidate.correct, scratch.correct, confirmed=confirmed, weights=weights, **stats
+    )
     if confirmed:
         over = f"{method_name(delta)}, {delta['seeds']} confirmation seeds"
+        over += ", balanced accuracy" if weights is not None else ""
     else:
         over = f"{delta['seeds']} seed(s)"
     level = round(100 * (1 - stats["alpha"]))

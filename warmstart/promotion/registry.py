@@ -42,6 +42,7 @@ from warmstart.contracts import (
 from warmstart.data import parse_spec
 from warmstart.errors import DataError, TrackingError
 from warmstart.promotion.lock import prefect_lock
+from warmstart.promotion.metric import gate_weights
 from warmstart.promotion.policy import Champion, Decision, decide, select_candidate, served_index
 from warmstart.tracking import CHAMPION, PREVIOUS_CHAMPION, VersionRef
 from warmstart.tracking.client import client
@@ -97,6 +98,8 @@ class _Request:
     source_spec: str = ""  # what the source was pretrained on (for the version's description)
     data: tuple[str, str] = ("", "")  # this run's (target dataset hash, split hash)
     blocked: str | None = None  # the leakage guard's line: never promoted
+    classes: tuple[str, ...] = ()  # the target's class names (the served pyfunc returns them)
+    weights: Any = None  # per-example weights of the gate's metric (None: plain accuracy)
 
 
 def provenance_tags(served: ArmResult, job: Job, source: SourceModel | None) -> dict[str, str]:
@@ -239,7 +242,9 @@ def _version_for(req: _Request, decision: Decision) -> tuple[VersionRef, bool]:
             f"served result {req.served.arm}/seed={req.served.seed} has no MLflow run id and the "
             "job no parent run: record StageRecord.mlflow_run_id (or RunContext.run_id)"
         )
-    logged = tracking.log_model(run_id, req.model, example=req.example, tags=req.tags)
+    logged = tracking.log_model(
+        run_id, req.model, example=req.example, tags=req.tags, classes=req.classes or None
+    )
     tracking.ensure_registered_model(req.model_name, DESCRIPTION)
     tags = {
         **req.tags,
@@ -293,9 +298,8 @@ def _round(req: _Request, attempt: int, made: list[VersionRef]) -> Promotion | N
     the served model before it lost the race: it then records the later verdict)."""
     ref = tracking.version_by_alias(req.model_name, CHAMPION)
     champion = _score(req, ref)
-    decision = decide(
-        req.candidate, req.scratch, margin=req.margin, champion=champion, blocked=req.blocked
-    )
+    kw = {"margin": req.margin, "blocked": req.blocked, "weights": req.weights}
+    decision = decide(req.candidate, req.scratch, champion=champion, **kw)
     current = ref.version if ref else None
 
     def result(version: str | None, registered: bool, previous: str | None = None) -> Promotion:
@@ -363,6 +367,8 @@ def promote(
         source_spec=job.source.spec,
         data=(job.target.hash, job.split.hash),
         blocked=job.leakage,
+        classes=tuple(job.target.classes),
+        weights=gate_weights(job, evaluation),
     )
     made: list[VersionRef] = []
     with lock(req.model_name):

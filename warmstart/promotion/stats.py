@@ -138,8 +138,10 @@ def seed_t_interval(
     baseline_correct: np.ndarray | Sequence,
     *,
     alpha: float = ALPHA,
+    weights: np.ndarray | None = None,
 ) -> dict[str, float | int | str]:
-    """Paired Student-t CI of accuracy(candidate) − accuracy(baseline), over seeds.
+    """Paired Student-t CI of accuracy(candidate) − accuracy(baseline), over seeds (with
+    per-example ``weights``: of the weighted accuracies, e.g. balanced accuracy).
 
     The unit is the seed: row ``s`` of both arrays was trained with seed ``s`` (a fresh
     initialisation and a fresh k-shot draw), and ``d_s`` is the difference of the two rows'
@@ -150,7 +152,7 @@ def seed_t_interval(
     used it until issue 21; ``two_way_interval`` replaced it (``warmstart.promotion.simulate``
     measures both). Same keys as ``paired_bootstrap``, plus ``method`` and ``df``.
     """
-    diff, w = _seeded(candidate_correct, baseline_correct, None, alpha)
+    diff, w = _seeded(candidate_correct, baseline_correct, weights, alpha)
     per_seed = diff @ w
     s = per_seed.size
     var = float(per_seed.var(ddof=1) / s)

@@ -8,7 +8,8 @@
   ``?alias=`` only records which alias named the version. The weights are the
   ``model.safetensors`` of the stage that trained the version (its ``checkpoint_uri`` tag), checked
   against the version's ``weights_sha256`` tag before use. The architecture is the ``backbone``
-  parameter of the version's training run; the input geometry its MLflow signature.
+  parameter of the version's training run; the input geometry its MLflow model's metadata (or
+  the signature of a version logged before the image pyfunc).
 - ``checkpoint:…``: see ``warmstart.stages.sources_checkpoint``.
 
 The head is always replaced for the target's classes (the transfer modes load the trunk only).

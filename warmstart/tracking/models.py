@@ -1,23 +1,28 @@
 """Models in MLflow: logging a classifier into a given run, resolving ``models:/`` URIs, loading
 and running them through plain ``mlflow.pyfunc``.
 
-Serialization: ``pt2`` (``torch.export``) first. The artifact is a traced graph with its
-weights, so ``mlflow.pytorch.load_model("models:/warmstart-x@champion")`` works in a fresh
-process without our ``models`` package and without unpickling (the client settings refuse
-pickle deserialization unless the environment allows it). The loaded object is a
-``torch.fx.GraphModule`` frozen in eval mode: call it, do not call ``.eval()``/``.train()`` on
-it. A model ``torch.export`` cannot trace falls back to ``pickle``; loading that one needs the
-model code installed and ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``.
+Serialization: ``pt2`` (``torch.export``) first, served by the image pyfunc of
+``warmstart.serving`` (models-from-code: PNG/JPEG bytes in, class names and probabilities out;
+``ImageClassifier.logits`` takes tensors). Its artifact ``program`` (``model.pt2``) is the traced
+graph with its weights: ``torch.export.load(path).module()`` runs it in a fresh process without
+our ``models`` package and without unpickling (the client settings refuse pickle
+deserialization unless the environment allows it); it is frozen in eval mode: call it, do not
+call ``.eval()``/``.train()`` on it. A model ``torch.export`` cannot trace falls back to an
+``mlflow.pytorch`` ``pickle`` model (tensors only); loading that one needs the model code
+installed and ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -34,6 +39,7 @@ Serialization = Literal["auto", "pt2", "pickle"]
 _ALIAS = re.compile(r"models:/([^/@]+)@([^/@]+)")
 _VERSION = re.compile(r"models:/([^/@]+)/(\d+)")
 _LOGGED = re.compile(r"models:/(m-[0-9a-f]+)")
+PT2_FILE = "model.pt2"
 
 
 class ExportError(TrackingError):
@@ -99,6 +105,21 @@ def _example(example: np.ndarray) -> np.ndarray:
     return np.concatenate([ex, ex]) if ex.shape[0] == 1 else ex
 
 
+def _class_names(
+    cpu_model: torch.nn.Module, ex: np.ndarray, classes: list[str] | tuple[str, ...] | None
+) -> list[str]:
+    """``classes`` checked against the model's outputs; the output indices when not given."""
+    import torch  # deferred: heavy
+
+    with torch.no_grad():
+        outputs = int(cpu_model(torch.from_numpy(ex)).shape[1])
+    if not classes:
+        return [str(i) for i in range(outputs)]
+    if len(classes) != outputs:
+        raise DataError(f"{len(classes)} class names for a model with {outputs} outputs")
+    return [str(c) for c in classes]
+
+
 def _log_once(
     run_id: str,
     cpu_model: torch.nn.Module,
@@ -143,6 +164,64 @@ def _log_once(
         ) from exc
 
 
+def _image_signature() -> Any:
+    """Input: a column ``image`` of PNG/JPEG bytes (base64 in JSON); output: class, probability."""
+    from mlflow.models import ModelSignature  # deferred: heavy
+    from mlflow.types import ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("string", "class"), ColSpec("double", "probability")]),
+    )
+
+
+def _log_pyfunc(
+    run_id: str,
+    cpu_model: torch.nn.Module,
+    ex: np.ndarray,
+    name: str,
+    tags: dict[str, str],
+    classes: list[str],
+) -> Any:
+    """The image pyfunc (``warmstart.serving``): the ``torch.export`` graph as artifact
+    ``program``, input shape and class names as ``meta`` and in the MLmodel's metadata."""
+    import mlflow  # deferred: heavy
+    import torch
+    from torch.export import Dim
+
+    try:
+        program = torch.export.export(
+            cpu_model, (torch.from_numpy(ex),), dynamic_shapes=({0: Dim.AUTO},)
+        )
+    except Exception as exc:  # torch.export tracing failures come in many types
+        raise ExportError(
+            f"torch.export could not trace {type(cpu_model).__name__} for {name!r} "
+            f"({first_line(exc, 200)}): make its forward export-friendly or log it with "
+            "serialization='pickle'"
+        ) from exc
+    meta = {"input_shape": list(ex.shape[1:]), "classes": classes}
+    c = client()
+    with errors(f"creation of logged model {name!r} in run {run_id}"):
+        experiment = c.get_run(run_id).info.experiment_id
+        logged = c.create_logged_model(experiment, name=name, source_run_id=run_id, tags=tags)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.export.save(program, Path(tmp) / PT2_FILE)
+        (Path(tmp) / "meta.json").write_text(json.dumps(meta))
+        with errors(f"log_model {name!r} to run {run_id}"):
+            return mlflow.models.Model.log(
+                artifact_path=None,
+                name=name,
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=logged.model_id,
+                python_model=str(Path(__file__).with_name("pyfunc_code.py")),
+                artifacts={"program": str(Path(tmp) / PT2_FILE), "meta": f"{tmp}/meta.json"},
+                signature=_image_signature(),
+                metadata=meta,
+                pip_requirements=[*_pip_requirements(), "pillow", "pandas"],
+            )
+
+
 def log_model(
     run_id: str,
     model: torch.nn.Module,
@@ -151,12 +230,15 @@ def log_model(
     name: str = "model",
     tags: Mapping[str, Any] | None = None,
     serialization: Serialization = "auto",
+    classes: list[str] | tuple[str, ...] | None = None,
 ) -> LoggedModel:
     """Log a classifier (float32 N×C×H×W in [0, 1] → logits) into run ``run_id``, from any thread.
 
-    Signature and input example come from ``example``. The model is copied to CPU in eval mode
-    first, so the artifact loads on any machine. ``auto``: pt2, falling back to pickle when
-    ``torch.export`` cannot trace the model.
+    pt2 (the default): the image pyfunc of ``warmstart.serving`` around the ``torch.export``
+    graph, with ``classes`` (default: the output indices) as its class names. pickle: an
+    ``mlflow.pytorch`` model that takes tensors only. The input shape comes from ``example``; the
+    model is copied to CPU in eval mode first, so the artifact loads on any machine. ``auto``:
+    pt2, falling back to pickle when ``torch.export`` cannot trace the model.
     """
     ex = _example(example)
     cpu_model = copy.deepcopy(model).to("cpu").eval()
@@ -165,7 +247,11 @@ def log_model(
     formats = ["pt2", "pickle"] if serialization == "auto" else [serialization]
     for fmt in formats:
         try:
-            info = _log_once(run_id, cpu_model, ex, name, clean, fmt)
+            if fmt == "pt2":
+                names = _class_names(cpu_model, ex, classes)
+                info = _log_pyfunc(run_id, cpu_model, ex, name, clean, names)
+            else:
+                info = _log_once(run_id, cpu_model, ex, name, clean, fmt)
         except ExportError as exc:
             if fmt == formats[-1]:
                 raise
@@ -197,12 +283,16 @@ def _shapes(uri: str) -> tuple[tuple[int, int, int], int | None]:
 
     try:
         with errors(f"read of the MLmodel of {uri}"):
-            sig = mlflow.models.get_model_info(uri).signature
+            info = mlflow.models.get_model_info(uri)
     except OSError as exc:  # artifact download failed (S3 behind the tracking server)
         raise TrackingError(
             f"could not read the MLmodel of {uri} ({first_line(exc)}): check that the MLflow "
             "server and its S3 store are up (`warmstart status`)"
         ) from None
+    meta, sig = info.metadata or {}, info.signature
+    if "input_shape" in meta and "classes" in meta:  # the image pyfunc (warmstart.serving)
+        c, h, w = (int(v) for v in meta["input_shape"])
+        return (c, h, w), len(meta["classes"])
     if sig is None or sig.inputs is None or not sig.inputs.is_tensor_spec():
         raise TrackingError(
             f"model {uri} has no tensor input signature: log it with "
@@ -260,15 +350,25 @@ def load_pyfunc(uri: str) -> Any:
         ) from None
 
 
+def _tensor_path(model: Any) -> Any:
+    """The image pyfunc's ``logits`` (its signature takes images); any other pyfunc's predict."""
+    try:
+        inner = model.unwrap_python_model()
+    except Exception:  # not a PythonModel (an mlflow.pytorch pickle model): plain predict
+        return model.predict
+    return getattr(inner, "logits", model.predict)
+
+
 def predict_logits(
     model: Any, uri: str, images: np.ndarray, *, batch_size: int = 256
 ) -> np.ndarray:
     """Logits of a loaded pyfunc model on float32 N×C×H×W images in [0, 1], in batches."""
     x = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
+    run = _tensor_path(model)
     out = []
     for start in range(0, len(x), batch_size):
         try:
-            out.append(np.asarray(model.predict(x[start : start + batch_size]), dtype=np.float64))
+            out.append(np.asarray(run(x[start : start + batch_size]), dtype=np.float64))
         except Exception as exc:  # schema enforcement or the graph itself
             raise UnusableModel(
                 f"{uri} failed on a batch of shape {x[start : start + batch_size].shape} "

@@ -120,3 +120,14 @@ def delete_alias(model_name: str, alias: str) -> None:
     """Remove ``alias`` from a registered model (the version itself stays)."""
     with errors(f"removal of {model_name}@{alias}"):
         client().delete_registered_model_alias(model_name, alias)
+
+
+def set_card(model_name: str, version: str, card: str, marker: str) -> None:
+    """Put ``card`` in a version's description after its first paragraph(s), replacing an
+    earlier card (everything from ``marker`` on)."""
+    c = client()
+    with errors(f"description of {model_name} version {version}"):
+        current = c.get_model_version(model_name, version).description or ""
+        head = current.split(marker, 1)[0].rstrip()
+        text = f"{head}\n\n{card}" if head else card
+        c.update_model_version(model_name, version, description=text)

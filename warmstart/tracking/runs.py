@@ -218,6 +218,13 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = No
             client().log_batch(run_id, metrics=items)
 
 
+def run_data(run_id: str) -> tuple[dict[str, float], dict[str, str]]:
+    """(latest metrics, tags) of a run."""
+    with errors(f"read of run {run_id}"):
+        data = client().get_run(run_id).data
+    return dict(data.metrics), dict(data.tags)
+
+
 def heartbeat(run_id: str) -> None:
     """Mark a run alive now (a tag with epoch milliseconds). Metrics count as signs of life too,
     so a stage that logs every epoch needs this only around long silent steps."""
