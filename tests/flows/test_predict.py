@@ -411,6 +411,19 @@ def _sha256(path: Path) -> str:
 
 @pytest.mark.services
 @pytest.mark.slow
+def _predict_ten(model, digits, tmp_path: Path) -> tuple[dict, pd.DataFrame]:
+    """Two digits per class as PNG files under ``tmp_path/ten`` and `warmstart predict`'s CSV of
+    them (the classes the exports and the server are compared with)."""
+    ten = {k: v[:2] for k, v in digits.items()}
+    _write_folder(tmp_path / "ten", ten)
+    out = tmp_path / "ten.csv"
+    assert (
+        _cli("--model", model["version_uri"], str(tmp_path / "ten"), "--out", str(out)).returncode
+        == 0
+    )
+    return ten, pd.read_csv(out, dtype={"class": str})
+
+
 def test_cli_exports_onnx_that_matches_torch_and_predict(
     model, hundred_digits, digits, tmp_path, monkeypatch
 ):
@@ -455,19 +468,7 @@ def test_cli_exports_onnx_that_matches_torch_and_predict(
     assert (got.argmax(1) == wp.run_model(served, hundred_digits).argmax(1)).all()
 
     # the same classes as `warmstart predict` on ten PNG files
-    ten = {k: v[:2] for k, v in digits.items()}
-    _write_folder(tmp_path / "ten", ten)
-    assert (
-        _cli(
-            "--model",
-            model["version_uri"],
-            str(tmp_path / "ten"),
-            "--out",
-            str(tmp_path / "ten.csv"),
-        ).returncode
-        == 0
-    )
-    frame = pd.read_csv(tmp_path / "ten.csv", dtype={"class": str})
+    ten, frame = _predict_ten(model, digits, tmp_path)
     stacked = np.stack([ten[f.split("/")[0]][int(f[-7:-4])] for f in frame["file"]])[:, None]
     onnx_classes = [meta["classes"][i] for i in wx.run_export(onnx_file, "onnx", stacked).argmax(1)]
     assert onnx_classes == list(frame["class"])
@@ -567,19 +568,7 @@ def test_served_champion_takes_png_and_jpeg_and_returns_class_names(model, digit
 
     from tests.conftest import free_ports
 
-    ten = {k: v[:2] for k, v in digits.items()}
-    _write_folder(tmp_path / "ten", ten)
-    assert (
-        _cli(
-            "--model",
-            model["version_uri"],
-            str(tmp_path / "ten"),
-            "--out",
-            str(tmp_path / "ten.csv"),
-        ).returncode
-        == 0
-    )
-    frame = pd.read_csv(tmp_path / "ten.csv", dtype={"class": str})
+    ten, frame = _predict_ten(model, digits, tmp_path)
     pngs = [(tmp_path / "ten" / f).read_bytes() for f in frame["file"]]
     jpeg = io.BytesIO()
     Image.fromarray(ten["7"][0]).resize((32, 32)).save(jpeg, format="JPEG", quality=95)
