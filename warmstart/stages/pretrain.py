@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from warmstart import models
+from warmstart import models, timing
 from warmstart.contracts import DatasetRef, Job, SourceModel
 from warmstart.data import open_dataset
 from warmstart.data.streamed import StreamedBatches
@@ -69,12 +69,21 @@ class PretrainProvider(SourceProvider):
             "config": config_dict(cfg),
         }
         store = RunStore(run_key(f"pretrain-{label}", provenance))
-        done = store.finished()
-        if done is not None:
-            return mark_reused(SourceModel.from_dict(done))
-        images, labels = _source_data(label, dataset, job, pool, uses_source)
-        stage_dir = store.pull()
-        result = models.pretrain(
+        with timing.span("load"):
+            done = store.finished()
+            if done is not None:
+                return mark_reused(SourceModel.from_dict(done))
+            images, labels = _source_data(label, dataset, job, pool, uses_source)
+            stage_dir = store.pull()
+        with timing.span("train"):
+            result = self._train(label, dataset, job, cfg, images, labels, store, stage_dir, report)
+        with timing.span("upload"):
+            used = dataset if uses_source else None
+            return self._store(label, dataset, used, job, pool, images, provenance, result, store)
+
+    def _train(self, label, dataset, job, cfg, images, labels, store, stage_dir, report):
+        params, target = job.params, job.target
+        return models.pretrain(
             label,
             backbone=params.backbone,
             in_channels=target.channels,
@@ -86,8 +95,13 @@ class PretrainProvider(SourceProvider):
             checkpoint_dir=stage_dir / "ckpt",
             on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
         )
+
+    def _store(self, label, dataset, used, job, pool, images, provenance, result, store):
+        """The trained backbone, its images and ``learned.json``, then (last) ``result.json``."""
+        params, target, stage_dir = job.params, job.target, store.local
+        cfg = pretrain_config(params, label)
         save_state(stage_dir / WEIGHTS, result.backbone_state)
-        store.push(write_learned(stage_dir, learned(dataset if uses_source else None, pool, job)))
+        store.push(write_learned(stage_dir, learned(used, pool, job)))
         artifacts = {}
         for name, image in (result.artifacts or {}).items():
             save_png(stage_dir / f"{name}.png", image)
