@@ -16,7 +16,7 @@ from warmstart.data.streamed import StreamedBatches
 from warmstart.models.registry import strategy_class
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
-from warmstart.stages.config import config_dict, data_needs, device
+from warmstart.stages.config import config_dict, data_needs, device, threads
 from warmstart.stages.data import index_hash, unlabelled_pool
 from warmstart.stages.sources import (
     CHECKPOINT,
@@ -40,7 +40,9 @@ WEIGHTS = "backbone.safetensors"
 
 
 def pretrain_config(params: PipelineParams, strategy: str) -> models.PretrainConfig:
-    return models.PretrainConfig(epochs=params.pretrain_epochs, seed=0, device=device(params))
+    return models.PretrainConfig(
+        epochs=params.pretrain_epochs, seed=0, device=device(params), num_threads=threads(params)
+    )
 
 
 @register_source_provider(DEFAULT_PROVIDER)

@@ -27,7 +27,7 @@ from warmstart.contracts import (
 from warmstart.data.splits import capped_val, seed_train
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
-from warmstart.stages.config import config_dict, device
+from warmstart.stages.config import config_dict, device, threads
 from warmstart.stages.data import index_hash, load_target
 from warmstart.stages.sources import CHECKPOINT, LearnedFrom, write_learned
 from warmstart.stages.weights import (
@@ -50,7 +50,9 @@ def train_config(
     params: PipelineParams, seed: int, spec: ArmSpec | None = None
 ) -> models.TrainConfig:
     """The arm's training config: the defaults, or a point of scratch's search grid."""
-    cfg = models.TrainConfig(epochs=params.finetune_epochs, seed=seed, device=device(params))
+    cfg = models.TrainConfig(
+        epochs=params.finetune_epochs, seed=seed, device=device(params), num_threads=threads(params)
+    )
     if spec is not None and spec.lr is not None:
         cfg = replace(cfg, lr=spec.lr)
     if spec is not None and spec.weight_decay is not None:
