@@ -16,6 +16,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from warmstart import outage, timing, tracking
 from warmstart.errors import WarmstartError
+from warmstart.reports import timing as report_timing
 
 # Flow runs that ended early (failed, crashed, cancelled): their training stages still running in
 # other threads stop at their next epoch instead of training on for nothing.
@@ -152,7 +153,7 @@ class Progress:
             what = f"{self.epochs} epoch(s) trained"
         else:
             what = "reused, nothing trained" if self.total else "loaded, nothing to train"
-        card = f"{self.label}: {what}" + (f"; {timing.card_line(split)}" if split else "")
+        card = f"{self.label}: {what}" + (f"; {report_timing.card_line(split)}" if split else "")
         update_progress_artifact(self.artifact_id, progress=100.0, description=card)
         notify(StageEvent("done", self.run_id, self.label, self.epochs, self.total, what, split))
 

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from warmstart import timing
+from warmstart.reports import timing as report_timing
 from warmstart.tasks import stage_progress, stage_runs
 
 
@@ -64,13 +65,13 @@ def test_spans_outside_a_stage_do_nothing_and_unknown_phases_are_refused(clock_t
 def test_summary_line_and_overhead_from_the_stages_splits():
     a = dict(wait=0.0, load=0.5, train=8.0, upload=0.5, log=0.5, other=0.5, held=10.0)
     b = dict(wait=30.0, load=0.0, train=9.0, upload=0.0, log=1.0, other=0.0, held=10.0)
-    assert timing.overhead([a, b]) == pytest.approx(0.15)
-    assert timing.summary_line([a, b], wall=40.0, cpu=76.0) == (
+    assert report_timing.overhead([a, b]) == pytest.approx(0.15)
+    assert report_timing.summary_line([a, b], wall=40.0, cpu=76.0) == (
         "training 85% of stage time, overhead 15% (load 2%, upload 2%, log 8%, other 2%), "
         "2 stages waited 30 s for a slot, 1.9 cores busy"
     )
-    assert timing.summary_line([], wall=10.0, cpu=5.0) == "no stage trained; 0.5 cores busy"
-    assert timing.card_line(a) == (
+    assert report_timing.summary_line([], wall=10.0, cpu=5.0) == "no stage trained; 0.5 cores busy"
+    assert report_timing.card_line(a) == (
         "10.0 s held (train 80% · load 5% · upload 5% · log 5% · other 5%), waited 0.0 s for a slot"
     )
 

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from warmstart import timing
 from warmstart.cli.app import err_console
+from warmstart.reports import timing as report_timing
 from warmstart.tasks.stage_progress import EPOCH_RECORD, StageEvent, listening
 
 
@@ -117,7 +117,7 @@ class LiveStages:
 
 class StageTimes:
     """Hears every stage's time split (its "done" event) and the process's CPU seconds, for the
-    one-line summary at the end of `warmstart run` (``timing.summary_line``)."""
+    one-line summary at the end of `warmstart run` (``reports.timing.summary_line``)."""
 
     def __init__(self) -> None:
         self.splits: list[dict] = []
@@ -132,7 +132,7 @@ class StageTimes:
     def line(self) -> str:
         wall, cpu = time.monotonic() - self.t0, _cpu_seconds() - self.cpu0
         with self.lock:
-            return timing.summary_line(self.splits, wall, cpu)
+            return report_timing.summary_line(self.splits, wall, cpu)
 
 
 def _cpu_seconds() -> float:
