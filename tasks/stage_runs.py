@@ -61,11 +61,11 @@ def stage_run(
                 finish_monitor(progress.monitor)
                 progress.monitor = False
                 progress.flush()
+            split = clock.split()
+            tracking.log_metrics(progress.run_id, {f"time_{k}_s": v for k, v in split.items()})
         except BaseException as exc:
             _failed(progress, exc)
             raise
-        split = clock.split()
-        tracking.log_metrics(progress.run_id, {f"time_{k}_s": v for k, v in split.items()})
         tracking.end_run(progress.run_id)
         progress.done(split)
 

@@ -80,14 +80,16 @@ _LOADED_LOCK = threading.Lock()
 
 def load_target(job: Job) -> tuple[ImageDataset, Splits]:
     """The target and its split; ``ds.images[idx]`` reads only the shards ``idx`` touches when
-    the target is too large to hold in memory (see ``open_dataset``). Read once per process:
-    later stages get the same (checked) objects from memory."""
+    the target is too large to hold in memory (see ``open_dataset``). A target held in memory
+    is read once per process: later stages get the same (checked) arrays."""
     key = (job.target.hash, job.split.hash)
     with _LOADED_LOCK:
         if key in _LOADED:
             _LOADED.move_to_end(key)
             return _LOADED[key]
     loaded = open_dataset(job.target.hash), load_splits(job.split.hash)
+    if not loaded[0].in_memory:  # read from its shards: a reader per stage (not thread-safe)
+        return loaded
     with _LOADED_LOCK:
         _LOADED[key] = loaded
         while len(_LOADED) > _LOADED_MAX:
