@@ -150,6 +150,8 @@ def publish(
         "target": job.target.name,
         "k_shot": job.split.k_shot,
     }
+    if job.plan.pruned:  # `run --sources … --top M`: the candidates the ranking left out
+        context["sources"] = job.plan.pruned
     report_json, report_md = promotion.gate_report(
         decision, rows, promotion=outcome, context=context
     )
@@ -198,6 +200,7 @@ def summary(
         "model_uri": f"models:/{model_name}/{version}" if version else None,
         "champion_version": outcome.champion_version if outcome else None,
         "flow_run_id": job.run.flow_run_id,
+        "pruned": job.plan.pruned or None,
         "trained": sum(not st.reused for st in stage_records),
         "reused": sum(st.reused for st in stage_records),
         "resumed": sum(bool(st.resumed_from) and not st.reused for st in stage_records),
