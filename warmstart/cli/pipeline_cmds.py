@@ -203,13 +203,13 @@ def plan_run(params: Any, dry_run: bool) -> Any:
     return plan
 
 
-def ranked(sources: str | None, top: int | None, flags: dict, dry_run: bool) -> Any:
+def ranked(sources: str | None, top: int | None, flags: dict, dry_run: bool, show: bool) -> Any:
     """`run --sources … --top M`: the plan of the top M after ranking on validation."""
     from warmstart.cli.rank_cmd import ranked_plan  # cycle: rank_cmd reuses these options
 
     if not sources:
         raise ConfigError("--top needs --sources A,B,...: the candidates to rank")
-    return ranked_plan(sources, top, flags, dry_run)
+    return ranked_plan(sources, top, flags, dry_run, show)
 
 
 @app.command()
@@ -256,7 +256,7 @@ def run(
     flags |= dict(margin=margin, keep_candidates=keep_candidates, allow_leakage=allow_leakage)
     flags |= dict(confirm_seeds=confirm_seeds, val_per_class=val_per_class, metric=metric)
     if sources or top is not None:
-        plan = ranked(sources, top, {**flags, "score": score}, dry_run)
+        plan = ranked(sources, top, {**flags, "score": score}, dry_run, not json_out)
     else:
         plan = plan_run(build_params(PipelineParams, flags), dry_run)
     t0 = time.monotonic()

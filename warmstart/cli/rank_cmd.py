@@ -118,7 +118,7 @@ def rank(
         print_ranking(out)
 
 
-def ranked_plan(sources: str, top: int | None, flags: dict[str, Any], dry_run: bool):
+def ranked_plan(sources: str, top: int | None, flags: dict[str, Any], dry_run: bool, show: bool):
     """`run --sources … --top M`: rank (validation only), print it, and return the plan of the
     top M with the pruned candidates named; scratch's search follows the kept arms."""
     from warmstart.ranking.candidates import prune  # deferred: heavy (torch)
@@ -128,8 +128,9 @@ def ranked_plan(sources: str, top: int | None, flags: dict[str, Any], dry_run: b
         raise ConfigError("give --source or --sources, not both")
     params = rank_params(sources, {**flags, "top": top or 1})
     candidates = plan_ranking(params, dry_run)
-    out = run_ranking(params, candidates, True)
-    print_ranking(out)
+    out = run_ranking(params, candidates, show)
     plan = prune(candidates, Ranking.from_dict(out), params.top or 1)
-    console.print(f"protocol on: {plan.pruned}", highlight=False)
+    if show:  # with --json, stdout is the run's summary only (it names the pruned candidates)
+        print_ranking(out)
+        console.print(plan.pruned, highlight=False)
     return plan
