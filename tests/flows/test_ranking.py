@@ -1,5 +1,6 @@
 """Which source? through the CLI against the real services (tiny sizes): a `rank` of three
-candidates end to end (table as JSON, the MLflow run with its table and plot, the Prefect
+candidates of two provider kinds (two datasets pretrained here, published torchvision weights
+from the mirror) end to end (table as JSON, the MLflow run with its table and plot, the Prefect
 artifact with the chosen line), and `run --sources … --top 1`: ranked on validation, the
 protocol on the kept candidate only, scratch's search as large as the kept transfer side's, the
 pruned candidate named with its score, and the ranking's pretraining reused (paid once)."""
@@ -10,15 +11,18 @@ import json
 import subprocess
 
 import pytest
+import torch
+import torchvision
 from mlflow.tracking import MlflowClient
 
 from tests.flows.cli_runs import WARMSTART, cli_env
+from warmstart import weights
 from warmstart.ranking.scores import DEFAULT_SCORE, SCORES
 from warmstart.tasks.flow_artifacts import flow_run_artifacts
 
 pytestmark = [pytest.mark.services]
 
-DIGITS, NOISE, SHAPES = "builtin:uci-digits?classes=0-4", "builtin:noise", "builtin:shapes"
+DIGITS, NOISE = "builtin:uci-digits?classes=0-4", "builtin:noise"
 TARGET = ["--target", "builtin:uci-digits?classes=5-9", "--k-shot", "5"]
 SMALL = ["--strategies", "supervised", "--pretrain-epochs", "2"]
 
@@ -31,23 +35,32 @@ def cli(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_rank_three_candidates_end_to_end(stack):
-    out = cli("rank", "--sources", f"{DIGITS},{NOISE},{SHAPES}", *TARGET, *SMALL, "--json")
+def test_rank_three_candidates_end_to_end(stack, tmp_path):
+    torch.manual_seed(1)
+    path = tmp_path / "resnet18-random.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    weights.add(path, "my-resnet18", "resnet18")
+    published = "torchvision:resnet18?weights=my-resnet18"
+    target = ["--target", "builtin:uci-digits?classes=5-9&size=32x32&channels=3", "--k-shot", "5"]
+    out = cli("rank", "--sources", f"{DIGITS},{NOISE},{published}", *target, *SMALL, "--json")
     ranked = out["ranked"]
     assert [r["rank"] for r in ranked] == [1, 2, 3]
-    assert {r["spec"] for r in ranked} == {DIGITS, NOISE, SHAPES}
+    assert {r["spec"] for r in ranked} == {DIGITS, NOISE, published}
+    assert {r["provider"] for r in ranked} == {"pretrain", "torchvision"}
     assert out["score"] == DEFAULT_SCORE and out["chosen"] == ranked[0]["name"]
     values = [r["scores"][DEFAULT_SCORE] for r in ranked]
     assert values == sorted(values, reverse=True)
     for r in ranked:
-        assert set(r["scores"]) == set(SCORES)
+        assert set(r["scores"]) == set(SCORES.names())
         assert r["extract_seconds"] > 0
         assert r["images"]["train"] == 25  # k=5 × 5 classes; validation only besides
-        assert r["pretrain_seconds"] > 0 or r["pretrain_reused"]
+        pretrained_here = r["provider"] == "pretrain"
+        assert (r["pretrain_seconds"] > 0 or r["pretrain_reused"]) == pretrained_here
     line = f"chosen: {ranked[0]['name']}, by {DEFAULT_SCORE}, on validation"
     assert out["line"] == line
-    run = MlflowClient().get_run(out_mlflow_run(out))
-    assert run.info.status == "FINISHED"
+    run = MlflowClient().get_run(out["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["warmstart.kind"] == "rank"
+    assert run.data.tags["warmstart.flow_run_id"] == out["flow_run_id"]
     assert run.data.tags["rank.chosen"] == ranked[0]["name"]
     files = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
     assert {"ranking.md", "ranking.json", "ranking.png"} <= files
@@ -55,17 +68,6 @@ def test_rank_three_candidates_end_to_end(stack):
     artifacts = flow_run_artifacts(out["flow_run_id"], api, auth)
     report = next(a for a in artifacts if a["key"].startswith("source-ranking-"))
     assert report["data"].splitlines()[0] == f"**{line}**"
-
-
-def out_mlflow_run(out: dict) -> str:
-    client = MlflowClient()
-    exp = client.get_experiment_by_name("warmstart/uci-digits-5-9")
-    runs = client.search_runs(
-        [exp.experiment_id], f"tags.`warmstart.flow_run_id` = '{out['flow_run_id']}'"
-    )
-    parents = [r for r in runs if r.data.tags.get("warmstart.kind") == "rank"]
-    assert len(parents) == 1
-    return parents[0].info.run_id
 
 
 def test_run_sources_top_1_runs_the_protocol_on_the_chosen_source_only(stack):

@@ -112,7 +112,8 @@ def rank(
     candidates = plan_ranking(params, dry_run)
     out = run_ranking(params, candidates, not json_out)
     if json_out:
-        keep = ("score", "chosen", "line", "ranked", "target", "k_shot", "flow_run_id")
+        keep = ("score", "chosen", "line", "ranked", "target", "k_shot")
+        keep += ("flow_run_id", "mlflow_run_id")
         sys.stdout.write(json.dumps({k: out[k] for k in keep}) + "\n")
     else:
         print_ranking(out)

@@ -41,8 +41,8 @@ def check_ranking(params: RankParams, count: int | None = None) -> None:
     candidates (a dataset source counts once per strategy), ``--top``."""
     from warmstart.ranking import scores  # deferred: the score registry (numpy)
 
-    if params.score != "default" and params.score not in scores.SCORES:
-        choices = ", ".join(["default", *scores.SCORES])
+    if params.score != "default" and params.score not in scores.SCORES.names():
+        choices = ", ".join(["default", *scores.SCORES.names()])
         raise ConfigError(f"--score {params.score}: unknown score; choose from {choices}")
     n = count
     if n is not None and params.top is not None and params.top >= n:
