@@ -14,8 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from warmstart import tracking
 from warmstart.contracts import Job, RunContext, SourceModel
 from warmstart.params import RankParams
-from warmstart.ranking import candidates, features, order, report
-from warmstart.reports import figure_png
+from warmstart.ranking import candidates, features, order
+from warmstart.reports import ranking as report
+from warmstart.reports.plots import figure_png
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.pipeline import IO_RETRIES, TRAIN_OPTS
 

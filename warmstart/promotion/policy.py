@@ -34,14 +34,6 @@ import numpy as np
 
 from warmstart.contracts import SCRATCH, ArmScores, Evaluation
 from warmstart.errors import DataError
-from warmstart.promotion.protocol_text import (
-    interval_text,
-    method_name,
-    protocol_lines,
-    protocol_sentence,
-    protocol_tags,
-    test_images_text,
-)
 from warmstart.promotion.stats import (
     ALPHA,
     BOOT_SEED,
@@ -49,6 +41,14 @@ from warmstart.promotion.stats import (
     paired_bootstrap,
     seed_t_interval,
     two_way_interval,
+)
+from warmstart.reports.verdict import (
+    interval_text,
+    method_name,
+    protocol_lines,
+    protocol_sentence,
+    protocol_tags,
+    test_images_text,
 )
 
 PROMOTED, NOT_PROMOTED = "promoted", "not promoted"

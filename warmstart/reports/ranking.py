@@ -68,7 +68,7 @@ def markdown(ranking: Ranking, target: str, k_shot: int) -> str:
 
 def ranking_figure(ranking: Ranking) -> Figure:
     """One panel per score: each candidate's value (n/a left empty), the chosen one dark."""
-    from warmstart.reports import _figure  # deferred: heavy (matplotlib)
+    from warmstart.reports.plots import _figure  # deferred: heavy (matplotlib)
 
     names = score_names(ranking)
     fig = _figure(3.2 * len(names), 0.4 * len(ranking.rows) + 1.6)
