@@ -10,6 +10,7 @@ import sys
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from warmstart.cli.app import app, console, friendly, split_list
@@ -85,7 +86,7 @@ def print_ranking(out: dict) -> None:
     table = Table(*out["table"][0], title=f"source ranking — {out['target']}, k={out['k_shot']}")
     for row in out["table"]:
         table.add_row(*row.values())
-    console.print(table)
+    (console if console.is_terminal else Console(width=180)).print(table)
     console.print(f"[bold]{out['line']}[/]", highlight=False)
 
 
