@@ -146,6 +146,8 @@ def publish(
         "target": job.target.name,
         "k_shot": job.split.k_shot,
     }
+    if job.plan.pruned:  # `run --sources … --top M`: the candidates the ranking left out
+        context["sources"] = job.plan.pruned
     report_json, report_md = gate_report(decision, rows, promotion=outcome, context=context)
     tracking.log_text(run.run_id, "gate_report.md", report_md)
     tracking.log_text(run.run_id, "gate_report.json", report_json)
@@ -189,6 +191,7 @@ def flow_summary(
         "model_uri": f"models:/{model_name}/{version}" if version else None,
         "champion_version": outcome.champion_version if outcome else None,
         "flow_run_id": job.run.flow_run_id,
+        "pruned": job.plan.pruned or None,
         "trained": sum(not st.reused for st in stage_records),
         "reused": sum(st.reused for st in stage_records),
         "resumed": sum(bool(st.resumed_from) and not st.reused for st in stage_records),
