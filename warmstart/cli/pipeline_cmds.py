@@ -245,7 +245,10 @@ def run(
     """Run the transfer pipeline once against the configured services; print the table and verdict.
     Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=5). With
     --sources A,B,C --top M: rank the candidates on validation first, run on the top M only."""
-    from warmstart.cli.progress import stage_display  # deferred: heavy (prefect, mlflow)
+    from warmstart.cli.progress import (  # deferred: heavy (prefect, mlflow)
+        stage_display,
+        stage_times,
+    )
     from warmstart.cli.summary import print_summary  # deferred: heavy (promotion, numpy)
     from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
     from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)
@@ -265,8 +268,9 @@ def run(
         with stage_display(False):
             summary = run_flow(lambda: run_on_dask(plan.params, plan, address=address))
     else:
-        with stage_display(not json_out):
+        with stage_times() as times, stage_display(not json_out):
             summary = run_flow(lambda: transfer_pipeline(plan.params, plan))
+        summary["time_summary"] = times.line()
     if json_out:
         sys.stdout.write(json.dumps(summary, default=str) + "\n")
     else:

@@ -26,6 +26,8 @@ def print_summary(summary: dict, seconds: float) -> None:
     if summary.get("model_uri"):
         console.print(f"model: {summary['model_uri']}", highlight=False)
     console.print(f"wall time {seconds:.1f} s")
+    if summary.get("time_summary"):  # stages trained in this process (not on Dask workers)
+        console.print(summary["time_summary"], highlight=False)
     prefect_ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
     flow_run = summary.get("flow_run_id", "")
     console.print(f"Prefect UI: {prefect_ui}/runs/flow-run/{flow_run}", highlight=False)
