@@ -245,10 +245,7 @@ def run(
     """Run the transfer pipeline once against the configured services; print the table and verdict.
     Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=5). With
     --sources A,B,C --top M: rank the candidates on validation first, run on the top M only."""
-    from warmstart.cli.progress import (  # deferred: heavy (prefect, mlflow)
-        stage_display,
-        stage_times,
-    )
+    from warmstart.cli.progress import stage_display, stage_times  # deferred: heavy (prefect)
     from warmstart.cli.summary import print_summary  # deferred: heavy (promotion, numpy)
     from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
     from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)
