@@ -21,6 +21,8 @@ def print_summary(summary: dict, seconds: float) -> None:
     out.print(table)
     colour = "green" if summary["passed"] else "yellow"
     console.print(f"[bold {colour}]{summary['verdict']}[/]: {summary['reason']}", highlight=False)
+    if summary.get("pruned"):
+        console.print(f"sources: {summary['pruned']}", highlight=False)
     if summary.get("model_uri"):
         console.print(f"model: {summary['model_uri']}", highlight=False)
     console.print(f"wall time {seconds:.1f} s")
