@@ -60,8 +60,8 @@ def configure_threads(num_threads: int | None = None) -> int:
 # stage), not on which stages happen to run beside each other.
 GLOBAL_RNG = threading.RLock()
 
-# CPU-only machines: threads each training stage gets (the demo's stages are small convnets).
-# benchmarks/cpu_slots.py measures the alternatives; not yet measured (BENCHMARKS §6).
+# CPU-only machines: threads each training stage gets. On 2 busy cores, 2 stages x 1 thread
+# trained the demo's stages 13x faster than 1 x 2 (benchmarks/cpu_slots.py, BENCHMARKS §6).
 CPU_THREADS_PER_STAGE = 1
 
 
