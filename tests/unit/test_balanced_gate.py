@@ -9,8 +9,9 @@ import pytest
 
 from tests.unit.test_protocol import _record, _scores
 from warmstart import model_card, promotion
-from warmstart.contracts import SCRATCH
-from warmstart.promotion import metric
+from warmstart.contracts import SCRATCH, Evaluation
+from warmstart.errors import DataError
+from warmstart.promotion import metric, recompute
 from warmstart.promotion.stats import seed_t_interval
 
 SEEDS = [1000, 1001, 1002, 1003, 1004]
@@ -69,3 +70,39 @@ def test_candidate_dropping_the_rare_class_passes_accuracy_but_not_balanced_accu
         for c in range(3)
     ]
     assert [name.split(" ")[0] for name in model_card.weaker_classes(rows)] == ["`2`"]
+
+
+def _evaluation(cand: np.ndarray, base: np.ndarray) -> Evaluation:
+    """The confirmation evaluation of the scenario: the candidate (predicting class 0 whenever
+    wrong) and scratch on SEEDS, the rare class 2 last."""
+    arm = _scores("supervised/finetune", cand, SEEDS, _record())
+    scratch = _scores(SCRATCH, base, SEEDS)
+    for a, correct in ((arm, cand), (scratch, base)):
+        a.pred[:] = np.where(correct, Y, (Y + 1) % 3).tolist()
+    return Evaluation({arm.arm: arm, SCRATCH: scratch}, Y.tolist(), list(range(128)), list("abc"))
+
+
+def test_recompute_verdict_reproduces_a_balanced_accuracy_gate():
+    cand, base = _correct(0.99, 0.0, seed=1), _correct(0.85, 0.9, seed=2)
+    evaluation = _evaluation(cand, base)
+    arm, scratch = evaluation.arms["supervised/finetune"], evaluation.arms[SCRATCH]
+    w = metric.weights("balanced_accuracy", Y, 3)
+    gate = promotion.decide(arm, scratch, weights=w)
+    assert gate.delta_vs_scratch["metric"] == "balanced_accuracy"
+    frame = recompute.predictions_frame(
+        evaluation, "confirmation", (arm.arm, SCRATCH), "balanced_accuracy"
+    )
+    got = promotion.recompute_verdict(frame)
+    assert {k: got[k] for k in gate.delta_vs_scratch} == gate.delta_vs_scratch
+    assert got["ci_high"] < 0 < promotion.decide(arm, scratch).delta_vs_scratch["ci_low"]
+
+    # the same rows under plain accuracy: the accuracy gate's numbers, which promote
+    plain = promotion.recompute_verdict(frame, metric="accuracy")
+    accuracy_gate = promotion.decide(arm, scratch).delta_vs_scratch
+    assert {k: plain[k] for k in accuracy_gate} == accuracy_gate
+    assert plain["metric"] == "accuracy" and plain["ci_low"] > 0
+
+    # a table written before the metric was recorded reads as accuracy
+    assert promotion.recompute_verdict(frame.drop(columns=["metric"]))["ci_low"] > 0
+    with pytest.raises(DataError, match="metric='f1'"):
+        promotion.recompute_verdict(frame, metric="f1")

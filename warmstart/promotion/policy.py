@@ -319,13 +319,17 @@ def scratch_interval(
     weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The gate's CI of (candidate − scratch): ``INTERVALS[interval]`` on confirmation seeds,
-    the paired bootstrap otherwise (such a run is never promoted). ``recompute_verdict`` calls
-    this too, so a downloaded artifact gives the verdict's numbers."""
+    the paired bootstrap otherwise (such a run is never promoted; it reads accuracy only).
+    ``metric`` in the result names what was compared: ``balanced_accuracy`` when ``weights``
+    (the gate passes ``metric.weights``' class-balanced ones), else ``accuracy``.
+    ``recompute_verdict`` calls this too, so a downloaded artifact gives the verdict's numbers."""
     cand = np.asarray(candidate_correct, dtype=bool)
     base = np.asarray(scratch_correct, dtype=bool)
     if confirmed and interval != "bootstrap":
-        return INTERVALS[interval](cand, base, alpha=alpha, weights=weights)
-    return paired_bootstrap(cand, base, n_boot=n_boot, seed=seed, alpha=alpha)
+        result = INTERVALS[interval](cand, base, alpha=alpha, weights=weights)
+        return result | {"metric": "accuracy" if weights is None else "balanced_accuracy"}
+    result = paired_bootstrap(cand, base, n_boot=n_boot, seed=seed, alpha=alpha)
+    return result | {"metric": "accuracy"}
 
 
 def _vs_scratch(
