@@ -11,7 +11,7 @@ from tests.unit.test_protocol import _record, _scores
 from warmstart import model_card, promotion
 from warmstart.contracts import SCRATCH, Evaluation
 from warmstart.errors import DataError
-from warmstart.promotion import metric, recompute
+from warmstart.promotion import classes, metric, recompute
 from warmstart.promotion.stats import seed_t_interval
 
 SEEDS = [1000, 1001, 1002, 1003, 1004]
@@ -106,3 +106,38 @@ def test_recompute_verdict_reproduces_a_balanced_accuracy_gate():
     assert promotion.recompute_verdict(frame.drop(columns=["metric"]))["ci_low"] > 0
     with pytest.raises(DataError, match="metric='f1'"):
         promotion.recompute_verdict(frame, metric="f1")
+
+
+def test_a_class_below_scratch_by_more_than_the_margin_is_named_in_the_verdict():
+    cand, base = _correct(0.99, 0.0, seed=1), _correct(0.85, 0.9, seed=2)
+    evaluation = _evaluation(cand, base)
+    arm, scratch = evaluation.arms["supervised/finetune"], evaluation.arms[SCRATCH]
+    drops = classes.gate_class_drops(evaluation, arm.arm)
+    rare = base[:, Y == 2].mean()
+    assert drops == [
+        {
+            "class": "c",
+            "test_images": 8,
+            "accuracy": 0.0,
+            "scratch_accuracy": pytest.approx(rare),
+            "diff": pytest.approx(-rare),
+        }
+    ]
+    decision = promotion.decide(arm, scratch, class_drops=drops)
+    assert decision.passed  # named whatever the verdict: a warning, not a rule
+    line = f"class c: 0% vs scratch {100 * rare:.0f}% ({-100 * rare:+.0f} points, 8 test images)"
+    assert f"Below scratch by more than 10 points: {line}." in decision.reason
+    assert decision.to_dict()["class_drops"] == drops
+    assert "Below scratch" not in promotion.decide(arm, scratch).reason
+
+
+def test_the_class_margin_is_strict_and_averages_the_seeds():
+    y = [0] * 10 + [1] * 10
+    scratch = [y, y]  # every image right on both seeds
+    at_margin = [[1] + y[1:], y]  # class 0: 90% and 100% -> 95%: 5 points below
+    assert classes.class_drops(y, at_margin, scratch, ["a", "b"]) == []
+    one_seed = [[1] + y[1:], [1, 1] + y[2:]]  # class 0: 90% and 80% -> 85%: 15 points below
+    (row,) = classes.class_drops(y, one_seed, scratch, ["a", "b"])
+    assert (row["class"], row["accuracy"], row["diff"]) == ("a", 0.85, pytest.approx(-0.15))
+    ten = [[1] + y[1:]] * 2  # exactly 10 points below: not more than the margin
+    assert classes.class_drops(y, ten, scratch, ["a", "b"]) == []
