@@ -1,5 +1,5 @@
 """The model card of the version a pipeline run registered (or kept): rendered by
-``warmstart.model_card`` from the run's records, then put where users look — the version's
+``warmstart.reports.model_card`` from the run's records, then put where users look — the version's
 description, an artifact ``model_card.md`` of the version's run and of the pipeline run, and a
 Prefect Markdown artifact ``model-card-<target>``."""
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from prefect.artifacts import create_markdown_artifact
 
-from warmstart import model_card, promotion, tracking
+from warmstart import promotion, tracking
 from warmstart.contracts import Evaluation, Job, StageRecord, TableRow
+from warmstart.reports import model_card
 from warmstart.tasks.flow_artifacts import artifact_key
 
 CARD_MARKER = "# Model card: "

@@ -10,11 +10,14 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from warmstart import model_card, promotion, reports, stages, tracking
+from warmstart import promotion, stages, tracking
 from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
 from warmstart.promotion import recompute
 from warmstart.promotion.classes import gate_class_drops
 from warmstart.promotion.metric import gate_weights
+from warmstart.reports import model_card, plots
+from warmstart.reports.gate import gate_report
+from warmstart.reports.table import summarize, table_cells, table_markdown
 from warmstart.tasks.events import emit_verdict
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.model_card import publish_card
@@ -33,7 +36,7 @@ def evaluate(
 ) -> tuple[Evaluation, list[TableRow]]:
     """Every arm on the test split (read only here) and the results table."""
     evaluation = stages.evaluate(results, job)
-    rows = promotion.summarize(evaluation, sources)
+    rows = summarize(evaluation, sources)
     run_id = job.run.run_id
     # the parent keeps one mean test accuracy per arm (the label-efficiency plot and the browser
     # test read them); the comparable per-seed numbers live on each arm's own run
@@ -41,7 +44,7 @@ def evaluate(
     tracking.log_metrics(run_id, model_card.class_metrics(evaluation))  # per-class truth
     log_arm_runs(evaluation, results)
     tracking.log_bytes(run_id, "predictions.parquet", predictions_parquet(evaluation))
-    table = promotion.table_markdown(rows) + removed_note(job)
+    table = table_markdown(rows) + removed_note(job)
     tracking.log_text(run_id, "accuracy_table.md", table)
     return evaluation, rows
 
@@ -83,10 +86,10 @@ def _log_confusion(run_id: str, evaluation: Evaluation, arm: str) -> None:
     scores = evaluation.arms[arm]
     pred = np.asarray(scores.pred[promotion.served_index(scores)])
     y = np.asarray(evaluation.y_test)
-    fig = reports.confusion_matrix_figure(
+    fig = plots.confusion_matrix_figure(
         y, pred, evaluation.classes, title="served model, test split"
     )
-    tracking.log_bytes(run_id, "confusion_matrix.png", reports.figure_png(fig))
+    tracking.log_bytes(run_id, "confusion_matrix.png", plots.figure_png(fig))
 
 
 @task(name="register-and-promote", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -152,16 +155,14 @@ def publish(
         "target": job.target.name,
         "k_shot": job.split.k_shot,
     }
-    report_json, report_md = promotion.gate_report(
-        decision, rows, promotion=outcome, context=context
-    )
+    report_json, report_md = gate_report(decision, rows, promotion=outcome, context=context)
     tracking.log_text(run.run_id, "gate_report.md", report_md)
     tracking.log_text(run.run_id, "gate_report.json", report_json)
     tracking.set_tags(run.run_id, decision.tags())
     publish_report(
         report_md,
         artifact_key("gate-verdict", job.target.name),
-        promotion.table_cells(rows),
+        table_cells(rows),
         artifact_key("accuracy-table", job.target.name),
         f"gate: {decision.verdict} — {job.target.name}, k={job.split.k_shot}",
     )

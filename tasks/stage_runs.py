@@ -14,10 +14,11 @@ from typing import TypeVar
 
 from prefect import get_run_logger
 
-from warmstart import reports, storage, tracking
+from warmstart import storage, tracking
 from warmstart.contracts import DatasetRef, Job, RunContext, SourceModel, StageRecord
 from warmstart.errors import TrackingError
 from warmstart.params import PipelineParams
+from warmstart.reports import plots
 from warmstart.tasks import stale_runs
 from warmstart.tasks.stage_progress import (  # noqa: F401 - StageStopped: re-exported for flows
     STOPPED_FLOW_RUNS,
@@ -87,8 +88,8 @@ def log_stage(run_id: str, name: str, stage: StageRecord, label: str) -> None:
     tracking.set_tags(run_id, {"checkpoint_uri": stage.checkpoint_uri})
     tracking.log_metrics(run_id, {"seconds": stage.seconds})
     try:
-        fig = reports.learning_curves_figure({label: list(stage.history)}, title=name)
-        tracking.log_bytes(run_id, "learning_curves.png", reports.figure_png(fig))
+        fig = plots.learning_curves_figure({label: list(stage.history)}, title=name)
+        tracking.log_bytes(run_id, "learning_curves.png", plots.figure_png(fig))
     except Exception as exc:  # noqa: BLE001 - a plot must never fail a training stage
         log.warning("learning curves not plotted: %s", exc)
 
@@ -146,7 +147,7 @@ def log_source_artifacts(run_id: str, source: SourceModel) -> None:
     for name, uri in source.artifacts.items():
         png = storage.get_bytes(storage.parse_s3_uri(uri))
         try:
-            png = reports.artifact_png(name, png, label=f"pretraining: {source.label}")
+            png = plots.artifact_png(name, png, label=f"pretraining: {source.label}")
         except Exception as exc:  # noqa: BLE001 - a caption must never fail a training stage
             get_run_logger().warning("%s not captioned: %s", name, exc)
         tracking.log_bytes(run_id, f"{name}.png", png)

@@ -7,8 +7,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from warmstart import stages, sweep, tracking
+from warmstart import stages, tracking
 from warmstart.contracts import ArmResult, Job, RunContext, SourceModel
+from warmstart.reports import sweep
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.pipeline import IO_RETRIES
 from warmstart.tasks.promote import log_arm_runs

@@ -11,7 +11,7 @@ from warmstart.contracts import SCRATCH, ArmScores, DatasetRef, Job, RunContext,
 from warmstart.data import ImageDataset
 from warmstart.data.splits import Splits
 from warmstart.params import PipelineParams
-from warmstart.promotion.protocol_text import labels_text, protocol_sentence
+from warmstart.reports.verdict import labels_text, protocol_sentence
 from warmstart.stages import training
 from warmstart.tasks.confirm import guard_record
 from warmstart.tasks.promote import removed_note

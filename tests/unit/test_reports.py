@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from warmstart import reports
 from warmstart.errors import DataError
+from warmstart.reports import plots
 
 
 def _lines(ax) -> dict[str, tuple[list, list]]:
@@ -22,7 +22,7 @@ def test_supervised_pretraining_curves_show_loss_and_accuracy():
     hist = [
         {"epoch": e, "loss": 2.0 / e, "acc": 0.3 * e, "lr": 0.1, "images": 64} for e in (1, 2, 3)
     ]
-    fig = reports.learning_curves_figure({"supervised": hist}, title="pretrain-source[supervised]")
+    fig = plots.learning_curves_figure({"supervised": hist}, title="pretrain-source[supervised]")
     ax_loss, ax_acc = fig.axes
     assert _lines(ax_loss) == {"train": ([1, 2, 3], [2.0, 1.0, 2.0 / 3])}
     assert _lines(ax_acc) == {"train": ([1, 2, 3], pytest.approx([0.3, 0.6, 0.9]))}
@@ -33,12 +33,12 @@ def test_supervised_pretraining_curves_show_loss_and_accuracy():
     )
     assert ax_acc.get_ylabel() == "accuracy (fraction)" and ax_acc.get_legend() is not None
     assert fig.get_suptitle() == "pretrain-source[supervised]"
-    assert reports.figure_png(fig).startswith(b"\x89PNG")
+    assert plots.figure_png(fig).startswith(b"\x89PNG")
 
 
 def test_autoencoder_curve_is_one_loss_panel():
     hist = [{"epoch": 1, "loss": 0.09, "lr": 1e-3}, {"epoch": 2, "loss": 0.05, "lr": 1e-3}]
-    fig = reports.learning_curves_figure({"autoencoder": hist})
+    fig = plots.learning_curves_figure({"autoencoder": hist})
     (ax,) = fig.axes
     assert _lines(ax) == {"train": ([1, 2], [0.09, 0.05])}
     assert ax.get_ylabel() == "loss" and fig.get_suptitle() == "autoencoder"
@@ -48,7 +48,7 @@ def test_autoencoder_curve_is_one_loss_panel():
 
 def test_gan_curves_show_discriminator_and_generator_not_their_sum():
     hist = [{"epoch": e, "loss": 3.0, "d_loss": 1.0, "g_loss": 2.0, "d_real": 0.6} for e in (1, 2)]
-    (ax,) = reports.learning_curves_figure({"gan": hist}).axes
+    (ax,) = plots.learning_curves_figure({"gan": hist}).axes
     assert _lines(ax) == {"discriminator": ([1, 2], [1.0, 1.0]), "generator": ([1, 2], [2.0, 2.0])}
 
 
@@ -60,7 +60,7 @@ def test_finetune_curves_per_arm_and_split():
         ],
         "scratch": [{"train_loss": 1.2, "val_accuracy": 0.3}],
     }
-    ax_loss, ax_acc = reports.learning_curves_figure(hist).axes
+    ax_loss, ax_acc = plots.learning_curves_figure(hist).axes
     assert _lines(ax_loss) == {
         "gan/lp_ft (train)": ([1, 2], [1.0, 0.5]),
         "gan/lp_ft (val)": ([1, 2], [1.1, 0.7]),
@@ -77,9 +77,9 @@ def test_finetune_curves_per_arm_and_split():
 
 def test_history_without_loss_or_accuracy_is_refused():
     with pytest.raises(DataError, match="loss or accuracy"):
-        reports.learning_curves_figure({"x": [{"epoch": 1, "lr": 0.1}]})
+        plots.learning_curves_figure({"x": [{"epoch": 1, "lr": 0.1}]})
     with pytest.raises(DataError):
-        reports.learning_curves_figure({})
+        plots.learning_curves_figure({})
 
 
 def test_artifact_png_is_larger_and_captioned():
@@ -87,12 +87,12 @@ def test_artifact_png_is_larger_and_captioned():
     grid[10:20, 10:20] = 255
     buf = io.BytesIO()
     Image.fromarray(grid).save(buf, format="PNG")
-    png = reports.artifact_png("gan_samples", buf.getvalue(), label="pretraining: gan")
+    png = plots.artifact_png("gan_samples", buf.getvalue(), label="pretraining: gan")
     w, h = Image.open(io.BytesIO(png)).size
     assert w >= 480 and h > 70
-    fig = reports.captioned_image_figure(grid, reports.ARTIFACT_CAPTIONS["ae_reconstructions"])
+    fig = plots.captioned_image_figure(grid, plots.ARTIFACT_CAPTIONS["ae_reconstructions"])
     (ax,) = fig.axes
     assert "odd rows" in ax.get_title() and "even rows: their reconstructions" in ax.get_title()
     assert ax.images[0].get_array().shape == (70, 274, 3)
     with pytest.raises(DataError, match="H×W×3"):
-        reports.captioned_image_figure(grid[..., 0], "x")
+        plots.captioned_image_figure(grid[..., 0], "x")

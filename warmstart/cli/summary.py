@@ -10,8 +10,7 @@ from rich.table import Table
 
 from warmstart.cli.app import console
 from warmstart.contracts import TableRow
-from warmstart.promotion import COLUMNS, TITLE, table_cells
-from warmstart.promotion.table import NOTE
+from warmstart.reports.table import COLUMNS, NOTE, TITLE, table_cells
 
 
 def print_summary(summary: dict, seconds: float) -> None:

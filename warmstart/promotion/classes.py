@@ -64,23 +64,6 @@ def class_drops(
     return sorted(out, key=lambda r: (r["diff"], r["class"]))
 
 
-def drop_text(row: dict[str, Any]) -> str:
-    """``class 7: 62% vs scratch 80% (-18 points, 6 test images)``."""
-    return (
-        f"class {row['class']}: {100 * row['accuracy']:.0f}% vs scratch "
-        f"{100 * row['scratch_accuracy']:.0f}% ({100 * row['diff']:+.0f} points, "
-        f"{row['test_images']} test images)"
-    )
-
-
-def drops_sentence(rows: Sequence[dict[str, Any]], drop: float = CLASS_DROP) -> str:
-    """The verdict's sentence naming them (empty when none)."""
-    if not rows:
-        return ""
-    named = "; ".join(drop_text(r) for r in rows)
-    return f"Below scratch by more than {100 * drop:.0f} points: {named}."
-
-
 def gate_class_drops(evaluation: Evaluation, candidate: str) -> list[dict[str, Any]]:
     """``class_drops`` of the gate's candidate against scratch on ``evaluation`` (the
     confirmation seeds' in the pipeline); none when either arm has no predictions."""

@@ -34,15 +34,7 @@ import numpy as np
 
 from warmstart.contracts import SCRATCH, ArmScores, Evaluation
 from warmstart.errors import DataError
-from warmstart.promotion.classes import drops_sentence
-from warmstart.promotion.protocol_text import (
-    interval_text,
-    method_name,
-    protocol_lines,
-    protocol_sentence,
-    protocol_tags,
-    test_images_text,
-)
+from warmstart.promotion.classes import CLASS_DROP
 from warmstart.promotion.stats import (
     ALPHA,
     BOOT_SEED,
@@ -50,6 +42,15 @@ from warmstart.promotion.stats import (
     paired_bootstrap,
     seed_t_interval,
     two_way_interval,
+)
+from warmstart.reports.verdict import (
+    drops_sentence,
+    interval_text,
+    method_name,
+    protocol_lines,
+    protocol_sentence,
+    protocol_tags,
+    test_images_text,
 )
 
 PROMOTED, NOT_PROMOTED = "promoted", "not promoted"
@@ -131,7 +132,8 @@ class Decision:
             "| comparison | candidate acc | other acc | Δ (points) | "
             f"{level}% CI (points) | condition | met |",
             "|---|---|---|---|---|---|---|",
-            f"| vs scratch | {_pct(d['candidate_accuracy'])} | {_pct(d['baseline_accuracy'])}"
+            f"| vs scratch{_metric_note(d)} | {_pct(d['candidate_accuracy'])}"
+            f" | {_pct(d['baseline_accuracy'])}"
             f" | {_pts(d['mean_diff'])} | [{_pts(d['ci_low'])}, {_pts(d['ci_high'])}]"
             f" | CI lower bound > {_pts(self.margin)} | "
             f"{'yes' if d['ci_low'] > self.margin else 'no'} |",
@@ -157,6 +159,11 @@ class Decision:
             f" | [{_pts(c['ci_low'])}, {_pts(c['ci_high'])}] | Δ ≥ 0 | "
             f"{'yes' if c['mean_diff'] >= 0 else 'no'} |"
         )
+
+
+def _metric_note(d: dict[str, Any]) -> str:
+    """The vs-scratch row's note when the gate compared balanced accuracy (its columns hold it)."""
+    return " (balanced accuracy)" if d.get("metric") == "balanced_accuracy" else ""
 
 
 def _pts(x: float) -> str:
@@ -327,7 +334,7 @@ def _rule(
 def _tail(protocol: dict[str, Any] | None, class_drops: list[dict[str, Any]] | None) -> str:
     """The reason's closing sentences: the protocol, then the classes below scratch."""
     tail = " " + protocol_sentence(protocol) if protocol else ""
-    return tail + (" " + drops_sentence(class_drops) if class_drops else "")
+    return tail + (" " + drops_sentence(class_drops, CLASS_DROP) if class_drops else "")
 
 
 def scratch_interval(

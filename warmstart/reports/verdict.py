@@ -1,5 +1,6 @@
 """How the verdict words the protocol: the interval, the seeds, the configurations each side
-compared and the labels used. Pure formatting of ``protocol.protocol_record``'s dict."""
+compared and the labels used (pure formatting of ``protocol.protocol_record``'s dict), and the
+classes the candidate serves worse than scratch (``promotion.classes``' rows)."""
 
 from __future__ import annotations
 
@@ -138,3 +139,21 @@ def protocol_tags(p: dict[str, Any] | None) -> dict[str, str]:
     if p.get("source_gain"):
         tags["gate_source_gain"] = f"{p['source_gain']['mean_diff']:.4f}"
     return tags
+
+
+def drop_text(row: dict[str, Any]) -> str:
+    """``class 7: 62% vs scratch 80% (-18 points, 6 test images)``."""
+    return (
+        f"class {row['class']}: {100 * row['accuracy']:.0f}% vs scratch "
+        f"{100 * row['scratch_accuracy']:.0f}% ({100 * row['diff']:+.0f} points, "
+        f"{row['test_images']} test images)"
+    )
+
+
+def drops_sentence(rows: Sequence[dict[str, Any]], drop: float) -> str:
+    """The verdict's sentence naming the classes below scratch (``promotion.classes.class_drops``,
+    by more than ``drop``, its ``CLASS_DROP``; empty when none)."""
+    if not rows:
+        return ""
+    named = "; ".join(drop_text(r) for r in rows)
+    return f"Below scratch by more than {100 * drop:.0f} points: {named}."

@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 
 from warmstart.contracts import Evaluation, Job, StageRecord
-
-CLASS_DROP = 0.10  # a class this far (or more) below scratch's accuracy is named under the verdict
+from warmstart.promotion.classes import CLASS_DROP  # the verdict's margin, for the served seed
 
 
 @dataclass(frozen=True)
