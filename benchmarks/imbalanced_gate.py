@@ -107,6 +107,8 @@ def _word(d: dict, margin: float) -> str:
 
 
 def table(out: Path) -> None:
+    from warmstart.promotion.classes import CLASS_DROP
+
     recs = sorted(
         (json.loads(p.read_text()) for p in out.glob("imbalanced-k*.json")), key=lambda r: r["k"]
     )
@@ -128,14 +130,19 @@ def table(out: Path) -> None:
         )
     print("\nPer class, mean over the 5 confirmation seeds (candidate vs scratch, %):\n")
     for rec in recs:
-        pc = rec["gates"]["per_class"]
+        pc, counts = rec["gates"]["per_class"], rec["gates"]["test_images"]
         cells = ", ".join(
             f"{c}: {100 * v['candidate']:.0f} vs {100 * v['scratch']:.0f}" for c, v in pc.items()
         )
         print(f"- k={rec['k']}: {cells}")
-        weaker = rec["summary"].get("weaker_classes")
-        if weaker is not None:
-            print(f"  named in the verdict: {weaker or 'none'}")
+        named = [  # the verdict's rule (promotion.classes.class_drops) on the same means
+            f"class {c} ({100 * (v['candidate'] - v['scratch']):+.0f} points, {counts[c]} test images)"
+            for c, v in pc.items()
+            if v["scratch"] - v["candidate"] > CLASS_DROP
+        ]
+        print(
+            f"  more than {100 * CLASS_DROP:.0f} points below scratch: {'; '.join(named) or 'none'}"
+        )
 
 
 def main() -> None:
