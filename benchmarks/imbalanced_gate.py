@@ -3,7 +3,9 @@
 The target is UCI digits (8×8, the full 1,797 images) with classes 7, 8 and 9 cut to 30 images
 each (``tests/flows/configs.imbalanced_digits``), so validation and test hold about a sixth as
 many of them as of each other class (test: 6 vs ~36 per class, a ratio above
-``metric.IMBALANCE_RATIO``); the source is MNIST-5k (``crop=content``). The transfer pipeline
+``metric.IMBALANCE_RATIO``); the source is MNIST-5k (``crop=content``), every digit
+(``--source mnist``) or digits 0-6 only (``--source mnist-0-6``: the rare classes unseen in
+pretraining). The transfer pipeline
 runs once per k with ``--metric auto`` (which picks balanced accuracy here), and from each
 run's ``predictions.parquet`` ``recompute_verdict`` gives the gate's interval under both
 metrics on the same confirmation seeds and test images, so the two gates are compared on one
@@ -15,6 +17,7 @@ It starts a private SeaweedFS + MLflow + Prefect on free ports in a temporary fo
 JSON; ``--table-only`` reprints the tables from those files.
 
     python benchmarks/imbalanced_gate.py --k 1 5
+    python benchmarks/imbalanced_gate.py --source mnist-0-6 --k 5
     python benchmarks/imbalanced_gate.py --table-only
 """
 
@@ -35,8 +38,13 @@ from protocol_rerun import start_stack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ("accuracy", "balanced_accuracy")
+# The source: every MNIST digit, or digits 0-6 only (the cut classes unseen in pretraining,
+# where transfer is likeliest to serve them worse than scratch).
+SOURCES = {
+    "mnist": "builtin:mnist-5k?crop=content",
+    "mnist-0-6": "builtin:mnist-5k?crop=content&classes=0-6",
+}
 PRESET = dict(
-    source="builtin:mnist-5k?crop=content",
     strategies=["supervised"],
     transfer_modes=["linear_probe", "finetune"],
     seeds=2,
@@ -74,7 +82,7 @@ def gates(summary: dict, out: Path) -> dict:
     return result
 
 
-def run(ks: list[int], out: Path, folder: Path) -> None:
+def run(scenario: str, ks: list[int], out: Path, folder: Path) -> None:
     from warmstart import logsafe
     from warmstart.flows.pipeline import transfer_pipeline
     from warmstart.params import PipelineParams
@@ -85,14 +93,22 @@ def run(ks: list[int], out: Path, folder: Path) -> None:
     logsafe.install()
     target = imbalanced_digits(folder)
     for k in ks:
-        params = PipelineParams(**PRESET, target=target, k_shot=k)
+        params = PipelineParams(**PRESET, source=SOURCES[scenario], target=target, k_shot=k)
         t0 = time.time()
         summary = transfer_pipeline(params)
         wall = time.time() - t0
-        record = {"k": k, "wall_s": wall, "load_end": load_average(), "summary": summary}
+        record = {
+            "scenario": scenario,
+            "k": k,
+            "wall_s": wall,
+            "load_end": load_average(),
+            "summary": summary,
+        }
         record["params"] = params.model_dump()
         record["gates"] = gates(summary, out)
-        (out / f"imbalanced-k{k}.json").write_text(json.dumps(record, default=str, indent=1))
+        (out / f"imbalanced-{scenario}-k{k}.json").write_text(
+            json.dumps(record, default=str, indent=1)
+        )
         print(
             f"k={k}: {summary['verdict']} in {wall:.0f} s; load {load_average()}", file=sys.stderr
         )
@@ -109,20 +125,21 @@ def _word(d: dict, margin: float) -> str:
 def table(out: Path) -> None:
     from warmstart.promotion.classes import CLASS_DROP
 
-    recs = sorted(
-        (json.loads(p.read_text()) for p in out.glob("imbalanced-k*.json")), key=lambda r: r["k"]
-    )
+    recs = [json.loads(p.read_text()) for p in out.glob("imbalanced-*.json")]
+    for rec in recs:  # records written before --source name no scenario: every MNIST digit
+        rec.setdefault("scenario", "mnist")
+    recs.sort(key=lambda r: (r["scenario"], r["k"]))
     print(
-        "| k | chosen arm | test images per class | metric auto picked | accuracy gate: Δ [95% CI] "
+        "| source | k | chosen arm | test images per class | metric auto picked | accuracy gate: Δ [95% CI] "
         "| verdict | balanced-accuracy gate: Δ [95% CI] | verdict | the run's verdict | wall s |"
     )
-    print("|" + "---|" * 10)
+    print("|" + "---|" * 11)
     for rec in recs:
         g, s, margin = rec["gates"], rec["summary"], rec["params"]["margin"]
         a, b = g["accuracy"], g["balanced_accuracy"]
         counts = ", ".join(f"{c}: {n}" for c, n in g["test_images"].items())
         print(
-            f"| {rec['k']} | {a['arm']} | {counts} | {', '.join(g['recorded_metric'])} | "
+            f"| `{rec['params']['source']}` | {rec['k']} | {a['arm']} | {counts} | {', '.join(g['recorded_metric'])} | "
             f"{_pts(a['mean_diff'])} [{_pts(a['ci_low'])}, {_pts(a['ci_high'])}] | "
             f"{_word(a, margin)} | {_pts(b['mean_diff'])} [{_pts(b['ci_low'])}, "
             f"{_pts(b['ci_high'])}] | {_word(b, margin)} | {s['verdict']} ({s['rule']}) | "
@@ -134,7 +151,7 @@ def table(out: Path) -> None:
         cells = ", ".join(
             f"{c}: {100 * v['candidate']:.0f} vs {100 * v['scratch']:.0f}" for c, v in pc.items()
         )
-        print(f"- k={rec['k']}: {cells}")
+        print(f"- {rec['scenario']}, k={rec['k']}: {cells}")
         named = [  # the verdict's rule (promotion.classes.class_drops) on the same means
             f"class {c} ({100 * (v['candidate'] - v['scratch']):+.0f} points, {counts[c]} test images)"
             for c, v in pc.items()
@@ -148,6 +165,7 @@ def table(out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--k", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--source", choices=sorted(SOURCES), default="mnist")
     ap.add_argument("--out", type=Path, default=Path("test-output/imbalanced_gate"))
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
@@ -159,7 +177,7 @@ def main() -> None:
         home = Path(tempfile.mkdtemp(prefix="ws-imbalanced-"))
         cfg = start_stack(home)
         try:
-            run(args.k, args.out, home / "target")
+            run(args.source, args.k, args.out, home / "target")
         finally:
             from prefect.logging.handlers import APILogWorker
 
