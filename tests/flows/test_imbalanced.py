@@ -104,7 +104,8 @@ def test_auto_gates_an_imbalanced_target_on_balanced_accuracy(imbalanced_run, st
     (table,) = [
         a
         for a in arts
-        if a["flow_run_id"] == summary["flow_run_id"] and a["key"].startswith("accuracy-table")
+        if a["flow_run_id"] == summary["flow_run_id"]
+        and (a["key"] or "").startswith("accuracy-table")
     ]
     data = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
     assert data[0]["balanced acc"] == f"{100 * rows[data[0]['arm']]['balanced_acc']:.1f}%"

@@ -61,6 +61,8 @@ def test_candidate_dropping_the_rare_class_passes_accuracy_but_not_balanced_accu
     per_class = [(cand[:, Y == c].mean() - base[:, Y == c].mean()) for c in range(3)]
     assert expected["mean_diff"] == pytest.approx(np.mean(per_class))
     assert "balanced accuracy" in balanced.reason
+    assert "| vs scratch (balanced accuracy) | " in balanced.to_markdown()
+    assert "| vs scratch | " in plain.to_markdown() and "(balanced" not in plain.to_markdown()
 
     rows = [
         {
