@@ -32,7 +32,12 @@ class PipelineParams(BaseModel):
         "builtin:uci-digits",
         description="Target dataset spec: the small labelled task we transfer to.",
     )
-    k_shot: int = Field(10, ge=1, le=10_000, description="Labelled target images per class.")
+    k_shot: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="Labelled target images per class (default 5: the demo's few-label regime; see README).",
+    )
     backbone: str = Field(
         "convnet-s",
         description="Backbone from the model registry: "

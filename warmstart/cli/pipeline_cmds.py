@@ -227,7 +227,7 @@ def run(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Run the transfer pipeline once against the configured services; print the table and verdict.
-    Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=10)."""
+    Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=5)."""
     from warmstart.cli.progress import stage_display  # deferred: heavy (prefect, mlflow)
     from warmstart.cli.summary import print_summary  # deferred: heavy (promotion, numpy)
     from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
