@@ -12,8 +12,6 @@ from warmstart.contracts import Evaluation, Job, StageRecord, TableRow
 from warmstart.reports import model_card
 from warmstart.tasks.flow_artifacts import artifact_key
 
-CARD_MARKER = "# Model card: "
-
 
 def leakage_facts(run_id: str) -> dict:
     """The leakage guard's counts (``leakage.*`` metrics) and line, from the pipeline run."""
@@ -51,7 +49,7 @@ def publish_card(
         pretrain_images=sum(r.pretrain_images for r in rows),
     )
     card = model_card.render_card(facts)
-    tracking.set_card(name, version, card, CARD_MARKER)
+    tracking.set_card(name, version, card, model_card.CARD_MARKER)
     if ref and ref[0].run_id:
         tracking.log_text(ref[0].run_id, f"model_card/v{version}.md", card)
     tracking.log_text(job.run.run_id, "model_card.md", card)

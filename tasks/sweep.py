@@ -42,17 +42,13 @@ def report(
     target = target or title.rsplit("→", 1)[-1].strip()
     rows = sweep.with_compute([r for rows in per_k for r in rows], sources)
     md = sweep.markdown(rows)
-    tracking.log_text(run.run_id, "label_efficiency.md", f"# {title}\n\n{md}")
+    tracking.log_text(run.run_id, "label_efficiency.md", sweep.page_markdown(title, md))
     tracking.log_text(run.run_id, "label_efficiency.json", sweep.dumps(rows))
     tracking.log_bytes(run.run_id, "label_efficiency.png", sweep.figure_png(rows, title))
-    table = [
-        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "histories"}
-        for r in rows
-    ]
     publish_report(
-        f"# {title}\n\nTest accuracy %, mean [95% CI] over seeds.\n\n{md}",
+        sweep.page_markdown(title, md, caption=True),
         artifact_key("label-efficiency", target),
-        table,
+        sweep.table_artifact_rows(rows),
         artifact_key("label-efficiency-table", target),
         title,
     )

@@ -1,6 +1,7 @@
-"""The report figures show their data: lines with the right points, labelled axes, titles,
+"""The reports show their data: lines with the right points, labelled axes, titles,
 legends; pretraining histories (``loss``/``acc``, GAN ``d_loss``/``g_loss``) as well as
-fine-tuning ones; captioned artifact images."""
+fine-tuning ones; captioned artifact images; the label-efficiency page and its table rows; one
+confusion count behind the model card, the figure and batch prediction."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from PIL import Image
 
 from warmstart.errors import DataError
-from warmstart.reports import plots
+from warmstart.reports import model_card, plots, predict, sweep
 
 
 def _lines(ax) -> dict[str, tuple[list, list]]:
@@ -96,3 +97,40 @@ def test_artifact_png_is_larger_and_captioned():
     assert ax.images[0].get_array().shape == (70, 274, 3)
     with pytest.raises(DataError, match="H×W×3"):
         plots.captioned_image_figure(grid[..., 0], "x")
+
+
+def test_label_efficiency_page_and_table_artifact_rows():
+    rows = [
+        {"k": 1, "arm": "scratch", "seeds": 2, "val_acc": 0.5, "test_acc": 0.123456,
+         "ci_low": 0.1, "ci_high": 0.15, "train_seconds": 1.23456, "histories": [[[1, 0.5, 2.0]]]},
+        {"k": 5, "arm": "scratch", "seeds": 2, "val_acc": 0.6, "test_acc": 0.25,
+         "ci_low": 0.2, "ci_high": 0.3, "train_seconds": 2.0, "histories": []},
+    ]  # fmt: skip
+    md = sweep.markdown(rows)
+    assert md.splitlines() == [
+        "| arm | k=1 | k=5 |",
+        "|---|---|---|",
+        "| scratch | 12.3 [10.0, 15.0] | 25.0 [20.0, 30.0] |",
+    ]
+    assert sweep.page_markdown("digits", md) == "# digits\n\n" + md
+    captioned = sweep.page_markdown("digits", md, caption=True)
+    assert captioned == "# digits\n\nTest accuracy %, mean [95% CI] over seeds.\n\n" + md
+    cells = sweep.table_artifact_rows(rows)
+    assert cells[0] == {
+        "k": 1, "arm": "scratch", "seeds": 2, "val_acc": 0.5, "test_acc": 0.1235,
+        "ci_low": 0.1, "ci_high": 0.15, "train_seconds": 1.2346,
+    }  # fmt: skip
+    assert "histories" in rows[0]  # the rows themselves are left as they were
+
+
+def test_one_confusion_count_behind_the_card_the_figure_and_batch_prediction():
+    y, pred = [0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2]
+    expected = [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert plots.confusion_matrix(np.array(y), np.array(pred), 3).tolist() == expected
+    assert model_card.confusion(y, pred, 3) == expected
+    files = [f"{c}/{i}.png" for i, c in enumerate("aabccc")]
+    scored = predict.evaluate(files, ["a", "b", "c"], np.array(pred))
+    assert scored["confusion"].drop(columns="true").values.tolist() == expected
+    # a prediction outside the classes is refused, not wrapped round into another cell
+    with pytest.raises(DataError, match=r"outside 0\.\.2"):
+        model_card.confusion([0, 1], [0, -1], 3)

@@ -40,16 +40,18 @@ class Evidence:
     evidence: float
 
 
-def logme_evidence(f: np.ndarray, y: np.ndarray) -> Evidence:
+def logme_evidence(
+    f: np.ndarray, y: np.ndarray, svd: tuple[np.ndarray, ...] | None = None
+) -> Evidence:
     """Maximise p(y | F, alpha, beta) of y = F w + noise, w ~ N(0, 1/alpha), noise ~ N(0, 1/beta)
     (You et al. 2021, Algorithm 1), through the SVD of F so that it costs O(n d min(n, d)).
 
     log p = n/2 log beta + d/2 log alpha - n/2 log 2pi - beta/2 |Fm - y|^2 - alpha/2 |m|^2
             - 1/2 log |alpha I + beta F'F|, with m = beta A^-1 F'y.
     The log-determinant counts the d - rank(F) zero eigenvalues of F'F (log alpha each), so the
-    value is the true evidence for any n and d."""
+    value is the true evidence for any n and d. `svd`: F's thin SVD, when the caller has it."""
     n, d = f.shape
-    u, s, vt = np.linalg.svd(f, full_matrices=False)
+    u, s, vt = np.linalg.svd(f, full_matrices=False) if svd is None else svd
     sigma = s**2  # the non-zero part of F'F's spectrum (min(n, d) values)
     x = u.T @ y  # y in the left singular basis
     x2 = x**2
@@ -86,9 +88,14 @@ def logme(features: np.ndarray, labels: np.ndarray) -> float:
     """LogME of a classification target: the mean over classes of the evidence of the one-hot
     column of that class."""
     f = np.asarray(features, dtype=np.float64)
-    classes = np.unique(labels)
+    svd = np.linalg.svd(f, full_matrices=False)  # once: it is most of the cost
     return float(
-        np.mean([logme_evidence(f, (labels == c).astype(np.float64)).evidence for c in classes])
+        np.mean(
+            [
+                logme_evidence(f, (labels == c).astype(float), svd).evidence
+                for c in np.unique(labels)
+            ]
+        )
     )
 
 

@@ -133,3 +133,20 @@ def figure_png(rows: list[dict], title: str = "") -> bytes:
 
 def dumps(rows: list[dict]) -> str:
     return json.dumps(rows, indent=2)
+
+
+CAPTION = "Test accuracy %, mean [95% CI] over seeds."
+
+
+def page_markdown(title: str, table: str, *, caption: bool = False) -> str:
+    """The sweep's page: a heading, the caption when asked (the Prefect artifact has it), the
+    table (``markdown(rows)``)."""
+    return f"# {title}\n\n" + (f"{CAPTION}\n\n" if caption else "") + table
+
+
+def table_artifact_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the Prefect table artifact: floats to 4 places, the histories left out."""
+    return [
+        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "histories"}
+        for r in rows
+    ]
