@@ -10,8 +10,8 @@ seeds does not shrink what those images happen to hold. With ~36 test images of 
 digits, 20% test) and accuracies near 80%, the binomial spread of the difference of the two
 arms' accuracies is about √(2 · 0.8 · 0.2 / 36) ≈ 9.4 points, so a smaller gap is within what
 one test set's images move by. The flag is a warning to look, never a gate rule: on a class
-with only a handful of test images (6 in the imbalanced scenario) a 10-point gap is one image in
-a seed or two, and the line says how many test images the class has.
+with only a handful of test images (6 in the imbalanced scenario) a 10-point gap is 3 of its 30
+predictions over 5 seeds, and the line says how many test images the class has.
 """
 
 from __future__ import annotations
