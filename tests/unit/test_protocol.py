@@ -95,7 +95,7 @@ def test_gate_on_confirmation_seeds_uses_the_two_way_interval_and_reports_the_pr
         _scores(SCRATCH, base, seeds),
         interval="seed-t",
     )
-    assert old.delta_vs_scratch == seed_t_interval(cand, base)
+    assert old.delta_vs_scratch == seed_t_interval(cand, base) | {"metric": "accuracy"}
     assert "seed-level paired t interval (4 df)" in old.to_markdown()
     tags = d.tags()
     assert tags["gate_arms_compared"] == "6" and tags["gate_labels_used"] == "369"
