@@ -8,6 +8,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from warmstart.contracts import RunPlan
+from warmstart.models.device import cpu_slots
 from warmstart.params import PipelineParams
 from warmstart.tasks import stage_runs
 
@@ -43,12 +44,13 @@ END_HOOKS = dict(
     on_cancellation=[_ender("KILLED")],
 )
 
-# What both flows share. Three threads: one training task holds the `gpu` slot while at most two
-# wait for it, so few tasks poll the server for the slot (each poll is server CPU taken from
-# training on 2 cores). For several GPUs raise it with `.with_options(task_runner=...)` or Dask.
+# What both flows share. Two threads more than the machine's training slots (the `gpu` tag
+# limit, `warmstart status`): every slot busy while at most two tasks wait for one, so few tasks
+# poll the server for a slot (each poll is server CPU taken from training). On a GPU machine
+# with more slots, raise it with `.with_options(task_runner=...)` or Dask.
 FLOW_OPTIONS = dict(
     flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=3),
+    task_runner=ThreadPoolTaskRunner(max_workers=cpu_slots() + 2),
     log_prints=True,
     validate_parameters=True,
     **END_HOOKS,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from warmstart import predict as core
-from warmstart.predict_report import check_top_k
+from warmstart.reports.predict import check_top_k
 from warmstart.tasks.predict import load_images, resolve_model, run_model, write_predictions
 
 

@@ -184,8 +184,45 @@ def _nvidia_gpus() -> int:
     return sum(line.startswith("GPU ") for line in out.stdout.splitlines())
 
 
+# Training stages share the Prefect tag limit `gpu`: one slot per visible GPU (times
+# WARMSTART_SLOTS_PER_GPU, for stages small enough to share one), and on a CPU-only machine one
+# slot per CPU_THREADS_PER_STAGE cores (WARMSTART_CPU_SLOTS overrides it). The same rule as
+# warmstart.models.device.cpu_slots, which gives each stage cores // slots threads.
+CPU_THREADS_PER_STAGE = 1
+
+
+def cores() -> int:
+    """CPUs this process may run on (affinity and container limits respected)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def cpu_slots() -> int:
+    explicit = os.environ.get("WARMSTART_CPU_SLOTS", "").strip()
+    if explicit:
+        return max(1, int(explicit))
+    return max(1, cores() // CPU_THREADS_PER_STAGE)
+
+
+def slot_plan() -> tuple[str, int, int]:
+    """(device kind, training slots, CPU threads per stage or 0 on a GPU) for this machine."""
+    gpus = visible_gpus()
+    if gpus:
+        per_gpu = max(1, int(os.environ.get("WARMSTART_SLOTS_PER_GPU", "1") or 1))
+        return "gpu", gpus * per_gpu, 0
+    slots = cpu_slots()
+    return "cpu", slots, max(1, cores() // slots)
+
+
 def gpu_slots() -> int:
-    """One slot per visible NVIDIA GPU, at least one (asks the driver: no torch import)."""
+    """Slots of the `gpu` tag limit: see ``slot_plan`` (asks the driver: no torch import)."""
+    return slot_plan()[1]
+
+
+def visible_gpus() -> int:
+    """NVIDIA GPUs the driver sees, less those CUDA_VISIBLE_DEVICES hides; 0 if none."""
     found = _nvidia_gpus()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
@@ -195,7 +232,7 @@ def gpu_slots() -> int:
                 break  # CUDA stops at the first invalid entry
             ids.append(item)
         found = min(found, len(ids)) if found else len(ids)
-    return max(1, found)
+    return found
 
 
 def ensure_gpu_limit(

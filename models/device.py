@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 
 import numpy as np
 import torch
@@ -50,6 +51,34 @@ def configure_threads(num_threads: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+# torch's, numpy's and python's global RNGs are process-wide. Stages that train at once in one
+# process (the flow's worker threads) seed them and build their models under this lock, so each
+# stage draws the same initial weights as it would alone; after that, training draws only from
+# the stage's own torch.Generator. Results depend on the machine's configuration (threads per
+# stage), not on which stages happen to run beside each other.
+GLOBAL_RNG = threading.RLock()
+
+# CPU-only machines: threads each training stage gets. Chosen by benchmarks/cpu_slots.py (the
+# demo's stages are small convnets that gain little from a second thread; BENCHMARKS §6).
+CPU_THREADS_PER_STAGE = 1
+
+
+def cpu_slots(cores: int | None = None) -> int:
+    """Training stages a CPU-only machine runs at once: ``WARMSTART_CPU_SLOTS`` if set, else
+    ``cores // CPU_THREADS_PER_STAGE`` (at least one). ``warmstart up`` gives the Prefect `gpu`
+    tag limit this many slots when it sees no GPU (``infra/services.py: gpu_slots``)."""
+    explicit = os.environ.get("WARMSTART_CPU_SLOTS", "").strip()
+    if explicit:
+        return max(1, int(explicit))
+    return max(1, (cores or cpu_count()) // CPU_THREADS_PER_STAGE)
+
+
+def stage_threads(cores: int | None = None) -> int:
+    """Intra-op threads per training stage on a CPU-only machine: its cores over its slots."""
+    cores = cores or cpu_count()
+    return max(1, cores // cpu_slots(cores))
 
 
 def seed_everything(seed: int) -> None:

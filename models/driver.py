@@ -28,7 +28,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RunConfig
-from .device import configure_threads, seed_everything, select_device
+from .device import GLOBAL_RNG, configure_threads, seed_everything, select_device
 from .errors import TrainingError
 
 EpochCallback = Callable[[int, dict, Path | None], None]
@@ -152,9 +152,10 @@ def run_epochs(
     None)` after each epoch."""
     epochs = config.epochs if epochs is None else epochs
     directory, meta = open_checkpoint(checkpoint_dir, task.ident)
-    task.prepare(fresh=meta is None)
     gen = torch.Generator().manual_seed(config.seed)
-    progress = _restore(task, gen, directory, meta) if meta is not None else Progress()
+    with GLOBAL_RNG:  # a probe head's fit, a resumed run's global RNG state: alone
+        task.prepare(fresh=meta is None)
+        progress = _restore(task, gen, directory, meta) if meta is not None else Progress()
     for epoch in range(progress.epoch + 1, epochs + 1):
         row = _epoch(task, epoch, gen, progress, directory)
         path = None

@@ -15,6 +15,7 @@ from .batches import ArrayBatches, BatchSource
 from .checkpoint import fingerprint
 from .config import PretrainConfig, identity_dict
 from .data import check_images, to_device
+from .device import GLOBAL_RNG
 from .driver import EpochCallback, EpochTask, run_epochs, start_run
 from .errors import ModelError
 from .registry import backbone_class, strategy_class
@@ -98,15 +99,16 @@ def pretrain(
     # a source is checked through a zero-stride view of its shape (no pixels are read)
     shaped = _shape_view(images) if streamed else images
     check_images("pretraining", shaped, **geometry, labels=labels, num_classes=num_classes)
-    device = start_run(config)
-    strat = cls(
-        backbone=backbone,
-        **geometry,
-        num_classes=num_classes,
-        num_images=images.num_examples if streamed else len(images),
-        config=config,
-        device=device,
-    )
+    with GLOBAL_RNG:  # seeded and built alone: the same weights beside other stages
+        device = start_run(config)
+        strat = cls(
+            backbone=backbone,
+            **geometry,
+            num_classes=num_classes,
+            num_images=images.num_examples if streamed else len(images),
+            config=config,
+            device=device,
+        )
     data = images if streamed else ArrayBatches(*to_device(images, labels, device))
     ident = {
         "kind": f"pretrain:{strategy}",

@@ -116,7 +116,8 @@ def fit_probe(
         fits.append((w, b))
     best = max(range(len(history)), key=lambda j: (history[j]["val_acc"], -history[j]["val_loss"]))
     w, b = fits[best]
-    head = nn.Linear(w.shape[1], num_classes).to(w.device)
+    # no random init (the weights are set below): the global RNG is left to the stage's seeding
+    head = nn.utils.skip_init(nn.Linear, w.shape[1], num_classes, device=w.device)
     with (
         torch.no_grad()
     ):  # logits = ((f - mu) / sd) @ w.T + b  ==  f @ (w / sd).T + (b - (w / sd) @ mu)

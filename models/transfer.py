@@ -18,7 +18,7 @@ from .backbones.base import Backbone
 from .checkpoint import fingerprint
 from .config import TrainConfig, identity_dict
 from .data import check_images, to_device
-from .device import memory_format
+from .device import GLOBAL_RNG, memory_format
 from .driver import EpochCallback, run_epochs, start_run
 from .errors import CheckpointError
 from .registry import get_backbone, get_transfer_mode
@@ -107,11 +107,12 @@ def fit_target(
     geometry = {"in_channels": in_channels, "image_size": image_size, "num_classes": num_classes}
     for name, (xs, ys) in (("train", train), ("val", val)):
         check_images(name, xs, labels=ys, **geometry)
-    device = start_run(config)
-    model = get_backbone(backbone, **geometry)
-    if init_state is not None:
-        load_trunk(model, init_state)
-    model.to(device, memory_format=memory_format(device))
+    with GLOBAL_RNG:  # seeded and built alone: the same weights beside other stages
+        device = start_run(config)
+        model = get_backbone(backbone, **geometry)
+        if init_state is not None:
+            load_trunk(model, init_state)
+        model.to(device, memory_format=memory_format(device))
     ident = _identity(backbone, model, mode, init_state, (*train, *val), config)
     run = TargetRun(
         model=model,

@@ -18,7 +18,7 @@ from warmstart.contracts import (
     TableRow,
 )
 from warmstart.promotion import protocol, recompute
-from warmstart.promotion.protocol_text import labels_text, seed_span
+from warmstart.reports.verdict import labels_text, seed_span
 from warmstart.stages.config import data_needs
 from warmstart.stages.duplicates import weak_recall_notes
 from warmstart.stages.training import confirmation_seeds, confirmation_specs, labels_used

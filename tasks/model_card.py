@@ -1,5 +1,5 @@
 """The model card of the version a pipeline run registered (or kept): rendered by
-``warmstart.model_card`` from the run's records, then put where users look — the version's
+``warmstart.reports.model_card`` from the run's records, then put where users look — the version's
 description, an artifact ``model_card.md`` of the version's run and of the pipeline run, and a
 Prefect Markdown artifact ``model-card-<target>``."""
 
@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from prefect.artifacts import create_markdown_artifact
 
-from warmstart import model_card, promotion, tracking
+from warmstart import promotion, tracking
 from warmstart.contracts import Evaluation, Job, StageRecord, TableRow
+from warmstart.reports import model_card
 from warmstart.tasks.flow_artifacts import artifact_key
-
-CARD_MARKER = "# Model card: "
 
 
 def leakage_facts(run_id: str) -> dict:
@@ -50,7 +49,7 @@ def publish_card(
         pretrain_images=sum(r.pretrain_images for r in rows),
     )
     card = model_card.render_card(facts)
-    tracking.set_card(name, version, card, CARD_MARKER)
+    tracking.set_card(name, version, card, model_card.CARD_MARKER)
     if ref and ref[0].run_id:
         tracking.log_text(ref[0].run_id, f"model_card/v{version}.md", card)
     tracking.log_text(job.run.run_id, "model_card.md", card)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from warmstart import outage, stages, storage, tracking
+from warmstart import outage, stages, storage, timing
 from warmstart.contracts import (
     ArmResult,
     ArmSpec,
@@ -146,9 +146,10 @@ def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> So
     tags = {"warmstart.stage": "pretrain_source", "strategy": label}
     with stage_run(job.run, name, params, tags, epochs) as progress:
         source = provider.resolve(label, dataset, job, report=progress)
-        if source.stage is not None:
-            log_stage(progress.run_id, name, source.stage, label)
-        stage_runs.log_source_artifacts(progress.run_id, source)
+        with timing.span("log"):
+            if source.stage is not None:
+                log_stage(progress.run_id, name, source.stage, label)
+            stage_runs.log_source_artifacts(progress.run_id, source)
     return stage_runs.with_run_id(source, progress.run_id)
 
 
@@ -177,8 +178,10 @@ def train_arm(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
     }
     with stage_run(job.run, name, params, tags, job.params.finetune_epochs) as progress:
         result = stages.finetune_target(spec, source, job, report=progress)
-        log_stage(progress.run_id, name, result.stage, spec.arm)
-        tracking.log_metrics(progress.run_id, {"best_val_acc": result.val_acc})
+        with timing.span("log"):
+            log_stage(
+                progress.run_id, name, result.stage, spec.arm, {"best_val_acc": result.val_acc}
+            )
     return stage_runs.with_run_id(result, progress.run_id)
 
 

@@ -10,10 +10,13 @@ import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from warmstart import model_card, promotion, reports, stages, tracking
+from warmstart import promotion, stages, tracking
 from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
 from warmstart.promotion import recompute
 from warmstart.promotion.metric import gate_weights
+from warmstart.reports import model_card, plots
+from warmstart.reports.gate import gate_report
+from warmstart.reports.table import removed_note, summarize, table_cells, table_markdown
 from warmstart.tasks.events import emit_verdict
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.model_card import publish_card
@@ -32,7 +35,7 @@ def evaluate(
 ) -> tuple[Evaluation, list[TableRow]]:
     """Every arm on the test split (read only here) and the results table."""
     evaluation = stages.evaluate(results, job)
-    rows = promotion.summarize(evaluation, sources)
+    rows = summarize(evaluation, sources)
     run_id = job.run.run_id
     # the parent keeps one mean test accuracy per arm (the label-efficiency plot and the browser
     # test read them); the comparable per-seed numbers live on each arm's own run
@@ -40,17 +43,9 @@ def evaluate(
     tracking.log_metrics(run_id, model_card.class_metrics(evaluation))  # per-class truth
     log_arm_runs(evaluation, results)
     tracking.log_bytes(run_id, "predictions.parquet", predictions_parquet(evaluation))
-    table = promotion.table_markdown(rows) + removed_note(job)
+    table = table_markdown(rows) + removed_note(job.split)
     tracking.log_text(run_id, "accuracy_table.md", table)
     return evaluation, rows
-
-
-def removed_note(job: Job) -> str:
-    """The table's footnote: the images every arm was evaluated without (0 is said too)."""
-    return (
-        f"\n\nEvery arm evaluated without {job.split.removed_val} validation and "
-        f"{job.split.removed_test} test images that the leakage guard flagged.\n"
-    )
 
 
 def log_arm_runs(evaluation: Evaluation, results: list[ArmResult]) -> None:
@@ -82,10 +77,10 @@ def _log_confusion(run_id: str, evaluation: Evaluation, arm: str) -> None:
     scores = evaluation.arms[arm]
     pred = np.asarray(scores.pred[promotion.served_index(scores)])
     y = np.asarray(evaluation.y_test)
-    fig = reports.confusion_matrix_figure(
+    fig = plots.confusion_matrix_figure(
         y, pred, evaluation.classes, title="served model, test split"
     )
-    tracking.log_bytes(run_id, "confusion_matrix.png", reports.figure_png(fig))
+    tracking.log_bytes(run_id, "confusion_matrix.png", plots.figure_png(fig))
 
 
 @task(name="register-and-promote", cache_policy=NO_CACHE, **IO_RETRIES)
@@ -128,7 +123,9 @@ def register_and_promote(
     if outcome is not None and outcome.version:
         wall = time.time() - started
         publish_card(evaluation, decision, outcome, rows, stage_records, job, wall)
-    summary = publish(decision, outcome, rows, stage_records, job, time.time() - started)
+    publish(decision, outcome, rows, job, time.time() - started)
+    summary = flow_summary(decision, outcome, rows, stage_records, job)
+    summary["event"] = emit_verdict(decision, outcome, summary["model_name"], job)["event"]
     candidate = evaluation.arms[decision.candidate]
     summary["served_test_accuracy"] = candidate.test_acc[promotion.served_index(candidate)]
     return summary
@@ -138,28 +135,27 @@ def publish(
     decision: promotion.Decision,
     outcome: promotion.Promotion | None,
     rows: list[TableRow],
-    stage_records: list[StageRecord],
     job: Job,
     wall_seconds: float,
-) -> dict:
+) -> None:
     """The verdict and table everywhere a user looks (MLflow parent run, Prefect artifacts, the
-    log), the parent run ended, and the flow's summary (JSON-ready) returned."""
+    log) and the parent run ended."""
     run = job.run
     context = {
         "flow_run_id": run.flow_run_id,
         "target": job.target.name,
         "k_shot": job.split.k_shot,
     }
-    report_json, report_md = promotion.gate_report(
-        decision, rows, promotion=outcome, context=context
-    )
+    if job.plan.pruned:  # `run --sources … --top M`: the candidates the ranking left out
+        context["sources"] = job.plan.pruned
+    report_json, report_md = gate_report(decision, rows, promotion=outcome, context=context)
     tracking.log_text(run.run_id, "gate_report.md", report_md)
     tracking.log_text(run.run_id, "gate_report.json", report_json)
     tracking.set_tags(run.run_id, decision.tags())
     publish_report(
         report_md,
         artifact_key("gate-verdict", job.target.name),
-        promotion.table_cells(rows),
+        table_cells(rows),
         artifact_key("accuracy-table", job.target.name),
         f"gate: {decision.verdict} — {job.target.name}, k={job.split.k_shot}",
     )
@@ -169,12 +165,9 @@ def publish(
     tracking.log_metrics(run.run_id, {**gate, "flow_wall_seconds": wall_seconds})
     tracking.end_run(run.run_id)
     get_run_logger().info("gate: %s — %s", decision.verdict, decision.reason)
-    out = summary(decision, outcome, rows, stage_records, job)
-    out["event"] = emit_verdict(decision, outcome, out["model_name"], job)["event"]
-    return out
 
 
-def summary(
+def flow_summary(
     decision: promotion.Decision,
     outcome: promotion.Promotion | None,
     rows: list[TableRow],
@@ -198,6 +191,7 @@ def summary(
         "model_uri": f"models:/{model_name}/{version}" if version else None,
         "champion_version": outcome.champion_version if outcome else None,
         "flow_run_id": job.run.flow_run_id,
+        "pruned": job.plan.pruned or None,
         "trained": sum(not st.reused for st in stage_records),
         "reused": sum(st.reused for st in stage_records),
         "resumed": sum(bool(st.resumed_from) and not st.reused for st in stage_records),

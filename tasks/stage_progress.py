@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from warmstart import outage, tracking
+from warmstart import outage, timing, tracking
 from warmstart.errors import WarmstartError
 
 # Flow runs that ended early (failed, crashed, cancelled): their training stages still running in
@@ -38,6 +39,7 @@ class StageEvent:
     epoch: int = 0
     total: int = 0
     summary: str = ""
+    split: dict | None = None  # "done": seconds per phase (``timing.StageClock.split``)
 
 
 Listener = Callable[[StageEvent], None]
@@ -85,10 +87,18 @@ def stage_label(params: dict, kind: str) -> str:
     return f"pretrain {params.get('strategy', '?')}"
 
 
+# Per-epoch MLflow metrics are sent in one batch at most this often, and at the stage's end (a
+# metric is also the run's sign of life: keep this far below WARMSTART_STALE_AFTER_S). The
+# progress card is updated at most this often too, and at the last epoch.
+FLUSH_EVERY_S = 10.0
+CARD_EVERY_S = 2.0
+
+
 class Progress:
     """The ``report`` callback of one stage. Raises ``StageStopped`` once the stage's flow run
     has ended early. From the first epoch on, system metrics are sampled onto the run (a reused
-    stage trains no epoch and gets none)."""
+    stage trains no epoch and gets none). Epoch metrics are buffered and flushed together
+    (``flush``): every ``FLUSH_EVERY_S`` seconds and when the stage ends."""
 
     def __init__(self, run_id: str, total_epochs: int, label: str, flow_run_id: str = "") -> None:
         self.run_id = run_id
@@ -96,6 +106,8 @@ class Progress:
         self.label = label
         self.total = total_epochs  # 0: a stage that trains nothing (e.g. loads published weights)
         self.epochs = 0
+        self.pending: list[tuple[int, dict]] = []
+        self.flushed_at = self.carded_at = time.monotonic()
         self.artifact_id = create_progress_artifact(progress=0.0, description=f"{label}: starting")
         self.monitor = None  # the system-metrics monitor (False: it could not start)
         notify(StageEvent("start", run_id, label, 0, self.total))
@@ -103,7 +115,14 @@ class Progress:
     def __call__(self, epoch: int, metrics: dict) -> None:
         if self.flow_run_id in STOPPED_FLOW_RUNS:
             raise StageStopped(f"stopped after epoch {epoch}: flow run {self.flow_run_id} ended")
-        tracking.log_metrics(self.run_id, metrics, step=epoch)
+        with timing.span("log"):
+            self._report(epoch, metrics)
+
+    def _report(self, epoch: int, metrics: dict) -> None:
+        self.pending.append((epoch, dict(metrics)))
+        now = time.monotonic()
+        if now - self.flushed_at >= FLUSH_EVERY_S:
+            self.flush()
         if self.monitor is None:
             self.monitor = system_metrics(self.run_id) or False
         self.epochs += 1
@@ -111,23 +130,31 @@ class Progress:
         summary = epoch_summary(metrics)
         line += f" · {summary}" if summary else ""
         get_run_logger().info("%s · %s", self.label, line, extra={EPOCH_RECORD: True})
-        update_progress_artifact(
-            self.artifact_id,
-            progress=min(100.0, 100.0 * epoch / max(1, self.total)),
-            description=f"{self.label} · {line}",
-        )
+        if now - self.carded_at >= CARD_EVERY_S or epoch >= self.total:
+            self.carded_at = now
+            update_progress_artifact(
+                self.artifact_id,
+                progress=min(100.0, 100.0 * epoch / max(1, self.total)),
+                description=f"{self.label} · {line}",
+            )
         notify(StageEvent("epoch", self.run_id, self.label, epoch, self.total, summary))
 
-    def done(self) -> None:
-        """The stage ended well: the artifact full, listeners told."""
+    def flush(self) -> None:
+        """Send the buffered epoch metrics to the stage's run (one request per 1000 values)."""
+        rows, self.pending = self.pending, []
+        self.flushed_at = time.monotonic()
+        if rows:
+            tracking.log_metric_rows(self.run_id, rows)
+
+    def done(self, split: dict | None = None) -> None:
+        """The stage ended well: the artifact full (with where its time went), listeners told."""
         if self.epochs:
             what = f"{self.epochs} epoch(s) trained"
         else:
             what = "reused, nothing trained" if self.total else "loaded, nothing to train"
-        update_progress_artifact(
-            self.artifact_id, progress=100.0, description=f"{self.label}: {what}"
-        )
-        notify(StageEvent("done", self.run_id, self.label, self.epochs, self.total, what))
+        card = f"{self.label}: {what}" + (f"; {timing.card_line(split)}" if split else "")
+        update_progress_artifact(self.artifact_id, progress=100.0, description=card)
+        notify(StageEvent("done", self.run_id, self.label, self.epochs, self.total, what, split))
 
     def failed(self, reason: str) -> None:
         notify(StageEvent("failed", self.run_id, self.label, self.epochs, self.total, reason))

@@ -10,14 +10,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from prefect import get_run_logger
+from prefect.context import TaskRunContext
 
-from warmstart import reports, storage, tracking
+from warmstart import storage, timing, tracking
 from warmstart.contracts import DatasetRef, Job, RunContext, SourceModel, StageRecord
 from warmstart.errors import TrackingError
 from warmstart.params import PipelineParams
+from warmstart.reports import plots
 from warmstart.tasks import stale_runs
 from warmstart.tasks.stage_progress import (  # noqa: F401 - StageStopped: re-exported for flows
     STOPPED_FLOW_RUNS,
@@ -45,7 +48,29 @@ def stage_run(
     run: RunContext, name: str, params: dict, tags: dict, epochs: int
 ) -> Iterator[Progress]:
     """A nested MLflow run for one stage; FAILED (with the error as its reason) if it raises.
-    A stage of a flow run already stopped (interrupted, failed) opens no run."""
+    A stage of a flow run already stopped (interrupted, failed) opens no run. Where the stage's
+    time went (``warmstart.timing``) ends on its run as ``time_<phase>_s`` metrics and on its
+    progress card."""
+    clock = timing.StageClock(waited=waited_for_slot())
+    with timing.clocked(clock):
+        with timing.span("log"):
+            progress = _open(run, name, params, tags, epochs)
+        try:
+            yield progress
+            with timing.span("log"):
+                finish_monitor(progress.monitor)
+                progress.monitor = False
+                progress.flush()
+        except BaseException as exc:
+            _failed(progress, exc)
+            raise
+        split = clock.split()
+        tracking.log_metrics(progress.run_id, {f"time_{k}_s": v for k, v in split.items()})
+        tracking.end_run(progress.run_id)
+        progress.done(split)
+
+
+def _open(run: RunContext, name: str, params: dict, tags: dict, epochs: int) -> Progress:
     with _OPENING:
         if run.flow_run_id in STOPPED_FLOW_RUNS:
             raise StageStopped(f"not started: flow run {run.flow_run_id} has ended")
@@ -56,39 +81,51 @@ def stage_run(
             params=params,
             tags={**tags, "warmstart.flow_run_id": run.flow_run_id},
         )
-    progress = Progress(run_id, epochs, stage_label(params, run.kind), run.flow_run_id)
-    try:
-        yield progress
-    except BaseException as exc:
-        finish_monitor(progress.monitor)
-        reason = f"{type(exc).__name__}: {exc}"
-        try:
-            tracking.end_run(run_id, "FAILED", reason=reason)
-        except TrackingError:  # MLflow down: the stage's own error is the one to raise
-            tracking.record_unclosed([run_id], "FAILED", reason)
-        progress.failed(reason)
-        raise
+    return Progress(run_id, epochs, stage_label(params, run.kind), run.flow_run_id)
+
+
+def _failed(progress: Progress, exc: BaseException) -> None:
+    """End a failed stage's run FAILED with the reason (its buffered metrics sent first)."""
     finish_monitor(progress.monitor)
-    tracking.end_run(run_id)
-    progress.done()
+    reason = f"{type(exc).__name__}: {exc}"
+    try:
+        progress.flush()
+        tracking.end_run(progress.run_id, "FAILED", reason=reason)
+    except TrackingError:  # MLflow down: the stage's own error is the one to raise
+        tracking.record_unclosed([progress.run_id], "FAILED", reason)
+    progress.failed(reason)
 
 
-def log_stage(run_id: str, name: str, stage: StageRecord, label: str) -> None:
-    """Say whether the stage was reused (its stored history is logged again) or resumed; log its
-    checkpoint location, wall time and learning curves."""
+def waited_for_slot() -> float:
+    """Seconds this task run waited between its submission and now (its body starting): for a
+    training task, a free worker thread and then its ``gpu`` slot. 0 outside a task run."""
+    ctx = TaskRunContext.get()
+    created = getattr(getattr(ctx, "task_run", None), "created", None)
+    if created is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - created).total_seconds())
+
+
+def log_stage(
+    run_id: str, name: str, stage: StageRecord, label: str, metrics: dict | None = None
+) -> None:
+    """Say whether the stage was reused (its stored history is logged again, in one batch) or
+    resumed; log its checkpoint location, wall time (and ``metrics``) and learning curves."""
     log = get_run_logger()
+    rows = []
     if stage.reused:
         log.info("%s reused from %s (no training)", name, stage.checkpoint_uri)
-        for row in stage.history:
-            metrics = {k: v for k, v in row.items() if k != "epoch"}
-            tracking.log_metrics(run_id, metrics, step=int(row.get("epoch", 0)))
+        rows = [
+            (int(row.get("epoch", 0)), {k: v for k, v in row.items() if k != "epoch"})
+            for row in stage.history
+        ]
     elif stage.resumed_from:
         log.info("%s resumed from epoch %s checkpoint", name, stage.resumed_from)
     tracking.set_tags(run_id, {"checkpoint_uri": stage.checkpoint_uri})
-    tracking.log_metrics(run_id, {"seconds": stage.seconds})
+    tracking.log_metric_rows(run_id, [*rows, (0, {"seconds": stage.seconds, **(metrics or {})})])
     try:
-        fig = reports.learning_curves_figure({label: list(stage.history)}, title=name)
-        tracking.log_bytes(run_id, "learning_curves.png", reports.figure_png(fig))
+        fig = plots.learning_curves_figure({label: list(stage.history)}, title=name)
+        tracking.log_bytes(run_id, "learning_curves.png", plots.figure_png(fig))
     except Exception as exc:  # noqa: BLE001 - a plot must never fail a training stage
         log.warning("learning curves not plotted: %s", exc)
 
@@ -146,7 +183,7 @@ def log_source_artifacts(run_id: str, source: SourceModel) -> None:
     for name, uri in source.artifacts.items():
         png = storage.get_bytes(storage.parse_s3_uri(uri))
         try:
-            png = reports.artifact_png(name, png, label=f"pretraining: {source.label}")
+            png = plots.artifact_png(name, png, label=f"pretraining: {source.label}")
         except Exception as exc:  # noqa: BLE001 - a caption must never fail a training stage
             get_run_logger().warning("%s not captioned: %s", name, exc)
         tracking.log_bytes(run_id, f"{name}.png", png)

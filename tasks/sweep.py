@@ -7,8 +7,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from warmstart import stages, sweep, tracking
+from warmstart import stages, tracking
 from warmstart.contracts import ArmResult, Job, RunContext, SourceModel
+from warmstart.reports import sweep
 from warmstart.tasks.flow_artifacts import artifact_key, publish_report
 from warmstart.tasks.pipeline import IO_RETRIES
 from warmstart.tasks.promote import log_arm_runs
@@ -41,17 +42,13 @@ def report(
     target = target or title.rsplit("→", 1)[-1].strip()
     rows = sweep.with_compute([r for rows in per_k for r in rows], sources)
     md = sweep.markdown(rows)
-    tracking.log_text(run.run_id, "label_efficiency.md", f"# {title}\n\n{md}")
+    tracking.log_text(run.run_id, "label_efficiency.md", sweep.page_markdown(title, md))
     tracking.log_text(run.run_id, "label_efficiency.json", sweep.dumps(rows))
     tracking.log_bytes(run.run_id, "label_efficiency.png", sweep.figure_png(rows, title))
-    table = [
-        {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "histories"}
-        for r in rows
-    ]
     publish_report(
-        f"# {title}\n\nTest accuracy %, mean [95% CI] over seeds.\n\n{md}",
+        sweep.page_markdown(title, md, caption=True),
         artifact_key("label-efficiency", target),
-        table,
+        sweep.table_artifact_rows(rows),
         artifact_key("label-efficiency-table", target),
         title,
     )

@@ -137,6 +137,7 @@ class RunPlan(_Json):
     target: str  # the target spec as ingested (a source's input preset applied)
     split: SplitPlan
     k_values: tuple[int, ...]  # labelled images per class: one for a run, several for a sweep
+    pruned: str = ""  # ``run --sources … --top M``: the ranking's line naming what it pruned
 
     @property
     def source(self) -> PlannedSource:

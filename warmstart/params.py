@@ -32,7 +32,12 @@ class PipelineParams(BaseModel):
         "builtin:uci-digits",
         description="Target dataset spec: the small labelled task we transfer to.",
     )
-    k_shot: int = Field(10, ge=1, le=10_000, description="Labelled target images per class.")
+    k_shot: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="Labelled target images per class (default 5: the demo's few-label regime; see README).",
+    )
     backbone: str = Field(
         "convnet-s",
         description="Backbone from the model registry: "
@@ -215,3 +220,48 @@ class SweepParams(PipelineParams):
         data = self.model_dump(exclude={"k_values"})
         data["k_shot"] = k
         return PipelineParams(**data)
+
+
+class RankParams(PipelineParams):
+    """The pipeline's parameters plus the candidate sources to rank (``source`` is ignored):
+    every candidate is planned with these parameters and its own spec (``stages.make_plan``)."""
+
+    sources: list[str] = Field(
+        default_factory=lambda: [
+            "builtin:mnist-5k?crop=content",
+            "builtin:shapes",
+            "builtin:noise",
+        ],
+        description="Candidate sources, each a `source` spec (dataset, `torchvision:`, `mlflow:`, "
+        "`checkpoint:`); a dataset is one candidate per strategy (its pretraining is cached).",
+    )
+    score: str = Field(
+        "default",
+        description="The score that ranks the candidates (`warmstart.ranking.scores.SCORES`); "
+        "`default` = the one the ranking benchmark chose (`DEFAULT_SCORE`).",
+    )
+    top: int | None = Field(
+        None,
+        ge=1,
+        le=50,
+        description="`warmstart run --top M`: the candidates kept for the protocol.",
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: list[str]) -> list[str]:
+        value = [s.strip() for s in value if s.strip()]
+        if len(value) < 2:
+            raise ValueError("give at least two candidate sources, comma-separated")
+        twice = sorted({s for s in value if value.count(s) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} given twice: name each candidate once")
+        return value
+
+    def candidate(self, spec: str) -> PipelineParams:
+        """The pipeline's parameters with ``spec`` as the source (a ``torchvision:`` spec sets
+        its own backbone, so the backbone is left out for it)."""
+        drop = {"sources", "score", "top"} | (
+            {"backbone"} if spec.startswith(TORCHVISION) else set()
+        )
+        return PipelineParams(**{**self.model_dump(exclude=drop), "source": spec})

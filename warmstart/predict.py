@@ -3,7 +3,7 @@
 ``predict("models:/warmstart-uci-digits-5-9@champion", "photos/", "preds.csv")`` resolves the
 alias to one version (so a concurrent promotion cannot mix two models), reads the model's input
 shape (C×H×W) from its MLflow model, converts every image to it explicitly, and writes
-``file, class, probability`` (or the top-k layout of ``warmstart.predict_report``) as CSV or
+``file, class, probability`` (or the top-k layout of ``warmstart.reports.predict``) as CSV or
 parquet, locally or to ``s3://``. Files that are not images (by extension: ``notes.txt``) are
 skipped with a warning and counted; images in class sub-folders named like the model's classes
 are scored (accuracy, and a confusion matrix CSV next to the output).
@@ -32,11 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from warmstart import predict_report, storage, tracking
+from warmstart import storage, tracking
 from warmstart.data.imagefolder import GRAY_MODES, IMAGE_EXTENSIONS, is_hidden
 from warmstart.data.store import read_manifest
 from warmstart.data.transforms import resize_image
 from warmstart.errors import ConfigError, DataError, StorageError, TrackingError, WarmstartError
+from warmstart.reports import predict as predict_report
 from warmstart.settings import redact
 
 log = logging.getLogger(__name__)

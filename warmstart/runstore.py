@@ -84,6 +84,7 @@ class RunStore:
         self.key = key
         self.prefix = storage.uri(PREFIX, key, bucket=bucket)
         self.local = cache_dir(self.prefix.bucket, key)
+        self._pushed: dict[str, str] | None = None  # checkpoint files uploaded: rel -> md5
 
     @property
     def uri(self) -> str:
@@ -143,18 +144,26 @@ class RunStore:
         return str(target)
 
     def push_checkpoint_dir(self, ckpt_dir: Path) -> None:
-        """Upload the checkpoint files that S3 lacks or holds differently (meta.json last)."""
+        """Upload the checkpoint files that S3 lacks or holds differently (meta.json last).
+        S3 is listed once per stage and process; later epochs compare with what this store
+        uploaded (one LIST fewer per epoch: the stage's prefix has one writer, its trainer)."""
         files = sorted(
             p for p in ckpt_dir.rglob("*") if p.is_file() and not p.name.endswith(_PARTIAL)
         )
-        remote = self._remote()
+        if self._pushed is None:  # the first epoch of this process: what S3 holds now
+            self._pushed = {}
+            for rel, info in self._remote().items():
+                path = self.local / rel
+                if path.is_file() and matches(path, info, self._object(rel)):
+                    self._pushed[rel] = storage.file_digest(path, "md5")
         for path in [p for p in files if p.suffix != ".json"] + [
             p for p in files if p.suffix == ".json"
         ]:
             rel = path.relative_to(self.local).as_posix()
-            info = remote.get(rel)
-            if info is None or not matches(path, info, self._object(rel)):
+            digest = storage.file_digest(path, "md5")
+            if self._pushed.get(rel) != digest:
                 self.push(path)
+                self._pushed[rel] = digest
 
     def finish(self, result: dict) -> dict:
         """Write result.json last: the stage counts as done only once it exists."""

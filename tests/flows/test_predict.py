@@ -106,7 +106,7 @@ def test_list_images_walks_sorted_skips_hidden_and_other_files(tmp_path):
 
 
 def test_top_k_layout_is_most_probable_first():
-    from warmstart.predict_report import predictions_frame
+    from warmstart.reports.predict import predictions_frame
 
     probs = np.array([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]])
     one = predictions_frame(["a.png", "b.png"], ["x", "y", "z"], probs)
@@ -119,7 +119,7 @@ def test_top_k_layout_is_most_probable_first():
 
 
 def test_top_k_must_fit_the_model():
-    from warmstart.predict_report import check_top_k
+    from warmstart.reports.predict import check_top_k
 
     check_top_k(5, 5)
     with pytest.raises(ConfigError, match=r"^--top-k 6: use 1\.\.5 \(the model has 5 classes\)$"):
@@ -129,7 +129,7 @@ def test_top_k_must_fit_the_model():
 
 
 def test_evaluation_needs_every_image_in_a_class_folder():
-    from warmstart.predict_report import confusion_path, evaluate
+    from warmstart.reports.predict import confusion_path, evaluate
 
     files = ["5/a.png", "5/b.png", "6/c.png", "6/sub/d.png"]
     scored = evaluate(files, ["5", "6"], np.array([0, 1, 1, 1]))

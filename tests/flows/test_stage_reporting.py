@@ -4,6 +4,8 @@ and table first in the flow run's Artifacts (keys per target). One tiny flow, no
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from mlflow.tracking import MlflowClient
@@ -82,7 +84,9 @@ def test_epoch_lines_progress_artifact_and_report_first(stack):
     progress = httpx.post(f"{api}/artifacts/filter", json=body, auth=auth, timeout=10).json()
     assert len(progress) == 1  # one per stage, updated in place
     assert progress[0]["data"] == 100.0 and progress[0]["task_run_id"]
-    assert progress[0]["description"] == "supervised/finetune seed 1: 3 epoch(s) trained"
+    card = progress[0]["description"]  # ends with where the stage's time went
+    assert card.startswith("supervised/finetune seed 1: 3 epoch(s) trained; ")
+    assert re.search(r"s held \(train \d+% · load \d+% · upload \d+% · log \d+% ·", card)
 
     own = flow_run_artifacts(ours, api, auth)  # as the UI lists them: flow run's own, id desc
     assert [(a["type"], a["key"]) for a in own] == [
@@ -93,3 +97,9 @@ def test_epoch_lines_progress_artifact_and_report_first(stack):
 
     mlflow_metrics = MlflowClient().get_run(out["stage_run_id"]).data.metrics
     assert mlflow_metrics["val_acc"] == pytest.approx(0.8)
+    history = MlflowClient().get_metric_history(out["stage_run_id"], "val_acc")
+    assert [(m.step, round(m.value, 3)) for m in history] == [(1, 0.6), (2, 0.7), (3, 0.8)]
+    # the time split: the phases add up to the seconds the stage held its slot
+    phases = [mlflow_metrics[f"time_{p}_s"] for p in ("load", "train", "upload", "log", "other")]
+    assert sum(phases) == pytest.approx(mlflow_metrics["time_held_s"], abs=1e-6)
+    assert mlflow_metrics["time_log_s"] > 0 and mlflow_metrics["time_wait_s"] >= 0

@@ -216,8 +216,50 @@ def test_gpu_slots_follow_the_visible_devices(monkeypatch):
     assert services.gpu_slots() == 4
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     assert services.gpu_slots() == 2
+    monkeypatch.setenv("WARMSTART_SLOTS_PER_GPU", "3")  # small stages sharing each GPU
+    assert services.slot_plan() == ("gpu", 6, 0)
+    monkeypatch.delenv("WARMSTART_SLOTS_PER_GPU")
+    monkeypatch.setattr(services, "cores", lambda: 8)
+    monkeypatch.delenv("WARMSTART_CPU_SLOTS", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert services.gpu_slots() == 1  # CPU only still has one slot
+    assert services.slot_plan() == ("cpu", 8, 1)  # CPU only: a slot per core, one thread each
     monkeypatch.setattr(services, "_nvidia_gpus", lambda: 0)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert services.gpu_slots() == 1
+    assert services.gpu_slots() == 8
+    monkeypatch.setenv("WARMSTART_CPU_SLOTS", "2")
+    assert services.slot_plan() == ("cpu", 2, 4)
+
+
+def test_the_stack_and_the_stages_split_the_cpu_alike(monkeypatch):
+    """`warmstart up` sizes the `gpu` limit (infra, no torch) by the same rule that gives each
+    stage its threads (models.device): slots x threads never exceeds the cores."""
+    from warmstart.models import device
+
+    monkeypatch.setattr(services, "_nvidia_gpus", lambda: 0)
+    assert services.CPU_THREADS_PER_STAGE == device.CPU_THREADS_PER_STAGE
+    for cores in (1, 2, 3, 8):
+        for explicit in ("", "1", "2", "5"):
+            monkeypatch.setenv("WARMSTART_CPU_SLOTS", explicit)
+            monkeypatch.setattr(services, "cores", lambda n=cores: n)
+            _, slots, threads = services.slot_plan()
+            assert (slots, threads) == (device.cpu_slots(cores), device.stage_threads(cores))
+            assert slots * threads <= max(cores, slots)
+
+
+def test_status_prints_the_slot_split(monkeypatch):
+    from warmstart.cli.stack_cmds import slots_line
+
+    monkeypatch.setattr(services, "_nvidia_gpus", lambda: 0)
+    monkeypatch.setattr(services, "cores", lambda: 2)
+    monkeypatch.delenv("WARMSTART_CPU_SLOTS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert slots_line() == (
+        "training slots: 2 (the `gpu` tag limit) on 2 CPU cores, 2 stage(s) at once x 1 "
+        "thread(s) each (WARMSTART_CPU_SLOTS overrides)"
+    )
+    monkeypatch.setattr(services, "_nvidia_gpus", lambda: 2)
+    monkeypatch.setenv("WARMSTART_SLOTS_PER_GPU", "2")
+    assert slots_line() == (
+        "training slots: 4 (the `gpu` tag limit): 2 GPU(s) x 2 stage(s) each "
+        "(WARMSTART_SLOTS_PER_GPU)"
+    )

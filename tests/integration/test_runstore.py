@@ -175,3 +175,36 @@ def test_checkpoint_rewritten_under_the_same_name_is_uploaded_again(seaweed):  #
     (ckpt / "epoch-003.safetensors").write_bytes(b"again")  # epoch 3 retrained after a crash
     store.push_checkpoint_dir(ckpt)
     assert storage.get_bytes(store.prefix.child("ckpt/epoch-003.safetensors")) == b"again"
+
+
+def test_checkpoints_list_the_bucket_once_per_stage(seaweed, monkeypatch):  # noqa: F811
+    """Every epoch uploads what changed (meta.json last), but lists S3 only on the first."""
+    from warmstart import runstore
+
+    listed, put = [], []
+    real_list, real_put = runstore.storage.list_objects, runstore.storage.put_file
+    monkeypatch.setattr(
+        runstore.storage, "list_objects", lambda *a, **k: listed.append(1) or real_list(*a, **k)
+    )
+    monkeypatch.setattr(
+        runstore.storage,
+        "put_file",
+        lambda target, path, **k: put.append(path.name) or real_put(target, path, **k),
+    )
+    store = RunStore(_key("list-once"))
+    ckpt = store.local / "ckpt"
+    ckpt.mkdir(parents=True)
+    for epoch in (1, 2, 3):
+        (ckpt / f"epoch-00{epoch}.safetensors").write_bytes(f"weights {epoch}".encode())
+        (ckpt / "meta.json").write_bytes(f'{{"epoch": {epoch}}}'.encode())
+        store.push_checkpoint_dir(ckpt)
+    assert len(listed) == 1
+    assert put == [
+        "epoch-001.safetensors",
+        "meta.json",
+        "epoch-002.safetensors",
+        "meta.json",
+        "epoch-003.safetensors",
+        "meta.json",
+    ]
+    assert storage.get_bytes(store.prefix.child("ckpt/meta.json")) == b'{"epoch": 3}'

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from warmstart import outage, promotion, reports, stages, storage, tracking
+from warmstart import outage, promotion, stages, storage, tracking
 from warmstart.contracts import (
     SCRATCH,
     ArmResult,
@@ -35,6 +35,7 @@ from warmstart.contracts import (
 )
 from warmstart.errors import ConfigError, TrackingError
 from warmstart.params import PipelineParams
+from warmstart.reports import plots
 from warmstart.tracking.client import (
     FIXED_DEFAULTS,
     OURS_VARIABLE,
@@ -334,7 +335,7 @@ def test_runs_by_id_from_parallel_threads_with_inputs_and_reasons(mlflow_env):
     )
     split = SplitRef("12" * 32, 5, 50, 270, 360, 1117)
     tracking.log_dataset_inputs(parent, {"target": target, "split": split})
-    figure = reports.confusion_matrix_figure(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
+    figure = plots.confusion_matrix_figure(np.array([0, 1, 1]), np.array([0, 1, 0]), ["a", "b"])
     tracking.log_figure(parent, "figures/confusion_matrix.png", figure)
 
     def stage(i: int) -> str:

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from tests.unit.test_protocol import _record, _scores
-from warmstart import model_card, promotion
+from warmstart import promotion
 from warmstart.contracts import SCRATCH
 from warmstart.promotion import metric
 from warmstart.promotion.stats import seed_t_interval
+from warmstart.reports import model_card
 
 SEEDS = [1000, 1001, 1002, 1003, 1004]
 # test split of a 3-class target with class 2 rare (UCI-digits-like: 60, 60 and 8 images)

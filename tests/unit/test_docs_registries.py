@@ -11,6 +11,7 @@ from warmstart import stages  # noqa: F401  (registers the source providers)
 from warmstart.data import list_builtins
 from warmstart.data.kinds import DATASET_KINDS
 from warmstart.models.registry import BACKBONES, STRATEGIES, TRANSFER_MODES
+from warmstart.ranking import SCORES
 from warmstart.stages.sources import SOURCE_PROVIDERS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
@@ -21,6 +22,7 @@ REGISTRIES = {
     "source provider": SOURCE_PROVIDERS.names,
     "dataset kind": DATASET_KINDS.names,
     "builtin dataset": list_builtins,
+    "ranking score": SCORES.names,
 }
 
 

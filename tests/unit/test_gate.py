@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from warmstart import promotion, reports
+from warmstart import promotion
 from warmstart.contracts import (
     SCRATCH,
     ArmScores,
@@ -18,6 +18,7 @@ from warmstart.contracts import (
 )
 from warmstart.errors import DataError
 from warmstart.promotion import Champion
+from warmstart.reports import gate, plots, table
 
 
 def _correct(rng: np.random.Generator, p: float, seeds: int = 3, n: int = 800) -> np.ndarray:
@@ -310,7 +311,7 @@ def test_summarize_numbers_and_the_one_formatter():
         _arm(SCRATCH, scratch, val=[0.8, 0.8, 0.8]),
         _arm("control/pixel-logreg", control, val=[0.6], mode="logistic_regression"),
     )
-    rows = promotion.summarize(ev, {"supervised": _source("supervised", 6.84)})
+    rows = table.summarize(ev, {"supervised": _source("supervised", 6.84)})
     assert [r.arm for r in rows] == ["supervised/finetune", SCRATCH, "control/pixel-logreg"]
     sup, scr, ctl = rows
     acc = promotion.accuracy_ci(cand)
@@ -327,8 +328,8 @@ def test_summarize_numbers_and_the_one_formatter():
         == promotion.paired_bootstrap(np.repeat(control, 3, 0), scratch)["mean_diff"]
     )
 
-    cells = promotion.table_cells(rows)
-    assert list(cells[0]) == list(promotion.COLUMNS)
+    cells = table.table_cells(rows)
+    assert list(cells[0]) == list(table.COLUMNS)
     assert cells[0]["val acc"] == "99.0%" and cells[0]["seeds"] == "3"
     assert cells[0]["test acc (95% CI)"] == (
         f"{100 * acc['accuracy']:.1f}% [{100 * acc['ci_low']:.1f}, {100 * acc['ci_high']:.1f}]"
@@ -340,15 +341,15 @@ def test_summarize_numbers_and_the_one_formatter():
     assert cells[0]["pretrain s"] == "6.8" and cells[0]["fine-tune s"] == "3.0"
     assert sup.pretrain_images == 3000 and cells[0]["pretrain images"] == "3,000"  # 2 epochs
     assert scr.pretrain_images == 0 and cells[1]["pretrain images"] == "0"
-    md = promotion.table_markdown(rows)
-    assert md.count("\n") == 7 and md.endswith(f"\n\n{promotion.table.NOTE}.\n")
+    md = table.table_markdown(rows)
+    assert md.count("\n") == 7 and md.endswith(f"\n\n{table.NOTE}.\n")
     assert "rows marked (confirm): the gate's two-way interval" in md
-    assert md.splitlines()[0] == "| " + " | ".join(promotion.COLUMNS) + " |"
+    assert md.splitlines()[0] == "| " + " | ".join(table.COLUMNS) + " |"
     assert "| scratch | 3 | 80.0% |" in md and "| +0.0 [+0.0, +0.0] | 0.0 | 3.0 | 0 |" in md
 
 
 def test_table_cells_render_the_demo_row_exactly():
-    row = promotion.table_cells(
+    row = table.table_cells(
         [
             TableRow(
                 arm="supervised/finetune",
@@ -366,7 +367,7 @@ def test_table_cells_render_the_demo_row_exactly():
             )
         ]
     )
-    md = promotion.markdown(row)
+    md = table.markdown(row)
     assert md.splitlines()[2] == (
         "| supervised/finetune | 3 | 99.0% | 98.2% [96.8, 99.4] | +4.3 [+2.0, +6.6] | 6.8 | 8.2 "
         "| 15,000 |"
@@ -379,8 +380,8 @@ def test_gate_report_json_and_markdown():
     cand = scratch | (rng.random(scratch.shape) < 0.4)
     d = _decide("gan/lp_ft", cand, scratch, Champion("2", correct=scratch[0]))
     ev = _evaluation(_arm("gan/lp_ft", cand), _arm(SCRATCH, scratch))
-    rows = promotion.summarize(ev, {})
-    as_json, as_md = promotion.gate_report(d, rows, context={"target": "digits"})
+    rows = table.summarize(ev, {})
+    as_json, as_md = gate.gate_report(d, rows, context={"target": "digits"})
     payload = json.loads(as_json)
     assert payload["decision"]["verdict"] == "promoted"
     assert payload["decision"]["vs_champion"]["version"] == "2"
@@ -395,9 +396,9 @@ def test_gate_report_json_and_markdown():
 def test_figures_render_to_png():
     y = np.array([0, 1, 2, 2, 1, 0])
     p = np.array([0, 1, 1, 2, 1, 2])
-    cm = reports.confusion_matrix(y, p, 3)
+    cm = plots.confusion_matrix(y, p, 3)
     assert cm.tolist() == [[1, 0, 1], [0, 2, 0], [0, 1, 1]]
-    png = reports.figure_png(reports.confusion_matrix_figure(y, p, ["a", "b", "c"]))
+    png = plots.figure_png(plots.confusion_matrix_figure(y, p, ["a", "b", "c"]))
     assert png.startswith(b"\x89PNG")
     hist = {
         "gan/lp_ft": [
@@ -406,7 +407,7 @@ def test_figures_render_to_png():
         ],
         "scratch": [{"train_loss": 1.2, "val_accuracy": 0.3}],
     }
-    fig = reports.learning_curves_figure(hist)
+    fig = plots.learning_curves_figure(hist)
     ax_loss, ax_acc = fig.axes
     assert len(ax_loss.lines) == 3 and len(ax_acc.lines) == 3
-    assert reports.figure_png(fig).startswith(b"\x89PNG")
+    assert plots.figure_png(fig).startswith(b"\x89PNG")

@@ -11,10 +11,10 @@ from warmstart.contracts import SCRATCH, ArmScores, DatasetRef, Job, RunContext,
 from warmstart.data import ImageDataset
 from warmstart.data.splits import Splits
 from warmstart.params import PipelineParams
-from warmstart.promotion.protocol_text import labels_text, protocol_sentence
+from warmstart.reports.table import removed_note
+from warmstart.reports.verdict import labels_text, protocol_sentence
 from warmstart.stages import training
 from warmstart.tasks.confirm import guard_record
-from warmstart.tasks.promote import removed_note
 
 LABELS = {"k_shot": 5, "classes": 10, "train": 50, "val": 200, "per_model": 250, "distinct": 400}
 RECORD = {
@@ -44,7 +44,9 @@ def test_zero_removed_images_are_reported_as_a_number():
     assert record["overlap_removed"]["validation"] == record["overlap_removed"]["test"] == 0
     sentence = protocol_sentence(record)
     assert "evaluated without 0 validation and 0 test images the leakage guard flagged" in sentence
-    assert "Every arm evaluated without 0 validation and 0 test images" in removed_note(_job())
+    assert "Every arm evaluated without 0 validation and 0 test images" in removed_note(
+        _job().split
+    )
 
 
 def test_removed_images_reach_the_verdict_the_report_and_the_table():
@@ -65,7 +67,7 @@ def test_removed_images_reach_the_verdict_the_report_and_the_table():
     d = promotion.decide(scores("supervised/finetune", 0.9, record), scores(SCRATCH, 0.8))
     line = "evaluated without 1 validation and 3 test images the leakage guard flagged"
     assert line in d.reason and line in d.to_markdown()
-    assert "without 1 validation and 3 test images" in removed_note(job)
+    assert "without 1 validation and 3 test images" in removed_note(job.split)
 
 
 def test_labels_a_source_model_learned_count_and_the_asymmetry_is_stated(monkeypatch):

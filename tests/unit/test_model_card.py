@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from warmstart import model_card, stages
+from warmstart import stages
 from warmstart.contracts import (
     ArmScores,
     DatasetRef,
@@ -16,6 +16,7 @@ from warmstart.contracts import (
     StageRecord,
 )
 from warmstart.params import PipelineParams
+from warmstart.reports import model_card
 
 
 def _evaluation() -> Evaluation:

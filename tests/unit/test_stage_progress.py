@@ -217,10 +217,10 @@ def test_flow_run_name_names_the_sources_the_provider_builds(monkeypatch):
         monkeypatch.setattr(hooks, "flow_run", SimpleNamespace(parameters={"params": params}))
         unplanned.append(hooks.run_name())
     assert names == [
-        "uci-digits · k=10 · supervised,gan,autoencoder × finetune · 2 seeds",
-        "uci-digits · k=10 · torchvision × finetune · 2 seeds",
+        "uci-digits · k=5 · supervised,gan,autoencoder × finetune · 2 seeds",
+        "uci-digits · k=5 · torchvision × finetune · 2 seeds",
     ]
     assert unplanned == [
-        "uci-digits · k=10 · builtin:mnist-5k × finetune · 2 seeds",
-        "uci-digits · k=10 · torchvision:resnet18 × finetune · 2 seeds",
+        "uci-digits · k=5 · builtin:mnist-5k × finetune · 2 seeds",
+        "uci-digits · k=5 · torchvision:resnet18 × finetune · 2 seeds",
     ]

@@ -31,7 +31,7 @@ def test_defaults_plan_the_demo():
     )
     assert source.labels == ("supervised", "gan", "autoencoder") and source.learned_from == ()
     assert plan.target == plan.params.target == "builtin:uci-digits"
-    assert plan.k_values == (10,) and plan.at(10) is plan.params
+    assert plan.k_values == (5,) and plan.at(5) is plan.params
     assert (plan.split.val_fraction, plan.split.test_fraction, plan.split.seed) == (0.15, 0.2, 0)
 
 

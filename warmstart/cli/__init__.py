@@ -5,6 +5,7 @@ from warmstart.cli import (  # noqa: F401  (registration)
     export_cmd,
     pipeline_cmds,
     predict_cmd,
+    rank_cmd,
     stack_cmds,
     weights_cmd,
 )

@@ -6,6 +6,7 @@ run's logs (the display already shows them); with ``--json`` nothing is displaye
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from warmstart import timing
 from warmstart.cli.app import err_console
 from warmstart.tasks.stage_progress import EPOCH_RECORD, StageEvent, listening
 
@@ -111,6 +113,39 @@ class LiveStages:
 
     def stop(self) -> None:
         self.bars.stop()  # idempotent; shows the cursor again
+
+
+class StageTimes:
+    """Hears every stage's time split (its "done" event) and the process's CPU seconds, for the
+    one-line summary at the end of `warmstart run` (``timing.summary_line``)."""
+
+    def __init__(self) -> None:
+        self.splits: list[dict] = []
+        self.lock = threading.Lock()
+        self.t0, self.cpu0 = time.monotonic(), _cpu_seconds()
+
+    def __call__(self, event: StageEvent) -> None:
+        if event.kind == "done" and event.split:
+            with self.lock:
+                self.splits.append(dict(event.split))
+
+    def line(self) -> str:
+        wall, cpu = time.monotonic() - self.t0, _cpu_seconds() - self.cpu0
+        with self.lock:
+            return timing.summary_line(self.splits, wall, cpu)
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+@contextmanager
+def stage_times() -> Iterator[StageTimes]:
+    """Collect the stages' time splits while the block runs (stages of this process only)."""
+    times = StageTimes()
+    with listening(times):
+        yield times
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from rich.table import Table
 from warmstart.cli.app import app, console, friendly
 from warmstart.errors import StackError, WarmstartError
 from warmstart.infra import deploy as deploy_mod
-from warmstart.infra import stack
+from warmstart.infra import services, stack
 from warmstart.settings import (
     SECRET_VARIABLES,
     env_file,
@@ -71,8 +71,23 @@ def status() -> None:
         health = "[green]healthy[/]" if row.healthy else "[red]down[/]"
         table.add_row(row.name, row.url, str(row.pid or "-"), health, row.note)
     console.print(table)
+    console.print(slots_line(), highlight=False)
     if not all(r.healthy for r in rows):
         raise typer.Exit(1)
+
+
+def slots_line() -> str:
+    """How training stages share this machine (the Prefect `gpu` tag limit's slots)."""
+    kind, slots, threads = services.slot_plan()
+    if kind == "gpu":
+        return (
+            f"training slots: {slots} (the `gpu` tag limit): {services.visible_gpus()} GPU(s) "
+            f"x {slots // max(1, services.visible_gpus())} stage(s) each (WARMSTART_SLOTS_PER_GPU)"
+        )
+    return (
+        f"training slots: {slots} (the `gpu` tag limit) on {services.cores()} CPU cores, "
+        f"{slots} stage(s) at once x {threads} thread(s) each (WARMSTART_CPU_SLOTS overrides)"
+    )
 
 
 @app.command()

@@ -10,8 +10,7 @@ from rich.table import Table
 
 from warmstart.cli.app import console
 from warmstart.contracts import TableRow
-from warmstart.promotion import COLUMNS, TITLE, table_cells
-from warmstart.promotion.table import NOTE
+from warmstart.reports.table import COLUMNS, NOTE, TITLE, table_cells
 
 
 def print_summary(summary: dict, seconds: float) -> None:
@@ -22,9 +21,13 @@ def print_summary(summary: dict, seconds: float) -> None:
     out.print(table)
     colour = "green" if summary["passed"] else "yellow"
     console.print(f"[bold {colour}]{summary['verdict']}[/]: {summary['reason']}", highlight=False)
+    if summary.get("pruned"):
+        console.print(f"sources: {summary['pruned']}", highlight=False)
     if summary.get("model_uri"):
         console.print(f"model: {summary['model_uri']}", highlight=False)
     console.print(f"wall time {seconds:.1f} s")
+    if summary.get("time_summary"):  # stages trained in this process (not on Dask workers)
+        console.print(summary["time_summary"], highlight=False)
     prefect_ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
     flow_run = summary.get("flow_run_id", "")
     console.print(f"Prefect UI: {prefect_ui}/runs/flow-run/{flow_run}", highlight=False)

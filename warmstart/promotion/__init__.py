@@ -1,7 +1,7 @@
 """Promotion: the pure policy (candidate on validation, the two-way interval against scratch on
-confirmation seeds, the champion condition), ``recompute_verdict`` on a run's predictions, the
-results table, the gate report, and registering the served model with ``champion`` moved as a
-compare-and-set under a per-model lock."""
+confirmation seeds, the champion condition), ``recompute_verdict`` on a run's predictions, and
+registering the served model with ``champion`` moved as a compare-and-set under a per-model lock.
+The results table and the gate report are ``warmstart.reports``' (``table``, ``gate``)."""
 
 from warmstart.promotion.lock import lock_name, prefect_lock
 from warmstart.promotion.policy import (
@@ -21,7 +21,6 @@ from warmstart.promotion.registry import (
     served_result,
     test_set_scorer,
 )
-from warmstart.promotion.report import gate_report, registry_line
 from warmstart.promotion.stats import (
     ALPHA,
     BOOT_SEED,
@@ -31,44 +30,28 @@ from warmstart.promotion.stats import (
     paired_bootstrap,
     two_way_interval,
 )
-from warmstart.promotion.table import (
-    COLUMNS,
-    TITLE,
-    markdown,
-    summarize,
-    table_cells,
-    table_markdown,
-)
 
 __all__ = [
     "ALPHA",
     "BOOT_SEED",
-    "COLUMNS",
     "N_BOOT",
     "NOT_PROMOTED",
     "PROMOTED",
-    "TITLE",
     "Champion",
     "Decision",
     "Promotion",
     "accuracy_ci",
     "class_balanced_weights",
     "decide",
-    "gate_report",
     "lock_name",
-    "markdown",
     "paired_bootstrap",
     "prefect_lock",
     "promote",
     "provenance_tags",
     "recompute_verdict",
-    "registry_line",
     "select_candidate",
     "served_index",
     "served_result",
-    "summarize",
-    "table_cells",
-    "table_markdown",
     "test_set_scorer",
     "two_way_interval",
 ]

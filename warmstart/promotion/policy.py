@@ -34,14 +34,6 @@ import numpy as np
 
 from warmstart.contracts import SCRATCH, ArmScores, Evaluation
 from warmstart.errors import DataError
-from warmstart.promotion.protocol_text import (
-    interval_text,
-    method_name,
-    protocol_lines,
-    protocol_sentence,
-    protocol_tags,
-    test_images_text,
-)
 from warmstart.promotion.stats import (
     ALPHA,
     BOOT_SEED,
@@ -49,6 +41,15 @@ from warmstart.promotion.stats import (
     paired_bootstrap,
     seed_t_interval,
     two_way_interval,
+)
+from warmstart.reports.verdict import (
+    decision_markdown,
+    method_name,
+    pct,
+    protocol_sentence,
+    protocol_tags,
+    pts,
+    test_images_text,
 )
 
 PROMOTED, NOT_PROMOTED = "promoted", "not promoted"
@@ -118,51 +119,8 @@ class Decision:
         return tags | protocol_tags(self.protocol)
 
     def to_markdown(self) -> str:
-        d = self.delta_vs_scratch
-        level = round(100 * (1 - d.get("alpha", ALPHA)))
-        lines = [
-            f"## Gate: **{self.verdict}** — `{self.candidate}`",
-            "",
-            self.reason,
-            "",
-            "| comparison | candidate acc | other acc | Δ (points) | "
-            f"{level}% CI (points) | condition | met |",
-            "|---|---|---|---|---|---|---|",
-            f"| vs scratch | {_pct(d['candidate_accuracy'])} | {_pct(d['baseline_accuracy'])}"
-            f" | {_pts(d['mean_diff'])} | [{_pts(d['ci_low'])}, {_pts(d['ci_high'])}]"
-            f" | CI lower bound > {_pts(self.margin)} | "
-            f"{'yes' if d['ci_low'] > self.margin else 'no'} |",
-            self._champion_row(),
-            "",
-            interval_text(d),
-        ]
-        lines += protocol_lines(self.protocol)
-        return "\n".join(lines) + "\n"
-
-    def _champion_row(self) -> str:
-        c = self.vs_champion
-        if self.champion_not_applicable:
-            why = self.champion_not_applicable
-            return f"| vs champion (v{self.champion_version}) | — | — | — | — | not applicable: {why} | yes |"
-        if c is None and self.champion_version is not None:
-            return f"| vs champion (v{self.champion_version}) | — | — | — | — | comparable | no |"
-        if c is None:
-            return "| vs champion | — | — | — | — | no champion yet | yes |"
-        return (
-            f"| vs champion (v{self.champion_version}) | {_pct(c['candidate_accuracy'])}"
-            f" | {_pct(c['baseline_accuracy'])} | {_pts(c['mean_diff'])}"
-            f" | [{_pts(c['ci_low'])}, {_pts(c['ci_high'])}] | Δ ≥ 0 | "
-            f"{'yes' if c['mean_diff'] >= 0 else 'no'} |"
-        )
-
-
-def _pts(x: float) -> str:
-    """A difference of fractions as signed percentage points."""
-    return f"{100.0 * x:+.1f}"
-
-
-def _pct(x: float) -> str:
-    return f"{100.0 * x:.1f}%"
+        """The verdict as Markdown (``reports.verdict.decision_markdown``)."""
+        return decision_markdown(self, self.delta_vs_scratch.get("alpha", ALPHA))
 
 
 def _mean_val(arm: ArmScores) -> float:
@@ -210,10 +168,10 @@ def _reason(rule: str, scratch: str, champion: str, margin: float) -> str:
         return f"{champion}; {scratch}."
     if rule == "below-margin":
         tail = f"; {champion}." if champion else "."
-        return f"{scratch}, lower bound not above the margin {_pts(margin)}{tail}"
+        return f"{scratch}, lower bound not above the margin {pts(margin)}{tail}"
     if rule == "worse-than-champion":
         return f"worse than the champion, {champion}; {scratch}."
-    return f"{scratch}, lower bound above the margin {_pts(margin)}; {champion or 'there is no champion yet'}."
+    return f"{scratch}, lower bound above the margin {pts(margin)}; {champion or 'there is no champion yet'}."
 
 
 def _vs_champion(
@@ -227,8 +185,8 @@ def _vs_champion(
     result = paired_bootstrap(served, np.asarray(champion.correct)[None, :], **stats)
     result["version"] = str(champion.version)
     text = (
-        f"vs {who} {_pts(result['mean_diff'])} points "
-        f"({_pct(result['candidate_accuracy'])} vs {_pct(result['baseline_accuracy'])})"
+        f"vs {who} {pts(result['mean_diff'])} points "
+        f"({pct(result['candidate_accuracy'])} vs {pct(result['baseline_accuracy'])})"
     )
     return result, text
 
@@ -344,8 +302,8 @@ def _vs_scratch(
         over = f"{delta['seeds']} seed(s)"
     level = round(100 * (1 - stats["alpha"]))
     text = (
-        f"{candidate.arm} vs scratch {_pts(delta['mean_diff'])} points "
-        f"({level}% CI {_pts(delta['ci_low'])} to {_pts(delta['ci_high'])}, "
+        f"{candidate.arm} vs scratch {pts(delta['mean_diff'])} points "
+        f"({level}% CI {pts(delta['ci_low'])} to {pts(delta['ci_high'])}, "
         f"{over} × {test_images_text(delta)})"
     )
     return delta, text

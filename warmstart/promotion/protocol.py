@@ -35,7 +35,7 @@ from warmstart.contracts import (
 from warmstart.errors import DataError
 from warmstart.promotion.policy import select_candidate
 from warmstart.promotion.stats import two_way_interval
-from warmstart.promotion.table import summarize
+from warmstart.reports.table import summarize
 
 
 @dataclass(frozen=True)

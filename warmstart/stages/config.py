@@ -5,13 +5,26 @@ the leakage check and the confirmation step import it, none of them each other."
 
 from __future__ import annotations
 
+import torch
+
 from warmstart.models.config import RUNTIME_FIELDS
+from warmstart.models.device import stage_threads
 from warmstart.models.registry import strategy_class
 from warmstart.params import PipelineParams
 
 
 def device(params: PipelineParams) -> str | None:
     return None if params.device == "auto" else params.device
+
+
+def threads(params: PipelineParams) -> int | None:
+    """Intra-op threads of one training stage. On a CPU-only run: the machine's cores over the
+    stages it trains at once (``models.device.stage_threads``; the same count for every stage,
+    as ``torch.set_num_threads`` is process-wide). None (torch's default) when a GPU trains."""
+    dev = device(params)
+    if dev not in (None, "cpu") or (dev is None and torch.cuda.is_available()):
+        return None
+    return stage_threads()
 
 
 def config_dict(cfg) -> dict:

@@ -5,6 +5,8 @@ split's indices touch)."""
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -69,10 +71,28 @@ def make_target_splits(target: DatasetRef, split: SplitPlan, k_shot: int) -> Spl
     )
 
 
+# The targets and splits this process read last, by content hash (what a hash names never
+# changes, and it was checked when read): every stage of a run trains on the same ones.
+_LOADED: OrderedDict[tuple[str, str], tuple[ImageDataset, Splits]] = OrderedDict()
+_LOADED_MAX = 4
+_LOADED_LOCK = threading.Lock()
+
+
 def load_target(job: Job) -> tuple[ImageDataset, Splits]:
     """The target and its split; ``ds.images[idx]`` reads only the shards ``idx`` touches when
-    the target is too large to hold in memory (see ``open_dataset``)."""
-    return open_dataset(job.target.hash), load_splits(job.split.hash)
+    the target is too large to hold in memory (see ``open_dataset``). Read once per process:
+    later stages get the same (checked) objects from memory."""
+    key = (job.target.hash, job.split.hash)
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            _LOADED.move_to_end(key)
+            return _LOADED[key]
+    loaded = open_dataset(job.target.hash), load_splits(job.split.hash)
+    with _LOADED_LOCK:
+        _LOADED[key] = loaded
+        while len(_LOADED) > _LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return loaded
 
 
 def unlabelled_pool(split: SplitRef) -> np.ndarray:

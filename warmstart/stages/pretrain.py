@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from warmstart import models
+from warmstart import models, timing
 from warmstart.contracts import DatasetRef, Job, SourceModel
 from warmstart.data import open_dataset
 from warmstart.data.streamed import StreamedBatches
 from warmstart.models.registry import strategy_class
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
-from warmstart.stages.config import config_dict, data_needs, device
+from warmstart.stages.config import config_dict, data_needs, device, threads
 from warmstart.stages.data import index_hash, unlabelled_pool
 from warmstart.stages.sources import (
     CHECKPOINT,
@@ -40,7 +40,9 @@ WEIGHTS = "backbone.safetensors"
 
 
 def pretrain_config(params: PipelineParams, strategy: str) -> models.PretrainConfig:
-    return models.PretrainConfig(epochs=params.pretrain_epochs, seed=0, device=device(params))
+    return models.PretrainConfig(
+        epochs=params.pretrain_epochs, seed=0, device=device(params), num_threads=threads(params)
+    )
 
 
 @register_source_provider(DEFAULT_PROVIDER)
@@ -69,12 +71,21 @@ class PretrainProvider(SourceProvider):
             "config": config_dict(cfg),
         }
         store = RunStore(run_key(f"pretrain-{label}", provenance))
-        done = store.finished()
-        if done is not None:
-            return mark_reused(SourceModel.from_dict(done))
-        images, labels = _source_data(label, dataset, job, pool, uses_source)
-        stage_dir = store.pull()
-        result = models.pretrain(
+        with timing.span("load"):
+            done = store.finished()
+            if done is not None:
+                return mark_reused(SourceModel.from_dict(done))
+            images, labels = _source_data(label, dataset, job, pool, uses_source)
+            stage_dir = store.pull()
+        with timing.span("train"):
+            result = self._train(label, dataset, job, cfg, images, labels, store, stage_dir, report)
+        with timing.span("upload"):
+            used = dataset if uses_source else None
+            return self._store(label, dataset, used, job, pool, images, provenance, result, store)
+
+    def _train(self, label, dataset, job, cfg, images, labels, store, stage_dir, report):
+        params, target = job.params, job.target
+        return models.pretrain(
             label,
             backbone=params.backbone,
             in_channels=target.channels,
@@ -86,8 +97,13 @@ class PretrainProvider(SourceProvider):
             checkpoint_dir=stage_dir / "ckpt",
             on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
         )
+
+    def _store(self, label, dataset, used, job, pool, images, provenance, result, store):
+        """The trained backbone, its images and ``learned.json``, then (last) ``result.json``."""
+        params, target, stage_dir = job.params, job.target, store.local
+        cfg = pretrain_config(params, label)
         save_state(stage_dir / WEIGHTS, result.backbone_state)
-        store.push(write_learned(stage_dir, learned(dataset if uses_source else None, pool, job)))
+        store.push(write_learned(stage_dir, learned(used, pool, job)))
         artifacts = {}
         for name, image in (result.artifacts or {}).items():
             save_png(stage_dir / f"{name}.png", image)

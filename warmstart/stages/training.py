@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from warmstart import models
+from warmstart import models, timing
 from warmstart.contracts import (
     RANDOM_INIT_CONTROL,
     SCRATCH,
@@ -27,7 +27,7 @@ from warmstart.contracts import (
 from warmstart.data.splits import capped_val, seed_train
 from warmstart.params import PipelineParams
 from warmstart.runstore import RunStore, run_key
-from warmstart.stages.config import config_dict, device
+from warmstart.stages.config import config_dict, device, threads
 from warmstart.stages.data import index_hash, load_target
 from warmstart.stages.sources import CHECKPOINT, LearnedFrom, write_learned
 from warmstart.stages.weights import (
@@ -50,7 +50,9 @@ def train_config(
     params: PipelineParams, seed: int, spec: ArmSpec | None = None
 ) -> models.TrainConfig:
     """The arm's training config: the defaults, or a point of scratch's search grid."""
-    cfg = models.TrainConfig(epochs=params.finetune_epochs, seed=seed, device=device(params))
+    cfg = models.TrainConfig(
+        epochs=params.finetune_epochs, seed=seed, device=device(params), num_threads=threads(params)
+    )
     if spec is not None and spec.lr is not None:
         cfg = replace(cfg, lr=spec.lr)
     if spec is not None and spec.weight_decay is not None:
@@ -113,7 +115,8 @@ def finetune_target(
     """Train one arm on the k-shot target set (cached in S3 by the hashes of its inputs)."""
     params, target = job.params, job.target
     cfg = train_config(params, spec.seed, spec)
-    ds, splits = load_target(job)
+    with timing.span("load"):
+        ds, splits = load_target(job)
     train = seed_train(splits, ds.labels, spec.seed)
     val = capped_val(splits, ds.labels, params.val_per_class)
     inputs = {
@@ -131,23 +134,38 @@ def finetune_target(
     if val is not splits.val:
         inputs["val_index"] = index_hash(val)
     store = RunStore(run_key("finetune", inputs))
-    done = store.finished()
-    if done is not None:
-        return mark_reused(ArmResult.from_dict(done))
-    stage_dir = store.pull()
-    fit = models.fit_target(
-        backbone=params.backbone,
-        init_state=load_weights(source.weights_uri) if source else None,
+    with timing.span("load"):
+        done = store.finished()
+        if done is not None:
+            return mark_reused(ArmResult.from_dict(done))
+        stage_dir = store.pull()
+        init_state = load_weights(source.weights_uri) if source else None
+        train_set, val_set = (ds.images[train], ds.labels[train]), (ds.images[val], ds.labels[val])
+    with timing.span("train"):
+        fit = _fit(spec, job, cfg, init_state, train_set, val_set, store, stage_dir, report)
+    with timing.span("upload"):
+        return _store_arm(spec, source, job, cfg, fit, store, stage_dir)
+
+
+def _fit(spec, job, cfg, init_state, train_set, val_set, store, stage_dir, report):
+    target = job.target
+    return models.fit_target(
+        backbone=job.params.backbone,
+        init_state=init_state,
         mode=spec.mode,
         in_channels=target.channels,
         image_size=tuple(target.size),
         num_classes=target.num_classes,
-        train=(ds.images[train], ds.labels[train]),
-        val=(ds.images[val], ds.labels[val]),
+        train=train_set,
+        val=val_set,
         config=cfg,
         checkpoint_dir=stage_dir / "ckpt",
         on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
     )
+
+
+def _store_arm(spec, source, job, cfg, fit, store, stage_dir) -> ArmResult:
+    """The trained arm's weights, ``learned.json`` and, last, its ``result.json``."""
     save_state(stage_dir / WEIGHTS, fit.model.state_dict())
     store.push(write_learned(stage_dir, learned(source, job)))
     result = ArmResult(

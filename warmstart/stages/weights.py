@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from warmstart import storage
+from warmstart import storage, timing
 from warmstart.contracts import StageRecord
 from warmstart.runstore import RunStore
 
@@ -31,7 +31,8 @@ def epoch_pusher(store: RunStore, ckpt_dir: Path, report: Report):
 
     def on_epoch_end(epoch: int, metrics: dict, path: Path | None) -> None:
         if path is not None:
-            store.push_checkpoint_dir(ckpt_dir)
+            with timing.span("upload"):
+                store.push_checkpoint_dir(ckpt_dir)
         report(epoch, metrics)
 
     return on_epoch_end

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from warmstart.contracts import DatasetRef, SplitRef
-from warmstart.reports import figure_png
+from warmstart.reports.plots import figure_png
 from warmstart.settings import bucket, redact
 from warmstart.tracking.client import client, errors
 
@@ -36,7 +36,7 @@ def log_text(run_id: str, artifact_file: str, text: str) -> None:
 
 
 def log_figure(run_id: str, artifact_file: str, figure: Figure) -> None:
-    """A matplotlib figure (``warmstart.reports`` builds them) as a PNG artifact."""
+    """A matplotlib figure (``warmstart.reports.plots`` builds them) as a PNG artifact."""
     log_bytes(run_id, artifact_file, figure_png(figure))
 
 

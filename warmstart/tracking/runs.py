@@ -28,6 +28,7 @@ MODEL_PREFIX = "warmstart-"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 MAX_TAG_LENGTH = 5000  # and on a tag value
 BATCH = 90  # params per log_batch call (MLflow accepts 100)
+METRICS_BATCH = 1000  # metrics per log_batch call (MLflow's limit)
 HEARTBEAT_TAG = "warmstart.heartbeat"  # epoch milliseconds of the last sign of life
 END_REASON_TAG = "warmstart.end_reason"
 FLOW_RUN_TAG = "warmstart.flow_run_id"  # the Prefect flow run a run belongs to
@@ -216,6 +217,23 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int | None = No
     if items:
         with errors(f"log_metrics on run {run_id}"):
             client().log_batch(run_id, metrics=items)
+
+
+def log_metric_rows(run_id: str, rows: list[tuple[int, Mapping[str, float]]]) -> None:
+    """Several steps' metrics (``(step, metrics)`` each, as ``log_metrics`` filters them) in as
+    few requests as MLflow allows (1000 metrics per ``log_batch``)."""
+    from mlflow.entities import Metric  # deferred: heavy
+
+    now = int(time.time() * 1000)
+    items = [
+        Metric(metric_key(k), float(v), now, int(step or 0))
+        for step, metrics in rows
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    ]
+    for i in range(0, len(items), METRICS_BATCH):
+        with errors(f"log_metrics on run {run_id}"):
+            client().log_batch(run_id, metrics=items[i : i + METRICS_BATCH])
 
 
 def run_data(run_id: str) -> tuple[dict[str, float], dict[str, str]]:

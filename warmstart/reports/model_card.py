@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from warmstart.contracts import Evaluation, Job, StageRecord
+from warmstart.reports.plots import confusion_matrix
 
+CARD_MARKER = "# Model card: "  # the first line; set_card replaces a description from it on
 CLASS_DROP = 0.10  # a class this far (or more) below scratch's accuracy is named under the verdict
 
 
@@ -64,9 +66,8 @@ def class_metrics(evaluation: Evaluation) -> dict[str, float]:
 
 
 def confusion(y: Sequence[int], pred: Sequence[int], k: int) -> list[list[int]]:
-    m = np.zeros((k, k), dtype=int)
-    np.add.at(m, (np.asarray(y), np.asarray(pred)), 1)
-    return m.tolist()
+    """The confusion counts (rows = true class) as nested lists, for the card's JSON."""
+    return confusion_matrix(np.asarray(y), np.asarray(pred), k).tolist()
 
 
 def _per_class(evaluation: Evaluation, candidate: str, served: int) -> tuple[list, dict, list]:
@@ -204,7 +205,7 @@ def _about(f: CardFacts) -> list[str]:
     """Task, lineage, data and verdict."""
     classes = f.task["classes"]
     return [
-        f"# Model card: `{f.name}` version {f.version}",
+        f"{CARD_MARKER}`{f.name}` version {f.version}",
         "",
         "## Task",
         "",

@@ -1,10 +1,16 @@
-"""How the verdict words the protocol: the interval, the seeds, the configurations each side
-compared and the labels used. Pure formatting of ``protocol.protocol_record``'s dict."""
+"""The verdict's text: its Markdown (``decision_markdown``: the verdict, the reason, the table of
+comparisons, the interval and the protocol) and how it words the protocol (the interval, the
+seeds, the configurations each side compared and the labels used). Pure formatting of a
+``policy.Decision`` and of ``protocol.protocol_record``'s dict; it imports nothing of
+``warmstart.promotion`` at run time (the policy imports this module)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from warmstart.promotion.policy import Decision
 
 
 def seed_span(seeds: Sequence[int]) -> str:
@@ -21,8 +27,14 @@ def _n(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _pts(x: float) -> str:
+def pts(x: float) -> str:
+    """A difference of fractions as signed percentage points (``+3.2``)."""
     return f"{100.0 * x:+.1f}"
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage (``91.3%``)."""
+    return f"{100.0 * x:.1f}%"
 
 
 METHODS = {
@@ -112,7 +124,7 @@ def protocol_sentence(p: dict[str, Any] | None) -> str:
     if gain:
         parts.append(
             f"gain due to the source (vs pretraining on the target pool only) "
-            f"{_pts(gain['mean_diff'])} points [{_pts(gain['ci_low'])}, {_pts(gain['ci_high'])}]"
+            f"{pts(gain['mean_diff'])} points [{pts(gain['ci_low'])}, {pts(gain['ci_high'])}]"
         )
     return "Protocol: " + "; ".join(parts) + "."
 
@@ -138,3 +150,44 @@ def protocol_tags(p: dict[str, Any] | None) -> dict[str, str]:
     if p.get("source_gain"):
         tags["gate_source_gain"] = f"{p['source_gain']['mean_diff']:.4f}"
     return tags
+
+
+def champion_row(decision: Decision) -> str:
+    """The verdict table's row against the champion (or why there is none to compare)."""
+    c, version = decision.vs_champion, decision.champion_version
+    if decision.champion_not_applicable:
+        why = decision.champion_not_applicable
+        return f"| vs champion (v{version}) | — | — | — | — | not applicable: {why} | yes |"
+    if c is None and version is not None:
+        return f"| vs champion (v{version}) | — | — | — | — | comparable | no |"
+    if c is None:
+        return "| vs champion | — | — | — | — | no champion yet | yes |"
+    return (
+        f"| vs champion (v{version}) | {pct(c['candidate_accuracy'])}"
+        f" | {pct(c['baseline_accuracy'])} | {pts(c['mean_diff'])}"
+        f" | [{pts(c['ci_low'])}, {pts(c['ci_high'])}] | Δ ≥ 0 | "
+        f"{'yes' if c['mean_diff'] >= 0 else 'no'} |"
+    )
+
+
+def decision_markdown(decision: Decision, alpha: float) -> str:
+    """The verdict as Markdown: heading, reason, the comparisons at the ``1 - alpha`` level, the
+    interval's sentence and the protocol's lines (MLflow, Prefect and the model card show it)."""
+    d, margin = decision.delta_vs_scratch, decision.margin
+    lines = [
+        f"## Gate: **{decision.verdict}** — `{decision.candidate}`",
+        "",
+        decision.reason,
+        "",
+        "| comparison | candidate acc | other acc | Δ (points) | "
+        f"{round(100 * (1 - alpha))}% CI (points) | condition | met |",
+        "|---|---|---|---|---|---|---|",
+        f"| vs scratch | {pct(d['candidate_accuracy'])} | {pct(d['baseline_accuracy'])}"
+        f" | {pts(d['mean_diff'])} | [{pts(d['ci_low'])}, {pts(d['ci_high'])}]"
+        f" | CI lower bound > {pts(margin)} | {'yes' if d['ci_low'] > margin else 'no'} |",
+        champion_row(decision),
+        "",
+        interval_text(d),
+    ]
+    lines += protocol_lines(decision.protocol)
+    return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from warmstart.contracts import SCRATCH, Evaluation, SourceModel, TableRow
+from warmstart.contracts import SCRATCH, Evaluation, SourceModel, SplitRef, TableRow
 from warmstart.promotion.stats import accuracy_ci, paired_bootstrap
 
 COLUMNS = (
@@ -123,3 +123,11 @@ def markdown(cells: Sequence[Mapping[str, str]]) -> str:
 def table_markdown(rows: Sequence[TableRow]) -> str:
     """The results table in Markdown (MLflow artifact, Prefect Markdown), with ``NOTE``."""
     return markdown(table_cells(rows)) + f"\n{NOTE}.\n"
+
+
+def removed_note(split: SplitRef) -> str:
+    """The table's footnote: the images every arm was evaluated without (0 is said too)."""
+    return (
+        f"\n\nEvery arm evaluated without {split.removed_val} validation and "
+        f"{split.removed_test} test images that the leakage guard flagged.\n"
+    )

@@ -11,7 +11,7 @@ import numpy as np
 
 from warmstart.contracts import TableRow
 from warmstart.promotion.policy import Decision
-from warmstart.promotion.table import table_markdown
+from warmstart.reports.table import table_markdown
 
 if TYPE_CHECKING:
     from warmstart.promotion.registry import Promotion

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from warmstart.errors import ConfigError
+from warmstart.reports.plots import confusion_matrix
 
 TOP1_COLUMNS = ("file", "class", "probability")
 CONFUSION_SUFFIX = ".confusion.csv"
@@ -78,9 +79,7 @@ def evaluate(files: list[str], classes: list[str], predicted: np.ndarray) -> dic
     if truth is None:
         return None
     index = {c: i for i, c in enumerate(classes)}
-    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    for t, p in zip(truth, predicted, strict=True):
-        matrix[index[t], int(p)] += 1
+    matrix = confusion_matrix(np.array([index[t] for t in truth]), predicted, len(classes))
     frame = pd.DataFrame(matrix, columns=classes)
     frame.insert(0, "true", classes)
     return {
