@@ -140,6 +140,23 @@ def test_near_duplicate_copies_are_detected(copy, least):
     assert "mirror" not in note and "JPEG q90" not in note
 
 
+def test_the_verdict_says_weak_recall_in_one_line():
+    """At 8×8 eight copy kinds are weak (MNIST: ``RECALL``): the verdict names them all in one
+    line, each with its recall; at 64×64 only rotations are."""
+    from warmstart.reports.verdict import removed_text
+
+    notes = duplicates.weak_recall_notes((8, 8))
+    text = removed_text({"overlap_removed": {"validation": 0, "test": 2, "notes": notes}})
+    assert text == (
+        "evaluated without 0 validation and 2 test images the leakage guard flagged; "
+        "near-duplicate recall at 8×8 is weak for: resized 0%, JPEG q50 0%, JPEG q70 2%, "
+        "shift 1 px 89%, shift 2 px 0%, crop=content 1%, rotate 10° 0%, brightness ±20 84%"
+    )
+    assert duplicates.weak_recall_notes((64, 64)) == [
+        "near-duplicate recall at 64×64 is weak for: rotate 10° 0%"
+    ]
+
+
 def test_distinct_images_are_not_flagged():
     report = check(
         {"test": _images(300, seed=7), "validation": _images(200, seed=8)},
