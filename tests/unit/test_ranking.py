@@ -5,6 +5,8 @@ k-shot train and validation images only: changing the test images changes nothin
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,11 +17,11 @@ from warmstart.cli import rank_cmd
 from warmstart.cli.app import app
 from warmstart.contracts import RunPlan
 from warmstart.errors import ConfigError
-from warmstart.params import RankParams
+from warmstart.params import PipelineParams, RankParams
 from warmstart.ranking import candidates as cand
 from warmstart.ranking import features
 from warmstart.ranking.order import CandidateScore, Ranking, pruned_line, rank
-from warmstart.stages import arm_specs
+from warmstart.stages import arm_specs, make_plan
 
 MNIST = "builtin:mnist-5k?crop=content"
 
@@ -139,3 +141,17 @@ def test_the_ranking_reads_train_and_validation_only_never_test():
     other_val = images.copy()
     other_val[val] = rng.integers(0, 256, (len(val), 1, 8, 8), dtype=np.uint8)
     assert scored_ranking(other_val, labels, train, val) != before  # the check can fail
+
+
+def test_rank_dry_run_prints_each_candidate_source_as_make_plan_plans_it(no_services):
+    args = ["--sources", f"{MNIST},builtin:noise", "--strategies", "supervised", "--k-shot", "5"]
+    out = CliRunner().invoke(app, ["rank", *args, "--backbone", "resnet18", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    printed = [RunPlan.from_dict(p) for p in json.loads(out.output)]
+    expected = [
+        make_plan(
+            PipelineParams(source=s, strategies=["supervised"], k_shot=5, backbone="resnet18")
+        )
+        for s in (MNIST, "builtin:noise")
+    ]
+    assert printed == expected

@@ -176,6 +176,23 @@ DryRunOpt = Annotated[
 ]
 
 
+SourcesOpt = Annotated[
+    str | None,
+    Opt(
+        "--sources",
+        help="Comma list of candidate sources, each a --source spec (dataset: one candidate "
+        "per strategy; torchvision:, mlflow:, checkpoint:), ranked on validation.",
+    ),
+]
+ScoreOpt = Annotated[
+    str | None, Opt("--score", help="The score that ranks (default: the benchmark's choice).")
+]
+TopOpt = Annotated[
+    int | None,
+    Opt("--top", help="With --sources: rank on validation, then run the protocol on the top M."),
+]
+
+
 def check_services() -> None:
     """One line per unreachable service, before any work starts."""
     from warmstart import storage, tracking  # deferred: heavy (mlflow, boto3)
@@ -234,21 +251,14 @@ def run(
     json_out: JsonOpt = False,
     dask: DaskOpt = None,
     dry_run: DryRunOpt = False,
-    sources: Annotated[
-        str | None, Opt("--sources", help="Candidate sources to rank first (see `rank`).")
-    ] = None,
-    top: Annotated[
-        int | None, Opt("--top", help="With --sources: the protocol runs on the top M (1).")
-    ] = None,
-    score: Annotated[str | None, Opt("--score", help="With --sources: the ranking score.")] = None,
+    sources: SourcesOpt = None,
+    top: TopOpt = None,
+    score: ScoreOpt = None,
 ) -> None:
     """Run the transfer pipeline once against the configured services; print the table and verdict.
     Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=5). With
     --sources A,B,C --top M: rank the candidates on validation first, run on the top M only."""
-    from warmstart.cli.progress import (  # deferred: heavy (prefect, mlflow)
-        stage_display,
-        stage_times,
-    )
+    from warmstart.cli.progress import stage_display, stage_times  # deferred: heavy (prefect)
     from warmstart.cli.summary import print_summary  # deferred: heavy (promotion, numpy)
     from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
     from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)

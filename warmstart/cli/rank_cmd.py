@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -15,11 +15,14 @@ from rich.table import Table
 
 from warmstart.cli.app import app, console, friendly, split_list
 from warmstart.cli.pipeline_cmds import (
+    BackboneOpt,
     DeviceOpt,
     DryRunOpt,
     JsonOpt,
     KShotOpt,
     PretrainOpt,
+    ScoreOpt,
+    SourcesOpt,
     StrategiesOpt,
     TargetOpt,
     ValCapOpt,
@@ -29,24 +32,6 @@ from warmstart.cli.pipeline_cmds import (
 )
 from warmstart.errors import ConfigError
 from warmstart.params import RankParams
-
-Opt = typer.Option
-SourcesOpt = Annotated[
-    str | None,
-    Opt(
-        "--sources",
-        help="Comma list of candidate sources, each a --source spec (dataset: one candidate "
-        "per strategy; torchvision:, mlflow:, checkpoint:).",
-    ),
-]
-ScoreOpt = Annotated[
-    str | None,
-    Opt("--score", help="The score that ranks (default: the benchmark's choice)."),
-]
-TopOpt = Annotated[
-    int | None,
-    Opt("--top", help="With --sources: rank on validation, then run the protocol on the top M."),
-]
 
 
 def rank_params(sources: str | None, flags: dict[str, Any]) -> RankParams:
@@ -98,6 +83,7 @@ def rank(
     k_shot: KShotOpt = None,
     strategies: StrategiesOpt = None,
     pretrain_epochs: PretrainOpt = None,
+    backbone: BackboneOpt = None,
     device: DeviceOpt = None,
     val_per_class: ValCapOpt = None,
     score: ScoreOpt = None,
@@ -109,6 +95,7 @@ def rank(
     and the feature-extraction seconds. `--json` prints the ranked list with specs and scores."""
     flags = dict(target=target, k_shot=k_shot, strategies=split_list(strategies))
     flags |= dict(pretrain_epochs=pretrain_epochs, device=device, val_per_class=val_per_class)
+    flags |= dict(backbone=backbone)  # the dataset candidates' (a torchvision: one sets its own)
     params = rank_params(sources, {**flags, "score": score})
     candidates = plan_ranking(params, dry_run)
     out = run_ranking(params, candidates, not json_out)
