@@ -272,12 +272,13 @@ def _aligned(x: torch.Tensor, y: torch.Tensor, shift: int) -> tuple[torch.Tensor
     """Per pair: the correlation of ``y``'s centre with ``x`` in place, and the best with ``x``
     shifted or mirrored (and shifted)."""
     h, w = y.shape[2:]
-    centre = _unit_channels(y[:, :, shift : h - shift, shift : w - shift])
+    centre = _unit_channels(luma_chroma(y)[:, :, shift : h - shift, shift : w - shift])
     rows = max(1, _WORK // max(1, x[0].numel()))
     still, moved = [torch.zeros(0)], [torch.zeros(0)]
     for s in range(0, len(x), rows):
-        direct = _shifted(x[s : s + rows], centre[s : s + rows], shift)
-        mirrored = _shifted(x[s : s + rows].flip(3), centre[s : s + rows], shift)
+        direct = _shifted(luma_chroma(x[s : s + rows]), centre[s : s + rows], shift)
+        # mirrored before the chroma smoothing, which is not symmetric (2×2, as JPEG)
+        mirrored = _shifted(luma_chroma(x[s : s + rows].flip(3)), centre[s : s + rows], shift)
         still.append(direct[:, direct.shape[1] // 2])
         moved.append(torch.maximum(direct.max(1).values, mirrored.max(1).values))
     return torch.cat(still), torch.cat(moved)
@@ -293,7 +294,7 @@ def pair_scores(a: np.ndarray, b: np.ndarray, shift: int) -> tuple[np.ndarray, n
       and shifted. Shifts give images drawn apart many more chances to line up (a one-shape
       image at 32 px has few distinct places), so moved counts under a stricter threshold."""
     x, y = torch.from_numpy(np.ascontiguousarray(a)).float(), torch.from_numpy(b).float()
-    still, moved = _aligned(luma_chroma(x), luma_chroma(y), shift)
+    still, moved = _aligned(x, y, shift)
     (ca, fa), (cb, fb) = canonical(a), canonical(b)
     boxed = torch.einsum(
         "nd,nd->n", _unit_channels(luma_chroma(ca)), _unit_channels(luma_chroma(cb))
