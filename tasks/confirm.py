@@ -18,6 +18,7 @@ from warmstart.contracts import (
     TableRow,
 )
 from warmstart.promotion import protocol, recompute
+from warmstart.promotion.metric import gate_metric
 from warmstart.reports.verdict import labels_text, seed_span
 from warmstart.stages.config import data_needs
 from warmstart.stages.duplicates import weak_recall_notes
@@ -106,13 +107,15 @@ def _log_predictions(
     job: Job, selection: Evaluation | None, confirmation: Evaluation | None, plan: protocol.Plan
 ) -> None:
     """Selection and confirmation predictions in one ``predictions.parquet``; the gate's rows
-    (the chosen arm and scratch of the phase it decides on) marked."""
+    (the chosen arm and scratch of the phase it decides on) marked, with the metric it compared
+    (an unconfirmed run's gate reads plain accuracy: ``policy.scratch_interval``)."""
     if selection is None:
         return
     gate = (plan.candidate.arm, SCRATCH)
     frames = [recompute.predictions_frame(selection, "selection", None if confirmation else gate)]
     if confirmation is not None:
-        frames.append(recompute.predictions_frame(confirmation, "confirmation", gate))
+        chosen = gate_metric(job, confirmation)
+        frames.append(recompute.predictions_frame(confirmation, "confirmation", gate, chosen))
     tracking.log_bytes(job.run.run_id, "predictions.parquet", recompute.to_parquet(*frames))
 
 

@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from warmstart import promotion, stages, tracking
 from warmstart.contracts import ArmResult, Evaluation, Job, SourceModel, StageRecord, TableRow
 from warmstart.promotion import recompute
+from warmstart.promotion.classes import gate_class_drops
 from warmstart.promotion.metric import gate_weights
 from warmstart.reports import model_card, plots
 from warmstart.reports.gate import gate_report
@@ -117,6 +118,7 @@ def register_and_promote(
             margin=job.params.margin,
             blocked=job.leakage,
             weights=gate_weights(job, evaluation),
+            class_drops=gate_class_drops(evaluation, candidate.arm),
         )
     _log_confusion(job.run.run_id, evaluation, decision.candidate)
     stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
@@ -185,6 +187,8 @@ def flow_summary(
         "reason": decision.reason,
         "rule": decision.rule,
         "candidate": decision.candidate,
+        "metric": decision.delta_vs_scratch.get("metric", "accuracy"),
+        "class_drops": decision.class_drops,
         "table": [r.to_dict() for r in rows],
         "model_name": model_name,
         "version": version,

@@ -363,3 +363,4 @@ class TableRow(_Json):
     pretrain_seconds: float
     finetune_seconds: float
     pretrain_images: int = 0  # pretraining compute: epochs × images (0: nothing pretrained here)
+    balanced_acc: float | None = None  # mean per-class test accuracy, over seeds (None: no preds)

@@ -128,11 +128,7 @@ def stopped_mid_run(
 def stack_env(stack) -> dict[str, str]:
     """The variables that make ``warmstart up`` address the test's private stack."""
     cfg = stack.config
-    ports = {
-        "WARMSTART_S3_PORT": cfg.s3_port,
-        "WARMSTART_WEED_MASTER_PORT": cfg.master_port,
-        "WARMSTART_WEED_VOLUME_PORT": cfg.volume_port,
-        "WARMSTART_WEED_FILER_PORT": cfg.filer_port,
+    ports = cfg.weed_ports | {
         "WARMSTART_MLFLOW_PORT": cfg.mlflow_port,
         "WARMSTART_PREFECT_PORT": cfg.prefect_port,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -364,14 +365,35 @@ def test_table_cells_render_the_demo_row_exactly():
                 pretrain_seconds=6.81,
                 finetune_seconds=8.24,
                 pretrain_images=15000,
+                balanced_acc=0.9731,
             )
         ]
     )
     md = table.markdown(row)
     assert md.splitlines()[2] == (
-        "| supervised/finetune | 3 | 99.0% | 98.2% [96.8, 99.4] | +4.3 [+2.0, +6.6] | 6.8 | 8.2 "
-        "| 15,000 |"
+        "| supervised/finetune | 3 | 99.0% | 98.2% [96.8, 99.4] | 97.3% | +4.3 [+2.0, +6.6] | 6.8 "
+        "| 8.2 | 15,000 |"
     )
+
+
+def test_the_table_shows_balanced_accuracy_beside_accuracy():
+    """Three classes, the last rare: an arm that never predicts it keeps its accuracy high and
+    loses a third of its balanced accuracy; scratch's is the mean of its seeds' per-class means."""
+    y = np.array([0] * 10 + [1] * 10 + [2] * 2)
+    drops_rare = np.where(y == 2, 0, y)  # every common image right, both rare ones wrong
+    right = y.copy()
+    half = np.where(np.arange(22) % 2 == 0, y, (y + 1) % 3)  # 5, 5 and 1 right of 10, 10, 2
+    arm = _arm("supervised/finetune", np.stack([drops_rare == y] * 2))
+    arm = dataclasses.replace(arm, pred=[drops_rare.tolist()] * 2)
+    scratch = _arm(SCRATCH, np.stack([right == y, half == y]))
+    scratch = dataclasses.replace(scratch, pred=[right.tolist(), half.tolist()])
+    ev = Evaluation({arm.arm: arm, SCRATCH: scratch}, y.tolist(), list(range(22)), list("abc"))
+    sup, scr = table.summarize(ev, {})
+    assert sup.test_acc == pytest.approx(20 / 22) and sup.balanced_acc == pytest.approx(2 / 3)
+    assert scr.balanced_acc == pytest.approx((1.0 + 0.5) / 2)
+    cells = table.table_cells([sup, scr])
+    assert [c["balanced acc"] for c in cells] == ["66.7%", "75.0%"]
+    assert "| 90.9% [" in table.table_markdown([sup]) and "| 66.7% |" in table.table_markdown([sup])
 
 
 def test_gate_report_json_and_markdown():

@@ -17,17 +17,18 @@ from warmstart.stages import training
 from warmstart.tasks.confirm import guard_record
 
 LABELS = {"k_shot": 5, "classes": 10, "train": 50, "val": 200, "per_model": 250, "distinct": 400}
-RECORD = {
-    "phase": "confirmation",
-    "selection_seeds": [0, 1],
-    "arms_compared": 2,
-    "transfer_configs": 2,
-    "scratch_configs": 2,
-    "scratch_config": {"lr": 0.001, "weight_decay": 0.0005},
-    "labels": LABELS,
-    "confirmation_seeds": [1000, 1001, 1002],
-    "source_gain": None,
-}
+# a confirmation-phase protocol record over two arms (the keys the verdict reads)
+RECORD = dict(
+    phase="confirmation",
+    selection_seeds=[0, 1],
+    arms_compared=2,
+    transfer_configs=2,
+    scratch_configs=2,
+    scratch_config={"lr": 0.001, "weight_decay": 0.0005},
+    labels=LABELS,
+    confirmation_seeds=[1000, 1001, 1002],
+    source_gain=None,
+)
 
 
 def _job(removed_val: int = 0, removed_test: int = 0, source_labels: int = 0) -> Job:

@@ -8,17 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from warmstart import promotion
-from warmstart.contracts import (
-    SCRATCH,
-    TARGET_POOL_CONTROL,
-    ArmResult,
-    ArmScores,
-    ArmSpec,
-    Evaluation,
-    StageRecord,
-    is_candidate,
-)
+from warmstart import contracts, promotion
+from warmstart.contracts import SCRATCH, TARGET_POOL_CONTROL, ArmSpec, is_candidate
 from warmstart.data.splits import Splits, capped_val, seed_train
 from warmstart.errors import DataError
 from warmstart.params import PipelineParams
@@ -47,7 +38,7 @@ def test_seed_t_interval_on_a_hand_checked_case():
 
 def _scores(name: str, correct: np.ndarray, seeds: list[int], protocol_: dict | None = None):
     correct = np.asarray(correct, dtype=bool)
-    return ArmScores(
+    return contracts.ArmScores(
         arm=name,
         strategy=name.split("/")[0] if name != SCRATCH else None,
         mode="finetune",
@@ -104,7 +95,7 @@ def test_gate_on_confirmation_seeds_uses_the_two_way_interval_and_reports_the_pr
         _scores(SCRATCH, base, seeds),
         interval="seed-t",
     )
-    assert old.delta_vs_scratch == seed_t_interval(cand, base)
+    assert old.delta_vs_scratch == seed_t_interval(cand, base) | {"metric": "accuracy"}
     assert "seed-level paired t interval (4 df)" in old.to_markdown()
     tags = d.tags()
     assert tags["gate_arms_compared"] == "6" and tags["gate_labels_used"] == "369"
@@ -125,14 +116,14 @@ def test_without_confirmation_seeds_the_gate_never_promotes():
 # ------------------------------------------------------------------ selection and equal search
 
 
-def _result(arm: str, seed: int, val: float, **spec) -> ArmResult:
+def _result(arm: str, seed: int, val: float, **spec) -> contracts.ArmResult:
     stage = "train-scratch-baseline" if arm.startswith(SCRATCH) else "finetune-target"
-    return ArmResult(
+    return contracts.ArmResult(
         spec=ArmSpec(arm, "finetune", seed, stage, **spec),
         weights_uri=f"s3://b/{arm}/{seed}",
         val_acc=val,
         best_epoch=1,
-        stage=StageRecord(key=f"{arm}-{seed}", checkpoint_uri="s3://b/x"),
+        stage=contracts.StageRecord(key=f"{arm}-{seed}", checkpoint_uri="s3://b/x"),
     )
 
 
@@ -193,7 +184,9 @@ def test_source_gain_and_confirmation_rows():
         SCRATCH: _scores(SCRATCH, rng.random((3, 300)) < 0.8, seeds),
         f"{TARGET_POOL_CONTROL}/gan/finetune": _scores("c", rng.random((3, 300)) < 0.85, seeds),
     }
-    evaluation = Evaluation(arms=arms, y_test=[0] * 300, test_index=list(range(300)), classes=["0"])
+    evaluation = contracts.Evaluation(
+        arms=arms, y_test=[0] * 300, test_index=list(range(300)), classes=["0"]
+    )
     spec = ArmSpec("gan/finetune", "finetune", 0, "finetune-target", strategy="gan")
     plan = protocol.Plan(spec, ArmSpec(SCRATCH, "finetune", 0, "x"), 6, 6, [0, 1, 2], {})
     record = protocol.protocol_record(plan, evaluation, LABELS)

@@ -3,6 +3,7 @@ print the table and the verdict. Ctrl-C and SIGTERM end the flow run and its MLf
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -193,6 +194,49 @@ TopOpt = Annotated[
 ]
 
 
+# Every command's options by parameter name, each defined once; `options` gives a command its own.
+OPTIONS: dict[str, Any] = dict(source=SourceOpt, target=TargetOpt, k_shot=KShotOpt)
+OPTIONS |= dict(strategies=StrategiesOpt, modes=ModesOpt, seeds=SeedsOpt, epochs=EpochsOpt)
+OPTIONS |= dict(pretrain_epochs=PretrainOpt, backbone=BackboneOpt, device=DeviceOpt)
+OPTIONS |= dict(margin=MarginOpt, metric=MetricOpt, keep_candidates=KeepOpt, allow_leakage=LeakOpt)
+OPTIONS |= dict(confirm_seeds=ConfirmOpt, val_per_class=ValCapOpt, json_out=JsonOpt, dask=DaskOpt)
+OPTIONS |= dict(dry_run=DryRunOpt, sources=SourcesOpt, top=TopOpt, score=ScoreOpt)
+OPTIONS |= dict(k_values=KValuesOpt)
+RENAMED = {"modes": "transfer_modes", "epochs": "finetune_epochs"}  # option -> params field
+
+
+def options(names: str, **defaults: Any) -> Callable[[Callable], Callable]:
+    """Decorator: the command ``fn(**opts)`` takes the options ``names`` (space-separated, in
+    ``--help`` order), each None unless ``defaults`` or its flag (``--json``, ``--dry-run``) says."""
+    flags_off = {"json_out": False, "dry_run": False}
+
+    def wrap(fn: Callable) -> Callable:
+        params = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=OPTIONS[name],
+                default=defaults.get(name, flags_off.get(name)),
+            )
+            for name in names.split()
+        ]
+        fn.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        return fn
+
+    return wrap
+
+
+def params_flags(opts: dict[str, Any], *skip: str) -> dict[str, Any]:
+    """The parameter model's fields from a command's options (less ``skip``): comma lists split,
+    ``--modes`` and ``--epochs`` under their field names."""
+    split = {"strategies", "modes"}
+    return {
+        RENAMED.get(k, k): split_list(v) if k in split else v
+        for k, v in opts.items()
+        if k not in skip
+    }
+
+
 def check_services() -> None:
     """One line per unreachable service, before any work starts."""
     from warmstart import storage, tracking  # deferred: heavy (mlflow, boto3)
@@ -231,30 +275,12 @@ def ranked(sources: str | None, top: int | None, flags: dict, dry_run: bool, sho
 
 @app.command()
 @friendly
-def run(
-    source: SourceOpt = None,
-    target: TargetOpt = None,
-    k_shot: KShotOpt = None,
-    strategies: StrategiesOpt = None,
-    modes: ModesOpt = None,
-    seeds: SeedsOpt = None,
-    epochs: EpochsOpt = None,
-    pretrain_epochs: PretrainOpt = None,
-    backbone: BackboneOpt = None,
-    device: DeviceOpt = None,
-    margin: MarginOpt = None,
-    metric: MetricOpt = None,
-    keep_candidates: KeepOpt = None,
-    allow_leakage: LeakOpt = None,
-    confirm_seeds: ConfirmOpt = None,
-    val_per_class: ValCapOpt = None,
-    json_out: JsonOpt = False,
-    dask: DaskOpt = None,
-    dry_run: DryRunOpt = False,
-    sources: SourcesOpt = None,
-    top: TopOpt = None,
-    score: ScoreOpt = None,
-) -> None:
+@options(
+    "source target k_shot strategies modes seeds epochs pretrain_epochs backbone device margin "
+    "metric keep_candidates allow_leakage confirm_seeds val_per_class json_out dask dry_run "
+    "sources top score"
+)
+def run(**opts: Any) -> None:
     """Run the transfer pipeline once against the configured services; print the table and verdict.
     Omitted flags keep the demo's defaults (see README: MNIST-5k -> UCI digits, k=5). With
     --sources A,B,C --top M: rank the candidates on validation first, run on the top M only."""
@@ -263,11 +289,10 @@ def run(
     from warmstart.flows.dask_runner import run_on_dask  # deferred: heavy (prefect, dask)
     from warmstart.flows.pipeline import transfer_pipeline  # deferred: heavy (prefect, torch)
 
-    flags = dict(source=source, target=target, k_shot=k_shot, seeds=seeds, backbone=backbone)
-    flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
-    flags |= dict(finetune_epochs=epochs, pretrain_epochs=pretrain_epochs, device=device)
-    flags |= dict(margin=margin, keep_candidates=keep_candidates, allow_leakage=allow_leakage)
-    flags |= dict(confirm_seeds=confirm_seeds, val_per_class=val_per_class, metric=metric)
+    sources, top, score, dask, json_out, dry_run = (
+        opts[k] for k in ("sources", "top", "score", "dask", "json_out", "dry_run")
+    )
+    flags = params_flags(opts, "sources", "top", "score", "dask", "json_out", "dry_run")
     if sources or top is not None:
         plan = ranked(sources, top, {**flags, "score": score}, dry_run, not json_out)
     else:
@@ -289,27 +314,19 @@ def run(
 
 @app.command()
 @friendly
-def sweep(
-    source: SourceOpt = None,
-    target: TargetOpt = None,
-    k_values: KValuesOpt = "1,5,10,20,50",
-    strategies: StrategiesOpt = None,
-    modes: ModesOpt = None,
-    seeds: SeedsOpt = None,
-    epochs: EpochsOpt = None,
-    dry_run: DryRunOpt = False,
-) -> None:
+@options("source target k_values strategies modes seeds epochs dry_run", k_values="1,5,10,20,50")
+def sweep(**opts: Any) -> None:
     """Label efficiency: every arm at every k, mean [95% CI]; table and plot in MLflow and Prefect."""
     from warmstart.cli.progress import stage_display  # deferred: heavy (prefect, mlflow)
     from warmstart.flows.label_efficiency import label_efficiency  # deferred: heavy (prefect)
 
+    k_values = opts["k_values"]
     try:
         ks = [int(k) for k in k_values.split(",") if k.strip()]
     except ValueError:
         raise ConfigError(f"--k-values {k_values!r}: write integers like 1,5,10") from None
-    flags = dict(source=source, target=target, seeds=seeds, finetune_epochs=epochs, k_values=ks)
-    flags |= dict(strategies=split_list(strategies), transfer_modes=split_list(modes))
-    plan = plan_run(build_params(SweepParams, flags), dry_run)  # every k checked here
+    flags = params_flags(opts, "dry_run") | {"k_values": ks}
+    plan = plan_run(build_params(SweepParams, flags), opts["dry_run"])  # every k checked here
     with stage_display(True):
         out = run_flow(lambda: label_efficiency(plan.params, plan))
     console.print(out["markdown"], highlight=False)

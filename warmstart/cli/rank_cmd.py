@@ -15,19 +15,10 @@ from rich.table import Table
 
 from warmstart.cli.app import app, console, friendly, split_list
 from warmstart.cli.pipeline_cmds import (
-    BackboneOpt,
-    DeviceOpt,
-    DryRunOpt,
-    JsonOpt,
-    KShotOpt,
-    PretrainOpt,
-    ScoreOpt,
-    SourcesOpt,
-    StrategiesOpt,
-    TargetOpt,
-    ValCapOpt,
     build_params,
     check_services,
+    options,
+    params_flags,
     run_flow,
 )
 from warmstart.errors import ConfigError
@@ -77,29 +68,19 @@ def print_ranking(out: dict) -> None:
 
 @app.command()
 @friendly
-def rank(
-    sources: SourcesOpt = None,
-    target: TargetOpt = None,
-    k_shot: KShotOpt = None,
-    strategies: StrategiesOpt = None,
-    pretrain_epochs: PretrainOpt = None,
-    backbone: BackboneOpt = None,
-    device: DeviceOpt = None,
-    val_per_class: ValCapOpt = None,
-    score: ScoreOpt = None,
-    json_out: JsonOpt = False,
-    dry_run: DryRunOpt = False,
-) -> None:
+@options(
+    "sources target k_shot strategies pretrain_epochs backbone device val_per_class score "
+    "json_out dry_run"
+)
+def rank(**opts: Any) -> None:
     """Which source? Rank candidate sources on the target's k-shot train and validation images
     (frozen features, one pass each; never the test images) and print the table: every score
     and the feature-extraction seconds. `--json` prints the ranked list with specs and scores."""
-    flags = dict(target=target, k_shot=k_shot, strategies=split_list(strategies))
-    flags |= dict(pretrain_epochs=pretrain_epochs, device=device, val_per_class=val_per_class)
-    flags |= dict(backbone=backbone)  # the dataset candidates' (a torchvision: one sets its own)
-    params = rank_params(sources, {**flags, "score": score})
-    candidates = plan_ranking(params, dry_run)
-    out = run_ranking(params, candidates, not json_out)
-    if json_out:
+    # --backbone is the dataset candidates' (a torchvision: one sets its own)
+    params = rank_params(opts["sources"], params_flags(opts, "sources", "json_out", "dry_run"))
+    candidates = plan_ranking(params, opts["dry_run"])
+    out = run_ranking(params, candidates, not opts["json_out"])
+    if opts["json_out"]:
         keep = ("score", "chosen", "line", "ranked", "target", "k_shot")
         keep += ("flow_run_id", "mlflow_run_id")
         sys.stdout.write(json.dumps({k: out[k] for k in keep}) + "\n")

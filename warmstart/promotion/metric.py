@@ -39,7 +39,12 @@ def weights(metric: str, y: Sequence[int], k: int) -> np.ndarray | None:
     return 1.0 / (present * counts[y])
 
 
+def gate_metric(job: Job, evaluation: Evaluation) -> str:
+    """What ``job.params.metric`` resolves to on this run's test set."""
+    return resolve(job.params.metric, evaluation.y_test, len(evaluation.classes))
+
+
 def gate_weights(job: Job, evaluation: Evaluation) -> np.ndarray | None:
     """The weights of the metric ``job.params.metric`` resolves to on this run's test set."""
     k, y = len(evaluation.classes), evaluation.y_test
-    return weights(resolve(job.params.metric, y, k), y, k)
+    return weights(gate_metric(job, evaluation), y, k)

@@ -27,13 +27,14 @@ The rules, in the order they are applied (the first that applies decides):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from warmstart.contracts import SCRATCH, ArmScores, Evaluation
 from warmstart.errors import DataError
+from warmstart.promotion.classes import CLASS_DROP
 from warmstart.promotion.stats import (
     ALPHA,
     BOOT_SEED,
@@ -44,6 +45,7 @@ from warmstart.promotion.stats import (
 )
 from warmstart.reports.verdict import (
     decision_markdown,
+    drops_sentence,
     method_name,
     pct,
     protocol_sentence,
@@ -92,6 +94,8 @@ class Decision:
     margin: float
     champion_not_applicable: str | None = None  # why the champion was not compared
     protocol: dict[str, Any] | None = None  # seeds, configurations compared, labels used
+    # classes the candidate serves more than classes.CLASS_DROP below scratch (``classes``)
+    class_drops: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (plain floats, ints, strings)."""
@@ -215,11 +219,13 @@ def decide(
     blocked: str | None = None,
     interval: str = INTERVAL,
     weights: np.ndarray | None = None,
+    class_drops: list[dict[str, Any]] | None = None,
 ) -> Decision:
     """Promote iff the served seed may replace the champion and the arm really beats scratch
     (rules 2-5 of this module). ``blocked`` (e.g. the leakage guard's line) refuses whatever the
     numbers say; a champion with ``not_applicable`` set is reported but not compared.
-    ``interval`` names the interval on confirmation seeds (``INTERVALS``)."""
+    ``interval`` names the interval on confirmation seeds (``INTERVALS``); ``class_drops``
+    (``classes.class_drops``) are named at the end of the reason, whatever the verdict."""
     if candidate.arm == SCRATCH or not candidate.is_candidate:
         raise DataError(f"{candidate.arm} is a baseline, not a candidate: pass a transfer arm")
     if interval not in INTERVALS:
@@ -231,18 +237,8 @@ def decide(
     served = np.asarray(candidate.correct, dtype=bool)[best : best + 1]
     skip = champion.not_applicable if champion is not None else None
     vs, champion_text = _champion_part(served, champion, stats)
-    if blocked:
-        rule = "blocked"
-    elif protocol is not None and protocol.get("phase") != "confirmation":
-        rule = UNCONFIRMED
-    elif champion is not None and not skip and vs is None:
-        rule = "champion-incomparable"
-    elif not delta["ci_low"] > margin:
-        rule = "below-margin"
-    elif vs is not None and vs["mean_diff"] < 0.0:
-        rule = "worse-than-champion"
-    else:
-        rule = PROMOTED
+    incomparable = champion is not None and not skip and vs is None
+    rule = _rule(blocked, protocol, incomparable, delta["ci_low"] > margin, vs)
     passed = rule == PROMOTED
     return Decision(
         passed=passed,
@@ -253,7 +249,7 @@ def decide(
             if blocked
             else _reason(rule, scratch_text, champion_text, margin)
         )
-        + (" " + protocol_sentence(protocol) if protocol else ""),
+        + _tail(protocol, class_drops),
         candidate=candidate.arm,
         served_seed=int(candidate.seeds[best]) if candidate.seeds else best,
         delta_vs_scratch=delta,
@@ -262,7 +258,35 @@ def decide(
         margin=float(margin),
         champion_not_applicable=skip,
         protocol=protocol,
+        class_drops=list(class_drops or []),
     )
+
+
+def _rule(
+    blocked: str | None,
+    protocol: dict[str, Any] | None,
+    incomparable: bool,
+    above_margin: bool,
+    vs: dict[str, Any] | None,
+) -> str:
+    """The rule that decides (rules 3-5, the first that applies), or ``promoted``."""
+    if blocked:
+        return "blocked"
+    if protocol is not None and protocol.get("phase") != "confirmation":
+        return UNCONFIRMED
+    if incomparable:
+        return "champion-incomparable"
+    if not above_margin:
+        return "below-margin"
+    if vs is not None and vs["mean_diff"] < 0.0:
+        return "worse-than-champion"
+    return PROMOTED
+
+
+def _tail(protocol: dict[str, Any] | None, class_drops: list[dict[str, Any]] | None) -> str:
+    """The reason's closing sentences: the protocol, then the classes below scratch."""
+    tail = " " + protocol_sentence(protocol) if protocol else ""
+    return tail + (" " + drops_sentence(class_drops, CLASS_DROP) if class_drops else "")
 
 
 def scratch_interval(
@@ -277,13 +301,17 @@ def scratch_interval(
     weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The gate's CI of (candidate − scratch): ``INTERVALS[interval]`` on confirmation seeds,
-    the paired bootstrap otherwise (such a run is never promoted). ``recompute_verdict`` calls
-    this too, so a downloaded artifact gives the verdict's numbers."""
+    the paired bootstrap otherwise (such a run is never promoted; it reads accuracy only).
+    ``metric`` in the result names what was compared: ``balanced_accuracy`` when ``weights``
+    (the gate passes ``metric.weights``' class-balanced ones), else ``accuracy``.
+    ``recompute_verdict`` calls this too, so a downloaded artifact gives the verdict's numbers."""
     cand = np.asarray(candidate_correct, dtype=bool)
     base = np.asarray(scratch_correct, dtype=bool)
     if confirmed and interval != "bootstrap":
-        return INTERVALS[interval](cand, base, alpha=alpha, weights=weights)
-    return paired_bootstrap(cand, base, n_boot=n_boot, seed=seed, alpha=alpha)
+        result = INTERVALS[interval](cand, base, alpha=alpha, weights=weights)
+        return result | {"metric": "accuracy" if weights is None else "balanced_accuracy"}
+    result = paired_bootstrap(cand, base, n_boot=n_boot, seed=seed, alpha=alpha)
+    return result | {"metric": "accuracy"}
 
 
 def _vs_scratch(

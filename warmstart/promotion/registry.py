@@ -41,6 +41,7 @@ from warmstart.contracts import (
 )
 from warmstart.data import parse_spec
 from warmstart.errors import DataError, TrackingError
+from warmstart.promotion.classes import gate_class_drops
 from warmstart.promotion.lock import prefect_lock
 from warmstart.promotion.metric import gate_weights
 from warmstart.promotion.policy import Champion, Decision, decide, select_candidate, served_index
@@ -100,6 +101,7 @@ class _Request:
     blocked: str | None = None  # the leakage guard's line: never promoted
     classes: tuple[str, ...] = ()  # the target's class names (the served pyfunc returns them)
     weights: Any = None  # per-example weights of the gate's metric (None: plain accuracy)
+    class_drops: tuple = ()  # classes the candidate serves worse than scratch (``classes``)
 
 
 def provenance_tags(served: ArmResult, job: Job, source: SourceModel | None) -> dict[str, str]:
@@ -299,6 +301,7 @@ def _round(req: _Request, attempt: int, made: list[VersionRef]) -> Promotion | N
     ref = tracking.version_by_alias(req.model_name, CHAMPION)
     champion = _score(req, ref)
     kw = {"margin": req.margin, "blocked": req.blocked, "weights": req.weights}
+    kw["class_drops"] = list(req.class_drops)
     decision = decide(req.candidate, req.scratch, champion=champion, **kw)
     current = ref.version if ref else None
 
@@ -369,6 +372,7 @@ def promote(
         blocked=job.leakage,
         classes=tuple(job.target.classes),
         weights=gate_weights(job, evaluation),
+        class_drops=tuple(gate_class_drops(evaluation, candidate.arm)),
     )
     made: list[VersionRef] = []
     with lock(req.model_name):

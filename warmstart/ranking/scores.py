@@ -108,51 +108,33 @@ def register_score(name: str) -> Callable[[type[Score]], type[Score]]:
     return SCORES.register(name)
 
 
-@register_score("logme")
-class LogME(Score):
-    paper = "You et al. 2021"
+class _Statistic(Score):
+    """A published statistic of all the labelled non-test data: `formula(x, labels)`, where x is
+    the stacked train+validation features, or the source head's softmax (None without a head)."""
 
-    @staticmethod
-    def compute(inputs: ScoreInputs) -> float:
-        return formulas.logme(inputs.features, inputs.labels)
+    formula: Callable[[np.ndarray, np.ndarray], float]
+    reads_source_probs: bool = False
 
-
-@register_score("hscore")
-class ShrinkageHScore(Score):
-    paper = "Bao et al. 2019; shrinkage: Ibrahim et al. 2022"
-
-    @staticmethod
-    def compute(inputs: ScoreInputs) -> float:
-        return formulas.hscore_shrinkage(inputs.features, inputs.labels)
+    @classmethod
+    def compute(cls, inputs: ScoreInputs) -> float | None:  # type: ignore[override]
+        x = inputs.source_probs if cls.reads_source_probs else inputs.features
+        return None if x is None else cls.formula(x, inputs.labels)
 
 
-@register_score("leep")
-class LEEP(Score):
-    paper = "Nguyen et al. 2020"
-
-    @staticmethod
-    def compute(inputs: ScoreInputs) -> float | None:
-        probs = inputs.source_probs
-        return None if probs is None else formulas.leep(probs, inputs.labels)
+def _statistic(name: str, cls: str, formula: Callable, paper: str, probs: bool = False) -> None:
+    """Register `cls`, the `_Statistic` of `formula` (of the head's softmax when `probs`)."""
+    attrs = dict(paper=paper, formula=staticmethod(formula), reads_source_probs=probs)
+    register_score(name)(type(cls, (_Statistic,), attrs))
 
 
-@register_score("nce")
-class NCE(Score):
-    paper = "Tran et al. 2019"
-
-    @staticmethod
-    def compute(inputs: ScoreInputs) -> float | None:
-        probs = inputs.source_probs
-        return None if probs is None else formulas.nce(probs, inputs.labels)
-
-
-@register_score("knn")
-class KNN(Score):
-    paper = "leave-one-out k-NN accuracy (Agostinelli et al. 2022's baseline)"
-
-    @staticmethod
-    def compute(inputs: ScoreInputs) -> float:
-        return formulas.knn_loo(inputs.features, inputs.labels)
+# in the registration order `score_all` and the ranking table keep
+_statistic("logme", "LogME", formulas.logme, "You et al. 2021")
+_HSCORE = "Bao et al. 2019; shrinkage: Ibrahim et al. 2022"
+_statistic("hscore", "ShrinkageHScore", formulas.hscore_shrinkage, _HSCORE)
+_statistic("leep", "LEEP", formulas.leep, "Nguyen et al. 2020", probs=True)
+_statistic("nce", "NCE", formulas.nce, "Tran et al. 2019", probs=True)
+_KNN = "leave-one-out k-NN accuracy (Agostinelli et al. 2022's baseline)"
+_statistic("knn", "KNN", formulas.knn_loo, _KNN)
 
 
 @register_score("linear_probe")

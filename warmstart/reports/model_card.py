@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from warmstart.contracts import Evaluation, Job, StageRecord
+from warmstart.promotion.classes import CLASS_DROP  # the verdict's margin, for the served seed
 from warmstart.reports.plots import confusion_matrix
 
 CARD_MARKER = "# Model card: "  # the first line; set_card replaces a description from it on
-CLASS_DROP = 0.10  # a class this far (or more) below scratch's accuracy is named under the verdict
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from warmstart.contracts import SCRATCH, Evaluation, SourceModel, SplitRef, TableRow
+from warmstart.promotion.classes import class_accuracy
 from warmstart.promotion.stats import accuracy_ci, paired_bootstrap
 
 COLUMNS = (
@@ -15,6 +16,7 @@ COLUMNS = (
     "seeds",
     "val acc",
     "test acc (95% CI)",
+    "balanced acc",  # the mean of the per-class accuracies: what an imbalanced target's gate reads
     "Δ vs scratch (95% CI)",
     "pretrain s",
     "fine-tune s",
@@ -37,7 +39,8 @@ def pretrain_images(source: SourceModel | None) -> int:
 
 def summarize(evaluation: Evaluation, sources: Mapping[str, SourceModel]) -> list[TableRow]:
     """Per arm: mean validation accuracy, test accuracy with its bootstrap CI, the paired
-    difference to scratch with its CI, pretraining and fine-tuning seconds.
+    difference to scratch with its CI, balanced accuracy (the mean of the per-class test
+    accuracies, averaged over seeds), pretraining and fine-tuning seconds.
 
     ``sources`` maps a source label (the strategy) to the source model its arms were built on.
     A single-seed arm (a control) is compared with each scratch seed by repeating its row.
@@ -69,9 +72,20 @@ def summarize(evaluation: Evaluation, sources: Mapping[str, SourceModel]) -> lis
                 pretrain_seconds=float(source.seconds) if source is not None else 0.0,
                 finetune_seconds=float(np.sum(arm.seconds)),
                 pretrain_images=pretrain_images(source),
+                balanced_acc=balanced_accuracy(evaluation, arm.pred),
             )
         )
     return rows
+
+
+def balanced_accuracy(evaluation: Evaluation, preds: Sequence[Sequence[int]]) -> float | None:
+    """The mean of the per-class test accuracies (classes with test images), over the seeds'
+    predictions ``preds``; None without predictions."""
+    y = np.asarray(evaluation.y_test, dtype=int)
+    if not len(preds) or y.size == 0:
+        return None
+    k = max(len(evaluation.classes), int(y.max()) + 1)
+    return float(np.nanmean(class_accuracy(y, preds, k)))
 
 
 def _pct(x: float) -> str:
@@ -94,6 +108,7 @@ def table_cells(rows: Sequence[TableRow]) -> list[dict[str, str]]:
                     str(r.seeds),
                     f"{_pct(r.val_acc)}%",
                     f"{_pct(r.test_acc)}% [{_pct(r.test_ci[0])}, {_pct(r.test_ci[1])}]",
+                    "–" if r.balanced_acc is None else f"{_pct(r.balanced_acc)}%",
                     f"{_pts(r.delta_vs_scratch)} [{_pts(r.delta_ci[0])}, {_pts(r.delta_ci[1])}]",
                     f"{r.pretrain_seconds:.1f}",
                     f"{r.finetune_seconds:.1f}",

@@ -1,6 +1,7 @@
 """The verdict's text: its Markdown (``decision_markdown``: the verdict, the reason, the table of
-comparisons, the interval and the protocol) and how it words the protocol (the interval, the
-seeds, the configurations each side compared and the labels used). Pure formatting of a
+comparisons, the interval and the protocol), how it words the protocol (the interval, the
+seeds, the configurations each side compared and the labels used) and the classes the
+candidate serves worse than scratch (``promotion.classes``' rows). Pure formatting of a
 ``policy.Decision`` and of ``protocol.protocol_record``'s dict; it imports nothing of
 ``warmstart.promotion`` at run time (the policy imports this module)."""
 
@@ -151,6 +152,8 @@ def protocol_tags(p: dict[str, Any] | None) -> dict[str, str]:
         tags["gate_source_gain"] = f"{p['source_gain']['mean_diff']:.4f}"
     return tags
 
+    return tags
+
 
 def champion_row(decision: Decision) -> str:
     """The verdict table's row against the champion (or why there is none to compare)."""
@@ -182,7 +185,8 @@ def decision_markdown(decision: Decision, alpha: float) -> str:
         "| comparison | candidate acc | other acc | Δ (points) | "
         f"{round(100 * (1 - alpha))}% CI (points) | condition | met |",
         "|---|---|---|---|---|---|---|",
-        f"| vs scratch | {pct(d['candidate_accuracy'])} | {pct(d['baseline_accuracy'])}"
+        f"| vs scratch{metric_note(d)} | {pct(d['candidate_accuracy'])}"
+        f" | {pct(d['baseline_accuracy'])}"
         f" | {pts(d['mean_diff'])} | [{pts(d['ci_low'])}, {pts(d['ci_high'])}]"
         f" | CI lower bound > {pts(margin)} | {'yes' if d['ci_low'] > margin else 'no'} |",
         champion_row(decision),
@@ -191,3 +195,26 @@ def decision_markdown(decision: Decision, alpha: float) -> str:
     ]
     lines += protocol_lines(decision.protocol)
     return "\n".join(lines) + "\n"
+
+
+def metric_note(d: dict[str, Any]) -> str:
+    """The vs-scratch row's note when the gate compared balanced accuracy (its columns hold it)."""
+    return " (balanced accuracy)" if d.get("metric") == "balanced_accuracy" else ""
+
+
+def drop_text(row: dict[str, Any]) -> str:
+    """``class 7: 62% vs scratch 80% (-18 points, 6 test images)``."""
+    return (
+        f"class {row['class']}: {100 * row['accuracy']:.0f}% vs scratch "
+        f"{100 * row['scratch_accuracy']:.0f}% ({100 * row['diff']:+.0f} points, "
+        f"{row['test_images']} test images)"
+    )
+
+
+def drops_sentence(rows: Sequence[dict[str, Any]], drop: float) -> str:
+    """The verdict's sentence naming the classes below scratch (``promotion.classes.class_drops``,
+    by more than ``drop``, its ``CLASS_DROP``; empty when none)."""
+    if not rows:
+        return ""
+    named = "; ".join(drop_text(r) for r in rows)
+    return f"Below scratch by more than {100 * drop:.0f} points: {named}."
