@@ -135,9 +135,26 @@ def test_near_duplicate_copies_are_detected(copy, least):
     (o,) = report.overlaps
     assert o.exact == 0 and o.near >= least, o
     assert report.leaky
+    (note,) = duplicates.weak_recall_notes((8, 8))  # one line, however many kinds are weak
+    assert note.startswith("near-duplicate recall at 8×8 is weak for: resized 0%, JPEG q50 0%")
+    assert "mirror" not in note and "JPEG q90" not in note
+
+
+def test_the_verdict_says_weak_recall_in_one_line():
+    """At 8×8 eight copy kinds are weak (MNIST: ``RECALL``): the verdict names them all in one
+    line, each with its recall; at 64×64 only rotations are."""
+    from warmstart.reports.verdict import removed_text
+
     notes = duplicates.weak_recall_notes((8, 8))
-    assert "near-duplicate recall at 8×8 for JPEG q50 copies: 0%" in notes
-    assert not [n for n in notes if "mirror" in n or "JPEG q90" in n]
+    text = removed_text({"overlap_removed": {"validation": 0, "test": 2, "notes": notes}})
+    assert text == (
+        "evaluated without 0 validation and 2 test images the leakage guard flagged; "
+        "near-duplicate recall at 8×8 is weak for: resized 0%, JPEG q50 0%, JPEG q70 2%, "
+        "shift 1 px 89%, shift 2 px 0%, crop=content 1%, rotate 10° 0%, brightness ±20 84%"
+    )
+    assert duplicates.weak_recall_notes((64, 64)) == [
+        "near-duplicate recall at 64×64 is weak for: rotate 10° 0%"
+    ]
 
 
 def test_distinct_images_are_not_flagged():
@@ -215,15 +232,17 @@ def test_pair_scores_line_up_shifted_mirrored_and_brighter_copies():
     assert duplicates.near_corr(224) == duplicates.NEAR_CORR[64]
 
 
-def one_shape(n: int, side: int, seed: int) -> np.ndarray:
-    """One circle, square or triangle per image on a plain background of a random colour, drawn
-    at 4× and scaled down (the benchmark's low-diversity set, BENCHMARKS §7)."""
+def one_shape(n: int, side: int, seed: int, *, white: bool = False) -> np.ndarray:
+    """One circle, square or triangle per image on a plain background of a random colour (or
+    white: a flat background, like product photos), drawn at 4× and scaled down (the
+    benchmark's low-diversity set, BENCHMARKS §7)."""
     from PIL import ImageDraw
 
     rng = np.random.default_rng(seed)
     out = np.empty((n, 3, side, side), dtype=np.uint8)
     for i in range(n):
-        img = Image.new("RGB", (4 * side,) * 2, tuple(int(v) for v in rng.integers(0, 256, 3)))
+        bg = (255,) * 3 if white else tuple(int(v) for v in rng.integers(0, 256, 3))
+        img = Image.new("RGB", (4 * side,) * 2, bg)
         draw, r = ImageDraw.Draw(img), 4 * side * rng.uniform(0.15, 0.35)
         cx, cy = rng.uniform(r, 4 * side - r, 2)
         fill, kind, box = tuple(int(v) for v in rng.integers(0, 256, 3)), rng.integers(3), (
@@ -238,18 +257,48 @@ def one_shape(n: int, side: int, seed: int) -> np.ndarray:
     return out
 
 
-def test_independently_drawn_low_diversity_images_are_not_near_duplicates():
-    """One shape on a plain background, query and reference drawn with different seeds (the old
-    rule flagged 40 of 120 test images against 20,000 such 64 px images, a third): against 4,000
-    at 32 px 7 of 120 are (6%, still over the 1% goal: BENCHMARKS §7 says so), while the same
-    images' JPEG q90 copies are found (36 of 40)."""
-    query, reference = one_shape(120, 32, seed=1), one_shape(4000, 32, seed=2)
+def _shifted_on_background(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``x`` moved by (dy, dx) px, the uncovered border filled with its corner's colour."""
+    out = np.broadcast_to(x[:, :1, :1], x.shape).copy()
+    h, w = x.shape[1:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def _resized_rgb(x: np.ndarray) -> np.ndarray:
+    img = Image.fromarray(x.transpose(1, 2, 0))
+    w, h = img.size
+    back = img.resize((2 * w, 2 * h), Image.BICUBIC).resize((w, h), Image.BILINEAR)
+    return np.asarray(back).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("side", [32, 64])
+@pytest.mark.parametrize("white", [False, True], ids=["plain", "white"])
+def test_independently_drawn_low_diversity_images_are_not_near_duplicates(side, white):
+    """One shape on a plain (or white) background, query and reference drawn with different
+    seeds: at most 1 of 120 flagged against 2,000 (the old rule flagged 40 of 120 against 20,000
+    at 64 px; the 2026-12-06 rule, channels centred together, 7 of 120 against 4,000 at 32 px).
+    The same images' ±1–2 px shifted, resized and JPEG q90 copies hidden among them are found,
+    at the measured rates."""
+    query = one_shape(120, side, seed=1, white=white)
+    reference = one_shape(2000, side, seed=2, white=white)
     report = check({"test": query}, source=reference)
-    assert report.overlaps[0].found <= 8, report.overlaps[0]
+    assert report.overlaps[0].found <= 1, report.overlaps[0]
     rgb = lambda x: np.asarray(Image.open(_jpeg_rgb(x))).transpose(2, 0, 1)  # noqa: E731
-    copies = np.stack([rgb(x) for x in query[:40]])
-    found = check({"test": query[:40]}, source=np.concatenate([reference, copies]))
-    assert found.overlaps[0].near >= 36  # JPEG q90 of 32 px colour shapes: 36 of 40
+    copies = {
+        "shift": np.stack([_shifted_on_background(x, 1, -2) for x in query[:30]]),
+        "resized": np.stack([_resized_rgb(x) for x in query[:30]]),
+        "jpeg90": np.stack([rgb(x) for x in query[:30]]),
+    }
+    found = {
+        name: check({"test": query[:30]}, source=np.concatenate([reference, c])).overlaps[0].near
+        for name, c in copies.items()
+    }
+    # measured: shift 27-29 of 30 (a faint shape has no content box, so a shifted copy may
+    # miss the candidates), resized 30, JPEG q90 22-29 (plain background at 32 px: 22)
+    assert found["shift"] >= 27 and found["resized"] == 30 and found["jpeg90"] >= 20, found
 
 
 def _jpeg_rgb(x: np.ndarray) -> io.BytesIO:
@@ -284,9 +333,9 @@ def test_mirrored_shifted_rotated_and_cropped_copies_are_found_as_measured():
         assert found.exact == 0, name
         assert abs(found.near / 60 - measured) <= 0.2, (name, found.near, measured)
     assert copies and duplicates.RECALL[28]["mirror"] == duplicates.RECALL[28]["shift 2 px"] == 1
-    assert "near-duplicate recall at 28×28 for rotate 10° copies: 0%" in (
-        duplicates.weak_recall_notes((28, 28))
-    )
+    assert duplicates.weak_recall_notes((28, 28)) == [
+        "near-duplicate recall at 28×28 is weak for: rotate 10° 0%"
+    ]
 
 
 def test_split_class_mnist_is_not_refused_and_its_shifted_copies_are_found():

@@ -7,9 +7,11 @@ channels, see ``ingest(like=target)``):
 
 - exact: sha256 of each image's uint8 pixels; equal digests are the same image;
 - near-duplicate (source only): ``warmstart.stages.duplicates``. Candidates by pooled
-  thumbnail (of the image, its mirror and its content box), confirmed by the pixels: every
-  channel's Pearson correlation after the best ±2 px shift or mirror, of the images or of their
-  content boxes, reaches a threshold per image side calibrated on MNIST alone (BENCHMARKS §7,
+  thumbnail (of the image, its mirror and its content box), confirmed by the colours (every
+  channel's mean and spread, up to brightness/contrast jitter) and the pixels: the Pearson
+  correlation over the channels, each centred on its own, in place or after the best ±2 px shift
+  or mirror, of the images or of their content boxes, reaches a threshold per image side
+  calibrated on MNIST alone (BENCHMARKS §7,
   where recall and false positives are reported on UCI digits, shapes, CIFAR-like textures and
   independently drawn one-shape images). A flat image has no correlation and is never a
   near-duplicate; an identical one is still found by the exact check.
