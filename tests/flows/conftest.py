@@ -1,4 +1,4 @@
-"""Pipeline runs shared across the flow test modules (each full run costs about a minute here)."""
+"""Pipeline runs shared by the flow tests (each full run costs about a minute here)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,21 @@
 """The transfer pipeline end to end against the real SeaweedFS, MLflow server and Prefect server,
-on a tiny configuration (split-class UCI digits, 8×8, a few epochs)."""
+on a tiny configuration (split-class UCI digits, 8×8, a few epochs), and the same run on a local
+Dask cluster. The run that promotes, and its cached rerun, are in test_pipeline_promoted.py: two
+files, so parallel test workers share the load."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
+import uuid
 
 import httpx
-import numpy as np
 import pytest
 
 from tests.flows import configs
-from warmstart.params import PipelineParams
+from tests.flows.secrets_check import assert_no_secret
+from warmstart.errors import ConfigError
+from warmstart.flows import dask_runner
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -29,7 +30,7 @@ def _client():
 
 @pytest.fixture(scope="module")
 def first_run(tiny_run):
-    """The session's TINY run (tests/flows/conftest.py; test_dask compares with it too)."""
+    """The session's TINY run (tests/flows/conftest.py; the Dask test below compares with it)."""
     return tiny_run
 
 
@@ -178,134 +179,8 @@ def test_version_card_and_verdict_event(first_run, stack):
     assert event["payload"]["flow_run_id"] == summary["flow_run_id"]
 
 
-@pytest.fixture(scope="module")
-def promoted_run(stack):
-    """MNIST digits → UCI digits at k=1: supervised transfer beats scratch by tens of points."""
-    from warmstart.flows.pipeline import transfer_pipeline
-
-    params = PipelineParams(**configs.PROMOTING)
-    t0 = time.monotonic()
-    summary = transfer_pipeline(params)
-    return {**summary, "seconds": time.monotonic() - t0}
-
-
-def _check_recomputable(c, summary: dict, folder) -> None:
-    """The downloaded predictions.parquet holds every seed of both phases, and the one documented
-    call gives back the interval the gate reported (gate_report.json), number for number."""
-    import pandas as pd
-
-    from warmstart.promotion import recompute_verdict
-
-    run_id = summary["mlflow_run_url"].split("/runs/")[1].split("?")[0]
-    path = c.download_artifacts(run_id, "predictions.parquet", str(folder))
-    report = json.loads(open(c.download_artifacts(run_id, "gate_report.json", str(folder))).read())
-    reported = report["decision"]["delta_vs_scratch"]
-    got = recompute_verdict(path)
-    assert {k: got[k] for k in reported} == pytest.approx(reported), (got, reported)
-    assert got["method"] == "two-way" and got["phase"] == "confirmation"
-    frame = pd.read_parquet(path)
-    arm = frame[frame["arm"] == "supervised/linear_probe"]
-    assert sorted(set(zip(arm["phase"], arm["seed"], strict=True))) == [
-        ("confirmation", s) for s in range(1000, 1005)
-    ] + [("selection", 0), ("selection", 1)]
-
-
-def test_gate_promotes_a_real_gain(promoted_run, stack):
-    summary = promoted_run
-    row = next(r for r in summary["table"] if r["arm"] == "supervised/linear_probe")
-    assert row["delta_ci"][0] > 0.0, row
-    assert summary["verdict"] == "promoted", summary["reason"]
-    # the gate decided on the confirmation seeds only, and says so with the labels it used
-    protocol = summary["protocol"]
-    assert protocol["confirmation_seeds"] == [1000, 1001, 1002, 1003, 1004]
-    assert (protocol["arms_compared"], protocol["scratch_configs"]) == (1, 1)
-    assert protocol["labels"]["train"] == 10 and protocol["labels"]["val"] == 269
-    assert protocol["labels"]["per_model"] == 10 + 269
-    for text in ("confirmation seeds 1000–1004", "1 transfer configuration ", "labels used 279"):
-        assert text in summary["reason"], summary["reason"]
-    confirmed = next(r for r in summary["table"] if r["arm"] == "supervised/linear_probe (confirm)")
-    assert confirmed["seeds"] == 5 and confirmed["delta_ci"][0] > 0.0, confirmed
-    assert "two-way interval over seeds and test images, 5 confirmation seeds" in summary["reason"]
-    c = _client()
-    _check_recomputable(c, summary, stack.home)
-    champion = c.get_model_version_by_alias(summary["model_name"], "champion")
-    assert champion.version == summary["version"]
-    assert champion.tags["gate_verdict"] == "promoted"
-    assert summary["event"] == "warmstart.model.promoted"
-    assert "# Model card: " in champion.description and "**promoted**" in champion.description
-    print(champion.description)  # the closing note quotes a promoted champion's card
-
-
-def test_champion_loads_with_plain_mlflow_and_reproduces_accuracy(promoted_run, stack):
-    summary = promoted_run
-    c = _client()
-    from warmstart.data import load_dataset, load_splits
-
-    mv = c.get_model_version_by_alias(summary["model_name"], "champion")
-    target_hash = mv.tags["target_dataset_hash"]
-    ds = load_dataset(target_hash)
-    test_idx = load_splits(mv.tags["split_hash"]).test
-    np.save(stack.home / "x_test.npy", ds.images[test_idx].astype(np.float32) / 255.0)
-    np.save(stack.home / "y_test.npy", ds.labels[test_idx])
-    code = (
-        "import sys, numpy as np, mlflow\n"
-        "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
-        "x = np.load(sys.argv[2]); y = np.load(sys.argv[3])\n"
-        # the image pyfunc's tensor path (its signature takes PNG/JPEG bytes)
-        "logits = m.unwrap_python_model().logits(x)\n"
-        "print(float((np.asarray(logits).argmax(1) == y).mean()))\n"
-    )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            f"models:/{summary['model_name']}@champion",
-            str(stack.home / "x_test.npy"),
-            str(stack.home / "y_test.npy"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ),
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    acc = float(out.stdout.strip().splitlines()[-1])
-    assert acc == pytest.approx(summary["served_test_accuracy"], abs=1e-9)
-    assert acc == pytest.approx(float(mv.tags["test_accuracy"]), abs=5e-5)  # tag has 4 decimals
-
-
 def test_no_secret_anywhere(first_run, stack):
-    secrets = [stack.env["AWS_SECRET_ACCESS_KEY"], stack.env["AWS_ACCESS_KEY_ID"]]
-    secrets += [stack.env["MLFLOW_TRACKING_PASSWORD"], stack.prefect_auth[1]]
-    c = _client()
-    exp = c.get_experiment_by_name("warmstart/uci-digits-5-9")
-    for run in c.search_runs([exp.experiment_id], max_results=500):
-        blob = json.dumps({"p": run.data.params, "t": run.data.tags})
-        assert not any(s in blob for s in secrets), run.info.run_name
-    for mv in c.search_model_versions(f"name = '{first_run['summary']['model_name']}'"):
-        assert not any(s in json.dumps(mv.tags) for s in secrets)
-    api = stack.env["PREFECT_API_URL"]
-    logs = httpx.post(f"{api}/logs/filter", json={"limit": 200}, auth=stack.prefect_auth).json()
-    offset = 200
-    while True:
-        page = httpx.post(
-            f"{api}/logs/filter", json={"limit": 200, "offset": offset}, auth=stack.prefect_auth
-        ).json()
-        if not page:
-            break
-        logs += page
-        offset += 200
-    text = json.dumps(logs)
-    assert logs and not any(s in text for s in secrets)
-    arts = json.dumps(
-        httpx.post(f"{api}/artifacts/filter", json={}, auth=stack.prefect_auth).json()
-    )
-    assert "gate-verdict" in arts and not any(s in arts for s in secrets)
-    runs = json.dumps(
-        httpx.post(f"{api}/flow_runs/filter", json={}, auth=stack.prefect_auth).json()
-    )
-    assert not any(s in runs for s in secrets)
+    assert_no_secret(stack, "uci-digits-5-9", first_run["summary"]["model_name"])
 
 
 def test_prefect_artifacts_and_task_names(first_run, stack):
@@ -336,24 +211,67 @@ def test_prefect_artifacts_and_task_names(first_run, stack):
     }
 
 
-def test_rerun_is_a_cache_hit_and_does_not_register_the_same_model_again(promoted_run):
-    """Same parameters again: every stage is reused (same splits, same weights, same numbers);
-    the cached candidate has the champion's weights, so no new version is registered and the
-    champion stays where it is."""
-    from warmstart.flows.pipeline import transfer_pipeline
+# The pipeline's training fan-out on a local 2-worker Dask cluster (prefect-dask) gives the same
+# numbers as the default thread-pool runner (the TINY run above). The Dask run trains from
+# nothing: it gets its own bucket (the pipeline caches finished stages in S3 by their inputs) and
+# its own WARMSTART_HOME (the local checkpoint mirror would otherwise let it resume at the last
+# epoch). Its registration is off, so the TINY run's model cannot be its champion; the numbers
+# (accuracies, deltas) do not depend on registration.
 
-    c = _client()
-    first_version = promoted_run["version"]
-    before = c.search_model_versions(f"name = '{promoted_run['model_name']}'")
+
+def _fresh_store(monkeypatch, tmp_path, tag: str) -> str:
+    from warmstart import storage
+
+    bucket = f"warmstart-{tag}-{uuid.uuid4().hex[:6]}"
+    storage.ensure_bucket(bucket)
+    monkeypatch.setenv("WARMSTART_BUCKET", bucket)
+    monkeypatch.setenv("WARMSTART_HOME", str(tmp_path / tag))
+    return bucket
+
+
+def _numbers(summary: dict) -> dict:
+    return {
+        row["arm"]: (row["test_acc"], row["val_acc"], row["delta_vs_scratch"])
+        for row in summary["table"]
+    }
+
+
+def test_dask_cluster_checks_worker_env_and_matches_the_default_runner(
+    stack, tiny_run, monkeypatch, tmp_path
+):
+    from distributed import LocalCluster
+
+    from warmstart.params import PipelineParams
+
+    params = PipelineParams(**TINY, register_model=False)
+    threads, t_threads = tiny_run["summary"], tiny_run["seconds"]
+
+    bucket = _fresh_store(monkeypatch, tmp_path, "dask")
     t0 = time.monotonic()
-    summary = transfer_pipeline(PipelineParams(**configs.PROMOTING))
-    assert summary["trained"] == 0
-    assert summary["reused"] == promoted_run["trained"] + promoted_run["reused"]
-    assert time.monotonic() - t0 < promoted_run["seconds"]
-    numbers = {r["arm"]: r["test_acc"] for r in promoted_run["table"]}
-    assert {r["arm"]: r["test_acc"] for r in summary["table"]} == numbers
-    assert summary["version"] == first_version
-    model = c.get_registered_model(summary["model_name"])
-    assert model.aliases["champion"] == first_version
-    after = c.search_model_versions(f"name = '{promoted_run['model_name']}'")
-    assert len(after) == len(before)
+    on_dask = dask_runner.run_on_dask(params, n_workers=2)
+    t_dask = time.monotonic() - t0
+    print(f"default runner {t_threads:.1f} s, local Dask (2 workers × 1 thread) {t_dask:.1f} s")
+
+    assert on_dask["trained"] > 0 and on_dask["reused"] == 0 and on_dask["resumed"] == 0
+    # the Dask run really wrote its stages into its own bucket
+    from warmstart import storage
+
+    assert any(
+        k.endswith("result.json")
+        for k in storage.list_keys(storage.uri("checkpoints/", bucket=bucket))
+    )
+    assert _numbers(on_dask) == _numbers(threads)
+    assert on_dask["verdict"] == threads["verdict"]
+
+    # an existing cluster whose workers see another bucket is refused before any work
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        assert dask_runner.check_worker_env(cluster.scheduler_address) == 1
+        monkeypatch.setenv("WARMSTART_BUCKET", "somewhere-else")  # the workers keep theirs
+        with pytest.raises(ConfigError, match="WARMSTART_BUCKET"):
+            dask_runner.run_on_dask(params, address=cluster.scheduler_address)
