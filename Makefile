@@ -8,7 +8,9 @@ STAMP := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
 # Test files run in parallel worker processes (each with its own local stack): most of a test's
 # wall time here is waiting on the services, so 3 workers finish well ahead of 1 even on 2 cores.
-# `make test TEST_WORKERS=0` runs everything in one process.
+# `make test TEST_WORKERS=0` runs everything in one process. Files go out heaviest first
+# (tests/conftest.py HEAVIEST_FIRST; --no-loadscope-reorder keeps that order), and every run
+# ends with its 25 slowest tests (--durations=25), to keep that list current.
 TEST_WORKERS ?= 3
 
 .PHONY: install demo test up down status lint format deploy e2e e2e-deps
@@ -31,7 +33,7 @@ demo: $(STAMP)
 # The real-browser test needs Debian's chromium (installed once by infra/install-browser.sh;
 # Playwright never downloads a browser here).
 test: $(STAMP) e2e-deps
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 e2e-deps:
 	@bash infra/install-browser.sh || echo "warning: chromium could not be installed; the browser test will be skipped"
