@@ -41,6 +41,7 @@ FORM = {
     "Seeds": "1",
     "Pretrain Epochs": "2",
     "Finetune Epochs": "3",
+    "Confirm Seeds": "2",  # the fewest the gate's interval takes (the default 5 trains 6 more)
 }
 STRATEGIES_KEPT = ["supervised"]
 TRANSFER_MODES = ["linear_probe"]
@@ -293,6 +294,7 @@ def test_custom_run_from_prefect_ui_shows_up_in_mlflow_ui(stack, deployed, brows
             assert p["strategies"] == STRATEGIES_KEPT, p["strategies"]
             assert p["transfer_modes"] == TRANSFER_MODES, p["transfer_modes"]
             assert (p["seeds"], p["pretrain_epochs"], p["finetune_epochs"]) == (1, 2, 3), p
+            assert p["confirm_seeds"] == 2, p
             assert p["keep_candidates"] is True, p
             page.wait_for_timeout(500)  # let the route's fade-in finish for the screenshot
 
