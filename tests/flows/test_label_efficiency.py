@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import httpx
 import pytest
@@ -14,14 +15,23 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def swept(stack):
+def swept(stack, tmp_path_factory):
+    """The sweep in a bucket and WARMSTART_HOME of its own: the pipeline caches finished stages by
+    their inputs, and other files' runs on this worker's stack (the same digits pretrained for 2
+    epochs, in whatever order the files ran) would otherwise be reused here."""
+    from warmstart import storage
     from warmstart.flows.label_efficiency import label_efficiency
 
     params = SweepParams(
         **{**configs.TINY, "k_shot": 1, "seeds": 2, "pretrain_epochs": 2, "finetune_epochs": 3},
         k_values=[1, 5],
     )
-    return label_efficiency(params)
+    bucket = f"warmstart-sweep-{uuid.uuid4().hex[:6]}"
+    storage.ensure_bucket(bucket)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WARMSTART_BUCKET", bucket)
+        mp.setenv("WARMSTART_HOME", str(tmp_path_factory.mktemp("sweep-home")))
+        return label_efficiency(params)
 
 
 def test_every_arm_at_every_k(swept):
