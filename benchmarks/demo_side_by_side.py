@@ -4,13 +4,16 @@ Each side gets its own checkout (`git archive REV`; the new side is this working
 stack (`WARMSTART_HOME` under --out, the default ports, stopped afterwards) and so its own
 bucket: nothing is reused across sides. Each side runs `python -m warmstart.cli up`, then
 `python -m warmstart.cli run --k-shot K` from its checkout (`python -m` puts the checkout first
-on `sys.path`, so each side runs its own code), while a sampler reads `/proc/stat` every second.
+on `sys.path`, and a `sitecustomize` remaps the editable install's `warmstart.tasks`, `.flows`,
+`.models` and `.infra` to the checkout, so each side runs its own code), while a sampler reads
+`/proc/stat` every second.
 
 Per side it records: the flow's wall time (Prefect), the slot overhead and the training tasks'
 timeline (`demo_overhead.py`'s measures), the `run` process tree's CPU seconds, the whole
 machine's mean CPU utilisation over the run (all cores = 100%), and the verdict line. It writes
-`<out>/results.json` and the timeline plot `<out>/timeline.png` (one panel per side: each
-training task as a bar in its lane, the machine's CPU utilisation over it).
+`<out>/results.json` (every run so far) and the timeline plot `<out>/timeline.png` (each side's
+latest run, one panel per side: each training task as a bar in its lane, the machine's CPU
+utilisation over it).
 
     python benchmarks/demo_side_by_side.py --old f5d3772 --k-shot 10 --rounds 1
     python benchmarks/demo_side_by_side.py --plot-only        # redraw from results.json
@@ -299,7 +302,8 @@ def main() -> None:
                 results.append(measure_side(name, rev, args.k_shot, args.out, tag))
                 store.write_text(json.dumps(results, indent=1))
                 print(table(results[-1:]), flush=True)
-    plot(results, args.out / "timeline.png")
+    latest = {r["side"]: r for r in results}  # the plot: each side's latest run, old first
+    plot(sorted(latest.values(), key=lambda r: r["side"] != "old"), args.out / "timeline.png")
     print(table(results))
 
 
