@@ -37,6 +37,7 @@ from warmstart.stages.weights import (
 )
 
 WEIGHTS = "backbone.safetensors"
+HEAD = "head.safetensors"  # the supervised strategy's classifier over the source's classes
 
 
 def pretrain_config(params: PipelineParams, strategy: str) -> models.PretrainConfig:
@@ -104,6 +105,10 @@ class PretrainProvider(SourceProvider):
         cfg = pretrain_config(params, label)
         save_state(stage_dir / WEIGHTS, result.backbone_state)
         store.push(write_learned(stage_dir, learned(used, pool, job)))
+        head_uri = ""
+        if result.head_state:
+            save_state(stage_dir / HEAD, result.head_state)
+            head_uri = store.push(stage_dir / HEAD)
         artifacts = {}
         for name, image in (result.artifacts or {}).items():
             save_png(stage_dir / f"{name}.png", image)
@@ -119,6 +124,7 @@ class PretrainProvider(SourceProvider):
             artifacts=artifacts,
             images=int(images.num_examples if streamed(images) else len(images)),
             stage=stage_record(store, result, config_dict(cfg)),
+            head_uri=head_uri,
         )
         store.finish(source.to_dict())
         return source
