@@ -3,6 +3,8 @@
 Supervised strategies train on the labelled source; label-free ones (gan, autoencoder) on the
 source, the target's unlabelled pool, or both (``unsupervised_data``). Cached in S3 by the hashes
 of everything it is computed from, and resumed from its last epoch checkpoint when interrupted.
+A supervised strategy's classifier over the source's classes is stored beside the trunk
+(``head.safetensors``, ``SourceModel.head_uri``) for the ranking's LEEP and NCE.
 """
 
 from __future__ import annotations

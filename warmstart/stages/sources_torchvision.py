@@ -7,6 +7,8 @@ the mirror, the torch.hub cache or (where allowed) a torchvision download, throu
 weights API, and every arm and scratch use the backbone ``torchvision:<model>`` (the parameters
 set it from the source). The weights' mean/std normalise inside the model; a grey target is
 repeated to three channels. Provenance ``lineage.*`` keys become the registered version's tags.
+The weights' ImageNet classifier, where it is one linear layer on the pooled features, is stored
+beside the trunk (``SourceModel.head_uri``): the ranking's LEEP and NCE read it; arms replace it.
 """
 
 from __future__ import annotations
