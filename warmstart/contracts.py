@@ -226,6 +226,10 @@ class SourceModel(_Json):
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> s3:// PNG (samples, …)
     images: int = 0  # images it was pretrained on (0: not pretrained here)
     stage: StageRecord | None = None  # the pretraining stage, when one ran
+    # s3:// safetensors holding the source's own classifier over its source classes
+    # (``head.weight``, ``head.bias``; other keys ignored), "" when it has none: LEEP and NCE
+    # read it; every arm replaces the head
+    head_uri: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

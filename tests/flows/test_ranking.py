@@ -8,6 +8,7 @@ pruned candidate named with its score, and the ranking's pretraining reused (pai
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 
 import pytest
@@ -56,6 +57,11 @@ def test_rank_three_candidates_end_to_end(stack, tmp_path):
         assert r["images"]["train"] == 25  # k=5 × 5 classes; validation only besides
         pretrained_here = r["provider"] == "pretrain"
         assert (r["pretrain_seconds"] > 0 or r["pretrain_reused"]) == pretrained_here
+        # every candidate here has its own classifier: the supervised pretrainings' heads over
+        # their source classes, resnet18's fc over ImageNet's: LEEP and NCE are numbers
+        leep, nce = r["scores"]["leep"], r["scores"]["nce"]
+        assert isinstance(leep, float) and math.isfinite(leep) and leep < 0.0, r
+        assert isinstance(nce, float) and math.isfinite(nce) and nce <= 0.0, r
     line = f"chosen: {ranked[0]['name']}, by {DEFAULT_SCORE}, on validation"
     assert out["line"] == line
     run = MlflowClient().get_run(out["mlflow_run_id"])

@@ -3,6 +3,8 @@
 Supervised strategies train on the labelled source; label-free ones (gan, autoencoder) on the
 source, the target's unlabelled pool, or both (``unsupervised_data``). Cached in S3 by the hashes
 of everything it is computed from, and resumed from its last epoch checkpoint when interrupted.
+A supervised strategy's classifier over the source's classes is stored beside the trunk
+(``head.safetensors``, ``SourceModel.head_uri``) for the ranking's LEEP and NCE.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from warmstart.stages.weights import (
 )
 
 WEIGHTS = "backbone.safetensors"
+HEAD = "head.safetensors"  # the supervised strategy's classifier over the source's classes
 
 
 def pretrain_config(params: PipelineParams, strategy: str) -> models.PretrainConfig:
@@ -105,6 +108,10 @@ class PretrainProvider(SourceProvider):
         cfg = pretrain_config(params, label)
         save_state(stage_dir / WEIGHTS, result.backbone_state)
         store.push(write_learned(stage_dir, learned(used, pool, job)))
+        head_uri = ""
+        if result.head_state:
+            save_state(stage_dir / HEAD, result.head_state)
+            head_uri = store.push(stage_dir / HEAD)
         artifacts = {}
         for name, image in (result.artifacts or {}).items():
             save_png(stage_dir / f"{name}.png", image)
@@ -120,6 +127,7 @@ class PretrainProvider(SourceProvider):
             artifacts=artifacts,
             images=int(images.num_examples if streamed(images) else len(images)),
             stage=stage_record(store, result, config_dict(cfg)),
+            head_uri=head_uri,
         )
         store.finish(source.to_dict())
         return source
