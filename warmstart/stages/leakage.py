@@ -191,25 +191,36 @@ def uses_target_pool(params: PipelineParams) -> bool:
     return any(data_needs(s, params)[1] for s in params.strategies)
 
 
-def check_job(job: Job, source_hash: str | None) -> LeakageReport:
-    """The run's check: the ingested source (if any) and, when a strategy pretrains on it, the
-    target pool, against the stored split's validation and test images. A source above the
-    in-memory limit is read shard by shard (``open_dataset``), never whole."""
+def check_job(job: Job, source_hash: str | None | tuple[str | None, ...]) -> LeakageReport:
+    """The run's check: each ingested source (a hash, or one per planned source) and, when a
+    strategy pretrains on it, the target pool, against the stored split's validation and test
+    images. A source above the in-memory limit is read shard by shard (``open_dataset``)."""
+    hashes = source_hash if isinstance(source_hash, tuple) else (source_hash,)
     target, split = open_dataset(job.target.hash), load_splits(job.split.hash)
     images = {"test": target.images[split.test], "validation": target.images[split.val]}
-    source = None
-    if source_hash is not None and job.source.needs_dataset:
-        ds = open_dataset(source_hash)
-        source = ds.images if ds.in_memory else ds.images.chunks()
     pool = None
-    if uses_target_pool(job.params):
+    if any(uses_target_pool(job.plan.only(i).params) for i in range(len(hashes))):
         pool = target.images[np.union1d(split.train, split.unlabelled)]
-    found = check(images, source=source, pool=pool).overlaps
-    labels = 0
-    for seen in job.source.learned_from:
-        found += tuple(learned_overlaps(seen, job, images, split))
-        labels += learned_labels(seen, job)
+    found, labels = (), 0
+    for planned, hash_ in zip(job.plan.sources, hashes, strict=True):
+        source = None
+        if hash_ is not None and planned.needs_dataset:
+            ds = open_dataset(hash_)
+            source = ds.images if ds.in_memory else ds.images.chunks()
+        found += check(images, source=source, pool=pool).overlaps
+        pool = None  # the target pool is checked once
+        for seen in planned.learned_from:
+            found += tuple(learned_overlaps(seen, job, images, split))
+            labels += learned_labels(seen, job)
     return LeakageReport(found, labels)
+
+
+def labels_by_source(job: Job) -> tuple[int, ...]:
+    """Per planned source of a run with several: this split's labelled images its weights
+    already learned (``learned_labels``); empty for one source (``LeakageReport`` has it)."""
+    if len(job.plan.sources) == 1:
+        return ()
+    return tuple(sum(learned_labels(s, job) for s in p.learned_from) for p in job.plan.sources)
 
 
 def learned_labels(seen: LearnedFrom, job: Job) -> int:
