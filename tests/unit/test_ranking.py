@@ -24,6 +24,7 @@ from warmstart.ranking import features
 from warmstart.ranking.order import CandidateScore, Ranking, pruned_line, rank
 from warmstart.source_names import source_names
 from warmstart.stages import arm_specs, make_plan
+from warmstart.stages.leakage import source_whats
 
 MNIST = "builtin:mnist-5k?crop=content"
 
@@ -129,6 +130,9 @@ def test_pruning_to_candidates_of_two_sources_plans_both_in_one_run():
         MNIST,
     )
     assert job.of(None) == (job, None)
+    # the leakage guard names each source's overlaps as its arms do
+    assert source_whats(job) == ["source noise", "source mnist-5k"]
+    assert source_whats(mine) == ["source"]
 
 
 def test_one_source_keeps_its_labels_as_they_are():
