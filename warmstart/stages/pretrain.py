@@ -28,7 +28,7 @@ from warmstart.stages.sources import (
 )
 from warmstart.stages.weights import (
     Report,
-    epoch_pusher,
+    epoch_uploads,
     mark_reused,
     no_report,
     save_png,
@@ -85,18 +85,19 @@ class PretrainProvider(SourceProvider):
 
     def _train(self, label, dataset, job, cfg, images, labels, store, stage_dir, report):
         params, target = job.params, job.target
-        return models.pretrain(
-            label,
-            backbone=params.backbone,
-            in_channels=target.channels,
-            image_size=tuple(target.size),
-            images=images,
-            labels=labels,
-            num_classes=dataset.num_classes if labels is not None else None,
-            config=cfg,
-            checkpoint_dir=stage_dir / "ckpt",
-            on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
-        )
+        with epoch_uploads(store, stage_dir / "ckpt", report) as on_epoch_end:
+            return models.pretrain(
+                label,
+                backbone=params.backbone,
+                in_channels=target.channels,
+                image_size=tuple(target.size),
+                images=images,
+                labels=labels,
+                num_classes=dataset.num_classes if labels is not None else None,
+                config=cfg,
+                checkpoint_dir=stage_dir / "ckpt",
+                on_epoch_end=on_epoch_end,
+            )
 
     def _store(self, label, dataset, used, job, pool, images, provenance, result, store):
         """The trained backbone, its images and ``learned.json``, then (last) ``result.json``."""
