@@ -23,6 +23,8 @@ from warmstart.tasks import pipeline as t
 from warmstart.tasks.leakage import check_leakage
 from warmstart.tasks.stage_runs import StageStopped
 
+Datasets = tuple[DatasetRef | None, ...]  # per planned source: its ingested dataset, if any
+
 
 def plan_of(params: PipelineParams, plan: RunPlan | None) -> RunPlan:
     """The plan the CLI made and submitted, or (a deployment, the UI) one made here: the one
@@ -30,24 +32,29 @@ def plan_of(params: PipelineParams, plan: RunPlan | None) -> RunPlan:
     return plan if plan is not None else t.validate_params(params)
 
 
-def prepare(plan: RunPlan, kind: str) -> tuple[Job, DatasetRef | None]:
-    """Ingest the target (and the source, when its provider pretrains on a dataset), open the
+def prepare(plan: RunPlan, kind: str) -> tuple[Job, Datasets]:
+    """Ingest the target (and each source whose provider pretrains on a dataset), open the
     MLflow parent run, make the split at the plan's first k and log the inputs."""
     target = t.ingest(plan.target, "target")
-    source = None
-    if plan.source.needs_dataset:
-        source = t.ingest(plan.source.spec, "source", like=target)
+    datasets = tuple(
+        t.ingest(s.spec, "source", like=target) if s.needs_dataset else None for s in plan.sources
+    )
     k = plan.k_values[0]
     run = t.open_tracking(plan.at(k), target, str(flow_run.get_id() or "local"), kind)
     job = Job(plan=plan, target=target, split=t.make_splits(target, plan, k), run=run)
-    t.log_inputs(job, source)
-    job = check_leakage(job, source)  # before any training: refuse (or mark) a leaky run
-    return job, source
+    t.log_inputs(job, next((d for d in datasets if d is not None), None))
+    # before any training: refuse (or mark) a leaky run, every source checked
+    job = check_leakage(job, datasets[0] if len(datasets) == 1 else datasets)
+    return job, datasets
 
 
-def submit_sources(job: Job, dataset: DatasetRef | None) -> dict[str, PrefectFuture]:
-    """One source model per label of the source's provider (one pretraining per strategy)."""
-    return {label: t.pretrain_source.submit(label, dataset, job) for label in job.source.labels}
+def submit_sources(job: Job, datasets: Datasets) -> dict[str, PrefectFuture]:
+    """One source model per label of the run (one pretraining per strategy of each dataset
+    source), keyed by the run's label (``RunPlan.labels``)."""
+    return {
+        label: t.pretrain_source.submit(label, datasets[i], job)
+        for label, (i, _) in job.plan.labels.items()
+    }
 
 
 def submit_arms(sources: dict[str, PrefectFuture], job: Job) -> list[PrefectFuture]:
@@ -92,13 +99,16 @@ def train_all(sources: dict[str, PrefectFuture], job: Job) -> list[ArmResult]:
 def train_confirmation(
     specs: list[ArmSpec],
     sources: dict[str, PrefectFuture],
-    dataset: DatasetRef | None,
+    datasets: Datasets,
     job: Job,
 ) -> list[ArmResult]:
     """The chosen arm and scratch on the confirmation seeds; the target-pool-only control arms
     get their own pretraining (the same strategy on the target pool alone)."""
     labels = {s.strategy for s in specs if s.arm.startswith(TARGET_POOL_CONTROL) and s.strategy}
-    pool = {label: t.pretrain_pool_only.submit(label, dataset, job) for label in sorted(labels)}
+    pool = {
+        label: t.pretrain_pool_only.submit(label, datasets[job.plan.labels[label][0]], job)
+        for label in sorted(labels)
+    }
     arms = [
         t.arm_task(spec).submit(
             spec,

@@ -22,7 +22,7 @@ def run_name() -> str:
     plan = flow_run.parameters.get("plan")
     if isinstance(plan, dict):
         plan = RunPlan.from_dict(plan)
-    sources = ",".join(plan.source.labels) if plan else params.source.split("?")[0]
+    sources = ",".join(plan.labels) if plan else params.source.split("?")[0]
     target = params.target.split("?")[0].split(":")[-1].rstrip("/").rsplit("/", 1)[-1]
     k = getattr(params, "k_values", None) or params.k_shot
     return (

@@ -24,8 +24,8 @@ def label_efficiency(
 ) -> dict:
     """Accuracy vs k for every strategy × transfer mode, scratch and the controls (mean ± 95% CI)."""
     plan = plan_of(params, plan)  # validated whole: every k fits before any work starts
-    job, dataset = prepare(plan, "label_efficiency")
-    sources = submit_sources(job, dataset)
+    job, datasets = prepare(plan, "label_efficiency")
+    sources = submit_sources(job, datasets)
     per_k, results = [], []
     for k in plan.k_values:
         job_k = replace(job, split=t.make_splits(job.target, plan, k, cleaned=job.split))
@@ -33,6 +33,7 @@ def label_efficiency(
         results += done
         per_k.append(s.evaluate_k(k, done, job_k))
     source_models = sources_by_label(sources)
+    dataset = datasets[0]
     title = f"label efficiency: {dataset.name if dataset else job.source.spec} → {job.target.name}"
     return s.report(
         per_k, results, list(source_models.values()), job.run, title, target=job.target.name

@@ -39,11 +39,11 @@ def transfer_pipeline(
     the same data and an equal search, choose on validation, confirm on fresh seeds, and promote a
     model in MLflow only if it really beats scratch there."""
     started = time.time()
-    job, dataset = prepare(plan_of(params, plan), "pipeline")
-    sources = submit_sources(job, dataset)
+    job, datasets = prepare(plan_of(params, plan), "pipeline")
+    sources = submit_sources(job, datasets)
     results = train_all(sources, job)
     choice, specs = c.choose(results, job)  # the gate's protocol: chosen on validation
-    confirmed = train_confirmation(specs, sources, dataset, job)
+    confirmed = train_confirmation(specs, sources, datasets, job)
     source_models = sources_by_label(sources)
     evaluation, rows = p.evaluate(results, source_models, job)
     gate, confirm_rows, record = c.evaluate_confirmation(

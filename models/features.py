@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from torch import nn
 
 from .augment import to_float
+from .errors import ModelError
+
+HEAD = "head."  # a Backbone's classifier keys in a full state dict: head.weight, head.bias
+
+
+def source_head(state: Mapping[str, torch.Tensor], width: int) -> nn.Linear | None:
+    """The source's own classifier (`head.weight` (classes, width), `head.bias`) out of a state
+    dict, as an `nn.Linear` over the trunk's pooled features; None when `state` holds none, or
+    a one-output head (a GAN discriminator's real/fake logit: no source classes). ModelError
+    when its width is not the trunk's `width` (the head belongs to another backbone)."""
+    weight, bias = state.get(HEAD + "weight"), state.get(HEAD + "bias")
+    if weight is None or weight.ndim != 2 or weight.shape[0] < 2:
+        return None
+    classes, fan_in = (int(n) for n in weight.shape)
+    if fan_in != width or bias is None or tuple(bias.shape) != (classes,):
+        got = None if bias is None else tuple(bias.shape)
+        raise ModelError(
+            f"source head: weight {tuple(weight.shape)}, bias {got} do not fit a trunk of "
+            f"{width} features; store the head of the same backbone"
+        )
+    head = nn.Linear(fan_in, classes)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head
 
 
 def _device(module: nn.Module) -> torch.device:

@@ -33,6 +33,8 @@ class PretrainResult:
     epochs_done: int = 0
     resumed_from: int | None = None  # epoch the run resumed after, None for a fresh run
     images_per_second: float = 0.0  # training images per second of training time
+    # the classifier over the source's classes (head.weight, head.bias), when the strategy has one
+    head_state: dict[str, torch.Tensor] | None = None
 
 
 class _StrategyTask(EpochTask):
@@ -119,8 +121,7 @@ def pretrain(
         "data": images.fingerprint if streamed else fingerprint(images, labels),
         "config": identity_dict(config),
     }
-    task = _StrategyTask(strat, data, ident)
-    progress = run_epochs(task, config, checkpoint_dir, on_epoch_end)
+    progress = run_epochs(_StrategyTask(strat, data, ident), config, checkpoint_dir, on_epoch_end)
     return PretrainResult(
         backbone_state=strat.backbone_state(),
         history=progress.history,
@@ -129,4 +130,5 @@ def pretrain(
         epochs_done=len(progress.history),
         resumed_from=progress.resumed_from,
         images_per_second=progress.images_per_second,
+        head_state=strat.head_state(),
     )

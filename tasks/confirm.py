@@ -30,7 +30,7 @@ from warmstart.tasks.promote import log_arm_runs
 def needs_pool_control(plan: protocol.Plan, job: Job) -> bool:
     """The chosen arm pretrained on the source and the target pool (GAN, autoencoder with
     ``unsupervised_data="both"``): its gain is split by a target-pool-only control."""
-    strategy = plan.candidate.strategy
+    job, strategy = job.of(plan.candidate.strategy)  # the chosen arm's own source
     if not job.params.source_control or strategy is None or job.params.confirm_seeds < 2:
         return False
     if not job.source.needs_dataset:
@@ -77,7 +77,8 @@ def evaluate_confirmation(
     With ``selection`` (the selection seeds' evaluation), ``predictions.parquet`` is replaced
     by every seed of both phases, the gate's rows marked (``promotion.recompute``)."""
     seeds = sorted({r.seed for r in confirmed}) or plan.selection_seeds
-    labels = labels_used(job, sorted(set(plan.selection_seeds) | set(seeds)))
+    mine, _ = job.of(plan.candidate.strategy)  # the labels its own source already learned
+    labels = labels_used(mine, sorted(set(plan.selection_seeds) | set(seeds)))
     if not confirmed:
         record = guard_record(protocol.protocol_record(plan, None, labels), job)
         _log_predictions(job, selection, None, plan)

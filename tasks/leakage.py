@@ -21,12 +21,15 @@ from warmstart.tasks.pipeline import IO_RETRIES
 
 
 @task(name="check-leakage", cache_policy=NO_CACHE, **IO_RETRIES)
-def check_leakage(job: Job, source: DatasetRef | None) -> Job:
-    """Compare the source and the unsupervised pool with the target's validation and test
-    images; raise ``LeakageError`` on overlap above the tolerance unless ``allow_leakage``; else
-    the job on the split less the flagged images (an allowed leaky run keeps its split whole:
-    it measures memory, and is never promoted)."""
-    report = leakage.check_job(job, source.hash if source else None)
+def check_leakage(job: Job, source: DatasetRef | None | tuple[DatasetRef | None, ...]) -> Job:
+    """Compare the source (or one per planned source) and the unsupervised pool with the
+    target's validation and test images; raise ``LeakageError`` on overlap above the tolerance
+    unless ``allow_leakage``; else the job on the split less the flagged images (an allowed
+    leaky run keeps its split whole: it measures memory, and is never promoted)."""
+    many = source if isinstance(source, tuple) else (source,)
+    report = leakage.check_job(job, tuple(d.hash if d else None for d in many))
+    source = next((d for d in many if d is not None), None)
+    counts = {"labels_by_source": leakage.labels_by_source(job)}
     run_id, logger = job.run.run_id, get_run_logger()
     tracking.log_metrics(run_id, report.metrics())
     tracking.set_tags(
@@ -43,10 +46,12 @@ def check_leakage(job: Job, source: DatasetRef | None) -> Job:
     if blocked:
         logger.warning("running with --allow-leakage: the candidate will not be promoted")
         tracking.set_tags(run_id, {"leakage_allowed": "true"})
-        return dataclasses.replace(job, leakage=blocked, source_labels=report.source_labels)
+        return dataclasses.replace(
+            job, leakage=blocked, source_labels=report.source_labels, **counts
+        )
     split = leakage.remove_flagged(job, report)
     log_removed(job, split, report)
-    return dataclasses.replace(job, split=split, source_labels=report.source_labels)
+    return dataclasses.replace(job, split=split, source_labels=report.source_labels, **counts)
 
 
 def log_removed(job: Job, split: SplitRef, report: leakage.LeakageReport) -> None:

@@ -110,7 +110,8 @@ def log_inputs(job: Job, source: DatasetRef | None) -> None:
 
 @task(name="pretrain-source", task_run_name="pretrain-source[{label}]", **TRAIN_OPTS)
 def pretrain_source(label: str, dataset: DatasetRef | None, job: Job) -> SourceModel:
-    """Resolve one source model through the source's provider (pretraining, for datasets)."""
+    """Resolve one source model through the source's provider (pretraining, for datasets);
+    ``label`` is the run's (``RunPlan.labels``), ``dataset`` that source's."""
     return _pretrain(label, dataset, job, f"pretrain-source[{label}]")
 
 
@@ -131,7 +132,8 @@ def pretrain_pool_only(label: str, dataset: DatasetRef | None, job: Job) -> Sour
     )
 
 
-def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> SourceModel:
+def _pretrain(run_label: str, dataset: DatasetRef | None, job: Job, name: str) -> SourceModel:
+    job, label = job.of(run_label)  # that source's own plan and the provider's label
     provider = stages.provider_of(job.source)
     epochs = (
         job.params.pretrain_epochs if job.source.needs_dataset else 0
@@ -156,6 +158,7 @@ def _pretrain(label: str, dataset: DatasetRef | None, job: Job, name: str) -> So
 @task(name="train-arm", task_run_name="{spec.stage}[{spec.arm}/seed={spec.seed}]", **TRAIN_OPTS)
 def train_arm(spec: ArmSpec, source: SourceModel | None, job: Job) -> ArmResult:
     """Train one arm at one seed (a transfer arm, a point of scratch's grid, or a control)."""
+    job, _ = job.of(spec.strategy)  # a transfer arm reads its own source's plan
     name = f"{spec.stage}[{spec.arm}/seed={spec.seed}]"
     params = {
         "arm": spec.arm,

@@ -98,12 +98,13 @@ def register_and_promote(
     evaluation, rows = scored
     served, model, x_test = _served_model(evaluation, results, job)
     source = sources.get(served.spec.strategy or "")
+    mine, _ = job.of(served.spec.strategy)  # its own source: tags and card name the right one
     if job.params.register_model:
         outcome = promotion.promote(
             evaluation,
             served,
             model,
-            job=job,
+            job=mine,
             source=source,
             example=x_test[:4],
             score_version=promotion.test_set_scorer(x_test, np.asarray(evaluation.y_test)),
@@ -124,7 +125,7 @@ def register_and_promote(
     stage_records = [r.stage for r in results] + [s.stage for s in sources.values() if s.stage]
     if outcome is not None and outcome.version:
         wall = time.time() - started
-        publish_card(evaluation, decision, outcome, rows, stage_records, job, wall)
+        publish_card(evaluation, decision, outcome, rows, stage_records, mine, wall)
     publish(decision, outcome, rows, job, time.time() - started)
     summary = flow_summary(decision, outcome, rows, stage_records, job)
     summary["event"] = emit_verdict(decision, outcome, summary["model_name"], job)["event"]

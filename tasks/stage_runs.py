@@ -169,11 +169,12 @@ def log_pipeline_inputs(job: Job, source: DatasetRef | None) -> None:
     tags = {
         "target_dataset_hash": job.target.hash,
         "split_hash": split.hash,
-        "source_spec": job.source.spec,
+        "source_spec": ", ".join(s.spec for s in job.plan.sources),
         "target_spec": job.target.spec,
     }
     if source is not None:
         tags["source_dataset_hash"] = source.hash
+    if source is not None and len(job.plan.sources) == 1:
         tags["source_spec"] = source.spec
     tracking.set_tags(run_id, tags)
 

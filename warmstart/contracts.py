@@ -1,21 +1,17 @@
 """Typed contracts between the pipeline's stages: the only things flows pass from task to task.
 
 One name per concept, frozen so a stage cannot change what another stage handed it:
-
 - ``DatasetRef``: an ingested dataset (content hash, geometry, classes) in the object store;
 - ``SplitRef``: the stored train/val/test/k-shot split of a target dataset;
-- ``SourceModel``: a backbone's weights with architecture, input spec and provenance — whatever
-  produced it (pretraining on a dataset, or another source provider);
-- ``ArmSpec`` / ``ArmResult``: one arm (transfer, scratch or control) at one seed, before and after
-  training;
+- ``SourceModel``: a backbone's weights with architecture, input spec and provenance;
+- ``ArmSpec`` / ``ArmResult``: one arm at one seed, before and after training;
 - ``RunContext``: the tracking ids a stage logs under;
 - ``RunPlan``: what the run will do, made once by validation before anything is ingested: the
   sources resolved to their providers and pinned, the target spec as it will be ingested, the
   split and the k values (``PlannedSource``, ``SplitPlan``);
 - ``Job``: what every stage shares — the plan, the target, its split and the run context.
-
-Each contract converts to and from plain JSON data (``to_dict`` / ``from_dict``), which is how a
-finished stage's record is stored in S3 (``result.json``) and read back on reuse.
+Each contract converts to and from plain JSON (``to_dict`` / ``from_dict``): a finished stage's
+``result.json`` in S3, read back on reuse.
 """
 
 from __future__ import annotations
@@ -26,6 +22,7 @@ from functools import cached_property
 from typing import Any, Self
 
 from warmstart.params import PipelineParams, SweepParams
+from warmstart.source_names import source_names
 
 SCRATCH = "scratch"
 CONTROL_PREFIX = "control/"
@@ -133,7 +130,7 @@ class RunPlan(_Json):
     ingested; the CLI prints it (``--dry-run``) and submits it, and every stage reads it."""
 
     params: PipelineParams  # as given, with ``source`` pinned and ``target`` = the target below
-    sources: tuple[PlannedSource, ...]  # one today; a list for several candidate sources
+    sources: tuple[PlannedSource, ...]  # several after ``run --sources … --top M``
     target: str  # the target spec as ingested (a source's input preset applied)
     split: SplitPlan
     k_values: tuple[int, ...]  # labelled images per class: one for a run, several for a sweep
@@ -142,6 +139,28 @@ class RunPlan(_Json):
     @property
     def source(self) -> PlannedSource:
         return self.sources[0]
+
+    @cached_property
+    def labels(self) -> dict[str, tuple[int, str]]:
+        """Each label of the run → (its source's index, the provider's label): one source's as
+        they are; several sources' as ``<source name>:<label>`` (two ``supervised`` kept apart)."""
+        if len(self.sources) == 1:
+            return {label: (0, label) for label in self.source.labels}
+        names = source_names([s.spec for s in self.sources])
+        return {
+            f"{name}:{label}": (i, label)
+            for i, (name, s) in enumerate(zip(names, self.sources, strict=True))
+            for label in s.labels
+        }
+
+    def only(self, i: int) -> RunPlan:
+        """The plan of source ``i`` alone (its spec, and its strategies for a dataset, in the
+        parameters): what a stage of that source's arms reads. A one-source plan is itself."""
+        if len(self.sources) == 1:
+            return self
+        s = self.sources[i]
+        update = {"source": s.spec} | ({"strategies": list(s.labels)} if s.needs_dataset else {})
+        return dataclasses.replace(self, params=self.params.model_copy(update=update), sources=(s,))
 
     def at(self, k: int) -> PipelineParams:
         """The parameters of the run at ``k`` (a sweep's point, or the run itself)."""
@@ -179,6 +198,7 @@ class Job:
     run: RunContext
     leakage: str | None = None  # the leakage guard's line when allowed to run: never promoted
     source_labels: int = 0  # labelled images of this split the source model already learned
+    labels_by_source: tuple[int, ...] = ()  # the same per planned source, when there are several
 
     @cached_property
     def params(self) -> PipelineParams:
@@ -187,6 +207,15 @@ class Job:
     @property
     def source(self) -> PlannedSource:
         return self.plan.source
+
+    def of(self, label: str | None) -> tuple[Job, str | None]:
+        """The job as the source behind run label ``label`` sees it (``RunPlan.only``), and the
+        provider's own label; a one-source job (or no label: scratch, a control) is itself."""
+        if label is None or len(self.plan.sources) == 1:
+            return self, label
+        i, own = self.plan.labels[label]
+        seen = self.labels_by_source[i] if self.labels_by_source else self.source_labels
+        return dataclasses.replace(self, plan=self.plan.only(i), source_labels=seen), own
 
 
 @dataclass(frozen=True)
@@ -226,6 +255,10 @@ class SourceModel(_Json):
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> s3:// PNG (samples, …)
     images: int = 0  # images it was pretrained on (0: not pretrained here)
     stage: StageRecord | None = None  # the pretraining stage, when one ran
+    # s3:// safetensors holding the source's own classifier over its source classes
+    # (``head.weight``, ``head.bias``; other keys ignored), "" when it has none: LEEP and NCE
+    # read it; every arm replaces the head
+    head_uri: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:

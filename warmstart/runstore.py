@@ -28,7 +28,7 @@ from warmstart.settings import state_dir
 
 PREFIX = "checkpoints"
 RESULT = "result.json"
-_PARTIAL = (".part", ".tmp")  # files being written: never uploaded, never trusted
+PARTIAL = (".part", ".tmp")  # files being written: never uploaded, never trusted
 
 
 @cache
@@ -143,13 +143,13 @@ class RunStore:
         storage.put_file(target, path)
         return str(target)
 
-    def push_checkpoint_dir(self, ckpt_dir: Path) -> None:
+    def push_checkpoint_dir(self, ckpt_dir: Path, files_from: Path | None = None) -> None:
         """Upload the checkpoint files that S3 lacks or holds differently (meta.json last).
         S3 is listed once per stage and process; later epochs compare with what this store
-        uploaded (one LIST fewer per epoch: the stage's prefix has one writer, its trainer)."""
-        files = sorted(
-            p for p in ckpt_dir.rglob("*") if p.is_file() and not p.name.endswith(_PARTIAL)
-        )
+        uploaded (one LIST fewer per epoch: the stage's prefix has one writer, its trainer).
+        ``files_from``: a snapshot of ``ckpt_dir`` (same layout) to read the files from."""
+        source = files_from or ckpt_dir
+        files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.endswith(PARTIAL))
         if self._pushed is None:  # the first epoch of this process: what S3 holds now
             self._pushed = {}
             for rel, info in self._remote().items():
@@ -159,10 +159,10 @@ class RunStore:
         for path in [p for p in files if p.suffix != ".json"] + [
             p for p in files if p.suffix == ".json"
         ]:
-            rel = path.relative_to(self.local).as_posix()
+            rel = (ckpt_dir / path.relative_to(source)).relative_to(self.local).as_posix()
             digest = storage.file_digest(path, "md5")
             if self._pushed.get(rel) != digest:
-                self.push(path)
+                storage.put_file(self._object(rel), path)
                 self._pushed[rel] = digest
 
     def finish(self, result: dict) -> dict:

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import safetensors.torch
@@ -47,14 +47,22 @@ class WeightsEntry:
 
 @dataclass(frozen=True)
 class Fetched:
-    """Weights ready for a source: the trunk state and where it came from."""
+    """Weights ready for a source: the trunk state, its classifier and where they came from."""
 
-    state: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor]  # the trunk (Backbone keys, no head)
     arch: str
     weights: str  # the enum (ResNet18_Weights.IMAGENET1K_V1) or the user's name
     sha256: str
     origin: str  # mirror | cache | download
     file_name: str
+    head: dict[str, torch.Tensor] = field(default_factory=dict)  # head.weight/bias ({}: none)
+
+    @classmethod
+    def split(cls, state: dict[str, torch.Tensor], *about: str) -> Fetched:
+        """From a state read `with_head`: the trunk and the `head.` keys apart."""
+        head = {k: v for k, v in state.items() if k.startswith("head.")}
+        trunk = {k: v for k, v in state.items() if k not in head}
+        return cls(trunk, *about, head=head)
 
 
 def allow_download() -> bool:
@@ -265,21 +273,20 @@ def fetch(model: str, weights: str | None = None) -> Fetched:
         entry = find_user(model, str(weights))
         assert entry is not None  # resolve_enum refused names that are not mirrored
         path = download(entry)
-        return Fetched(
-            tv.file_state_dict(model, path), model, entry.name, entry.sha256, "mirror", path.name
-        )
+        state = tv.file_state_dict(model, path, with_head=True)
+        return Fetched.split(state, model, entry.name, entry.sha256, "mirror", path.name)
     label = f"{type(enum).__name__}.{enum.name}"
     entry = mirrored_enum(enum)
     if entry is not None:
         path = download(entry)
-        state = tv.torchvision_state_dict(model, enum, model_dir=path.parent)
-        return Fetched(state, model, label, entry.sha256, "mirror", path.name)
+        state = tv.torchvision_state_dict(model, enum, model_dir=path.parent, with_head=True)
+        return Fetched.split(state, model, label, entry.sha256, "mirror", path.name)
     cached = tv.hub_cache_file(enum)
     origin = "cache" if cached.exists() else "download"
     if origin == "download" and not allow_download():
         raise ConfigError(missing_advice(model, enum))
-    state = tv.torchvision_state_dict(model, enum, allow_download=True)
-    return Fetched(state, model, label, storage.file_digest(cached), origin, cached.name)
+    state = tv.torchvision_state_dict(model, enum, allow_download=True, with_head=True)
+    return Fetched.split(state, model, label, storage.file_digest(cached), origin, cached.name)
 
 
 def resolve_enum(model: str, weights: str | None) -> WeightsEnum | None:

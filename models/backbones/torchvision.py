@@ -286,6 +286,19 @@ def backbone_state(model: str, state: Mapping[str, torch.Tensor]) -> dict[str, t
     return {f"net.{k}": v for k, v in theirs.items()}
 
 
+def classifier_state(model: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights' own classifier (ImageNet's 1,000 classes) as the Backbone's head keys
+    (`head.weight`, `head.bias`) when it is one linear layer on the trunk's pooled features (fc,
+    classifier.N, heads.head…); {} when it is not (squeezenet's conv over the feature maps) or
+    the state dict lacks it. LEEP and NCE read it; the arms replace it."""
+    net, width = shape_net(model)
+    path = net.classifier_path
+    weight, bias = state.get(f"{path}.weight"), state.get(f"{path}.bias")
+    if weight is None or bias is None or weight.ndim != 2 or weight.shape[1] != width:
+        return {}
+    return {"head.weight": weight, "head.bias": bias}
+
+
 def hub_cache_file(weights: WeightsEnum) -> Path:
     """Where torch.hub keeps (and `get_state_dict` reads) `weights`: TORCH_HOME/hub/checkpoints."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
@@ -303,11 +316,13 @@ def torchvision_state_dict(
     *,
     model_dir: Path | None = None,
     allow_download: bool = False,
+    with_head: bool = False,
 ) -> dict[str, torch.Tensor]:
     """`model`'s trunk state (Backbone keys) from its weights `weights` (default: DEFAULT), read
     through torchvision's own API: `weights.get_state_dict(weights_only=True)` from the torch.hub
     cache, or from `model_dir` holding the file under the same name. Without `allow_download`,
-    a missing file is a CheckpointError naming the path it should be at (nothing is fetched)."""
+    a missing file is a CheckpointError naming the path it should be at (nothing is fetched).
+    `with_head`: the classifier too, as `head.` keys (`classifier_state`), where it has one."""
     enum = weights_enum(model, weights)
     where = model_dir if model_dir is not None else hub_cache_file(enum).parent
     if not (where / Path(enum.url).name).exists() and not allow_download:
@@ -315,12 +330,13 @@ def torchvision_state_dict(
     state = enum.get_state_dict(
         model_dir=str(where), progress=False, check_hash=True, weights_only=True, map_location="cpu"
     )
-    return backbone_state(model, state)
+    head = classifier_state(model, state) if with_head else {}
+    return backbone_state(model, state) | head
 
 
-def file_state_dict(model: str, file: Path) -> dict[str, torch.Tensor]:
+def file_state_dict(model: str, file: Path, with_head: bool = False) -> dict[str, torch.Tensor]:
     """`model`'s trunk state from a weights file of one's own, read by the torch.hub loader
-    (`weights_only=True`), like a cached download."""
+    (`weights_only=True`), like a cached download (`with_head`: its classifier too)."""
     state = torch.hub.load_state_dict_from_url(
         file.resolve().as_uri(),
         model_dir=str(file.parent),
@@ -328,7 +344,8 @@ def file_state_dict(model: str, file: Path) -> dict[str, torch.Tensor]:
         map_location="cpu",
         weights_only=True,
     )
-    return backbone_state(model, state)
+    head = classifier_state(model, state) if with_head else {}
+    return backbone_state(model, state) | head
 
 
 BACKBONES.register_family(PREFIX, torchvision_backbone_class)

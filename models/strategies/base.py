@@ -145,3 +145,8 @@ class Strategy:
     def backbone_state(self) -> dict[str, torch.Tensor]:
         """The pretrained trunk's weights (no head), loadable into get_backbone(...)."""
         raise NotImplementedError
+
+    def head_state(self) -> dict[str, torch.Tensor] | None:
+        """The classifier over the source's classes (`head.weight`, `head.bias`, CPU) where the
+        strategy trains one (supervised); None for label-free strategies."""
+        return None

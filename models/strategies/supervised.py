@@ -54,3 +54,8 @@ class Supervised(Strategy):
 
     def backbone_state(self) -> dict[str, torch.Tensor]:
         return self.model.trunk_state_dict()
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        return {
+            f"head.{k}": v.detach().cpu().clone() for k, v in self.model.head.state_dict().items()
+        }

@@ -14,7 +14,12 @@ from warmstart.contracts import DatasetRef, Job, RunContext, SplitRef
 from warmstart.errors import ConfigError
 from warmstart.params import PipelineParams
 from warmstart.stages.sources_checkpoint import read_trunk
-from warmstart.stages.sources_registered import check_geometry, lookup, registered_weights
+from warmstart.stages.sources_registered import (
+    check_geometry,
+    checked_weights,
+    lookup,
+    registered_weights,
+)
 from warmstart.stages.weights import load_weights
 from warmstart.tracking.client import client
 
@@ -80,6 +85,7 @@ def test_the_source_weights_are_the_registered_ones(registered):
     uri, digest = registered_weights(pinned)
     assert digest == registered["mv"].tags["weights_sha256"]
     assert set(load_weights(uri)) >= {"head.weight", "head.bias"}  # the head is dropped later
+    assert checked_weights(pinned) == (uri, digest, True)  # the ranking's LEEP/NCE read it
 
 
 @pytest.mark.parametrize(
@@ -149,6 +155,9 @@ def test_a_stored_warmstart_checkpoint_is_a_source(registered):
     assert storage.exists(storage.parse_s3_uri(source.weights_uri))
     assert source.provenance["lineage.checkpoint"] == file
     assert source.key == source.provenance["weights_sha256"]
+    head = load_weights(source.head_uri)  # the fine-tuning's head over task A's classes
+    assert set(head) == {"head.weight", "head.bias"}
+    assert torch.equal(head["head.weight"], served["head.weight"])
     tags = registered["mv"].tags  # the stage's learned.json: task A's split and its pretraining
     seen = stages.get_source_provider("checkpoint").learned_from(params)
     assert plan.source.learned_from == tuple(seen)  # what the plan carries to the leakage guard

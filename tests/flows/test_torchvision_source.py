@@ -64,6 +64,10 @@ def test_user_file_round_trips_through_the_mirror(random_r18):
     assert all(
         torch.equal(fetched.state[f"net.{k}"], v) for k, v in state.items() if "fc." not in k
     )
+    assert not any(k.startswith("head.") for k in fetched.state)  # the trunk alone
+    # its own classifier apart, as the Backbone's head keys: the ranking's LEEP and NCE read it
+    assert torch.equal(fetched.head["head.weight"], state["fc.weight"])
+    assert torch.equal(fetched.head["head.bias"], state["fc.bias"])
 
 
 # Each model through every transfer mode, freeze=<stage> with torchvision's stage name: one

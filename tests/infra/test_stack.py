@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from warmstart import storage
 from warmstart.errors import StorageError
-from warmstart.infra import processes, seaweedfs, services
+from warmstart.infra import processes, seaweedfs, servers, services
 from warmstart.infra import stack as stack_mod
 from warmstart.infra.errors import StackError
 
@@ -248,6 +248,29 @@ def test_mlflow_refuses_anonymous_requests_and_accepts_the_stack_credentials(sta
     listing = httpx.get(artifacts, auth=stack.mlflow_auth, timeout=30)
     assert listing.status_code == 200, listing.text[:300]
     assert httpx.get(f"{url}/health", timeout=30).status_code == 200  # probes stay open
+
+
+def test_mlflow_auth_cache_never_admits_a_wrong_password(stack):
+    """The server remembers a verified credential for ``AUTH_CACHE_TTL_S`` (so a request skips the
+    password hash check); a cached right password must not let a wrong one, an extended one or
+    an empty one through, nor another user name with the right password."""
+    url = stack.env["MLFLOW_TRACKING_URI"]
+    search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    user, password = stack.mlflow_auth
+    ini = (stack.home / "mlflow-auth.ini").read_text()
+    assert f"auth_cache_ttl_seconds = {servers.AUTH_CACHE_TTL_S}\n" in ini
+    assert servers.AUTH_CACHE_TTL_S > 0
+    with httpx.Client(timeout=30) as client:
+        for _ in range(3):  # the first fills the cache, the rest are served from it
+            assert client.get(search, auth=(user, password)).status_code == 200
+        for wrong in (
+            (user, password + "x"),
+            (user, password[:-1]),
+            (user, ""),
+            ("admin2", password),
+        ):
+            assert client.get(search, auth=wrong).status_code == 401, wrong[0]
+        assert client.get(search, auth=(user, password)).status_code == 200
 
 
 def test_mlflow_client_uses_the_credentials_from_the_environment(stack, monkeypatch):

@@ -27,6 +27,7 @@ from tests.k8s.helpers import (
     pod_specs,
     resolved_env,
 )
+from warmstart.infra import servers
 
 CHECKSUM_VARS = ("AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION")
 PLACEHOLDER = "CHANGE_ME"
@@ -477,6 +478,8 @@ def test_mlflow_runs_its_basic_auth_app_with_the_admin_from_secrets():
     (volume,) = [v for v in spec["volumes"] if v["name"] == "auth-config"]
     assert volume["emptyDir"]["medium"] == "Memory"  # the Postgres password never hits a disk
     assert [i["name"] for i in spec["initContainers"]][0] == "auth-config"
+    # the same credential cache as the local stack's (infra.servers.AUTH_CACHE_TTL_S)
+    assert f'"auth_cache_ttl_seconds": "{servers.AUTH_CACHE_TTL_S}"' in init["args"][0]
 
 
 def test_prefect_server_and_worker_share_the_auth_string_secret():

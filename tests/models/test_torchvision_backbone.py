@@ -29,6 +29,9 @@ def test_cached_file_loads_through_the_weights_api_and_equals_the_file(torch_hom
     trunk = tv.torchvision_state_dict("resnet18")  # DEFAULT = IMAGENET1K_V1
     assert set(trunk) == {f"net.{k}" for k in state if not k.startswith("fc.")}
     assert all(torch.equal(trunk[f"net.{k}"], v) for k, v in state.items() if k in trunk)
+    full = tv.torchvision_state_dict("resnet18", with_head=True)  # + its ImageNet classifier
+    assert set(full) - set(trunk) == {"head.weight", "head.bias"}
+    assert torch.equal(full["head.weight"], state["fc.weight"])
     model = M.get_backbone(
         "torchvision:resnet18", in_channels=1, num_classes=3, image_size=(32, 32)
     )
@@ -101,3 +104,25 @@ def test_every_mode_on_mobilenet_v3_small_at_64px():
         frozen = fit.model.net.features[0][0].weight
         if mode in ("freeze=features.6",):
             assert torch.equal(frozen, init["net.features.0.0.weight"]), mode
+
+
+@pytest.mark.parametrize(
+    ("model", "layer"),
+    [("resnet18", "fc"), ("mobilenet_v3_small", "classifier.3"), ("squeezenet1_0", None)],
+)
+def test_the_weights_own_classifier_is_the_source_head(model, layer):
+    """LEEP and NCE read the ImageNet classifier where it is one linear layer on the pooled
+    features; squeezenet's is a convolution over the maps: no head."""
+    torch.manual_seed(0)
+    state = torchvision.models.get_model(model).state_dict()
+    head = tv.classifier_state(model, state)
+    if layer is None:
+        assert head == {}
+        return
+    assert torch.equal(head["head.weight"], state[f"{layer}.weight"])
+    assert torch.equal(head["head.bias"], state[f"{layer}.bias"])
+    width = tv.torchvision_backbone_class(model).num_features_
+    assert tuple(head["head.weight"].shape) == (1000, width)
+    assert (
+        tv.classifier_state(model, {k: v for k, v in state.items() if k != f"{layer}.bias"}) == {}
+    )

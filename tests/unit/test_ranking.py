@@ -6,6 +6,7 @@ k-shot train and validation images only: changing the test images changes nothin
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,13 +16,15 @@ from typer.testing import CliRunner
 from warmstart import models
 from warmstart.cli import rank_cmd
 from warmstart.cli.app import app
-from warmstart.contracts import RunPlan
+from warmstart.contracts import DatasetRef, Job, RunContext, RunPlan, SplitRef
 from warmstart.errors import ConfigError
 from warmstart.params import PipelineParams, RankParams
 from warmstart.ranking import candidates as cand
 from warmstart.ranking import features
 from warmstart.ranking.order import CandidateScore, Ranking, pruned_line, rank
+from warmstart.source_names import source_names
 from warmstart.stages import arm_specs, make_plan
+from warmstart.stages.leakage import source_whats
 
 MNIST = "builtin:mnist-5k?crop=content"
 
@@ -82,13 +85,110 @@ def test_pruning_keeps_the_top_strategies_and_scratch_searches_as_many_configura
     assert RunPlan.from_dict(plan.to_dict()) == plan
 
 
-def test_pruning_to_candidates_of_two_sources_is_refused_in_one_line():
+def test_pruning_to_candidates_of_two_sources_plans_both_in_one_run():
     found = cand.plan_candidates(params())
     scored = [
-        row(c.name, v, c.spec, c.label) for c, v in zip(found, [3, 0, 0, 4, 0, 0], strict=True)
+        row(c.name, v, c.spec, c.label) for c, v in zip(found, [3, 0, 0, 4, 0, 1], strict=True)
     ]
-    with pytest.raises(ConfigError, match=r"^--top 2: the top 2 candidates come from 2 sources"):
-        cand.prune(found, rank(scored, "s"), 2)
+    plan = cand.prune(found, rank(scored, "s"), 3)
+    assert [(s.spec, s.labels) for s in plan.sources] == [
+        ("builtin:noise", ("supervised", "gan")),
+        (MNIST, ("supervised",)),
+    ]
+    # two sources' `supervised` stay apart: each label is prefixed with its source's short name
+    assert plan.labels == {
+        "noise:supervised": (0, "supervised"),
+        "noise:gan": (0, "gan"),
+        "mnist-5k:supervised": (1, "supervised"),
+    }
+    specs = arm_specs(plan.params, list(plan.labels))
+    transfer = {s.arm for s in specs if s.stage == "finetune-target"}
+    scratch = {s.arm for s in specs if s.stage == "train-scratch-baseline"}
+    modes = plan.params.transfer_modes
+    assert transfer == {f"{label}/{m}" for label in plan.labels for m in modes}
+    assert len(scratch) == len(transfer) == 3 * len(modes) == 6
+    assert "kept the top 3: builtin:noise × supervised, " in plan.pruned
+    assert f"pruned: {MNIST} × autoencoder (s 0), {MNIST} × gan (s 0)" in plan.pruned
+    # each source's own plan: its spec and kept strategies, as a one-source run would have them
+    mnist = plan.only(1)
+    assert (mnist.params.source, mnist.params.strategies, mnist.sources) == (
+        MNIST,
+        ["supervised"],
+        (plan.sources[1],),
+    )
+    assert plan.only(0).params.strategies == ["supervised", "gan"]
+    assert RunPlan.from_dict(plan.to_dict()) == plan
+    # a stage of an arm reads its own source's plan, and the provider gets its own label
+    target = DatasetRef("h", "s3://b/datasets/h", "t", "builtin:t", 2, 1, (8, 8), 10)
+    run = RunContext("1", "run", "flow")
+    job = Job(plan, target, SplitRef("s", 5, 10, 5, 5, 0), run, labels_by_source=(0, 7))
+    mine, own = job.of("mnist-5k:supervised")
+    assert (own, mine.plan, mine.source_labels, mine.params.source) == (
+        "supervised",
+        plan.only(1),
+        7,
+        MNIST,
+    )
+    assert job.of(None) == (job, None)
+    # the leakage guard names each source's overlaps as its arms do
+    assert source_whats(job) == ["source noise", "source mnist-5k"]
+    assert source_whats(mine) == ["source"]
+
+
+def test_one_source_keeps_its_labels_as_they_are():
+    found = cand.plan_candidates(params())
+    scored = [
+        row(c.name, v, c.spec, c.label) for c, v in zip(found, [3, 1, 2, 0, 0, 0], strict=True)
+    ]
+    plan = cand.prune(found, rank(scored, "s"), 2)
+    assert plan.labels == {"supervised": (0, "supervised"), "gan": (0, "gan")}
+    assert plan.only(0) is plan
+
+
+def test_source_names_are_short_and_distinct():
+    assert source_names(
+        [
+            "builtin:shapes?n=3",
+            "mlflow:models:/warmstart-x/3",
+            "torchvision:resnet18?weights=DEFAULT",
+            "checkpoint:s3://bucket/checkpoints/abc/ckpt",
+            "checkpoint:/tmp/run/model.safetensors?arch=resnet18",
+            "builtin:shapes?size=8x8",
+            "checkpoint:/",
+        ]
+    ) == ["shapes", "warmstart-x-3", "resnet18", "abc", "model", "shapes-6", "checkpoint"]
+
+
+def test_kept_candidates_of_different_backbones_are_refused_in_one_line():
+    found = cand.plan_candidates(params(strategies=["supervised"]))
+    other = replace(
+        found[1],
+        plan=replace(
+            found[1].plan, params=found[1].plan.params.model_copy(update={"backbone": "resnet18"})
+        ),
+    )
+    scored = [row(c.name, v, c.spec, c.label) for c, v in zip(found, [2, 1], strict=True)]
+    with pytest.raises(ConfigError) as exc:
+        cand.prune([found[0], other], rank(scored, "s"), 2)
+    line = str(exc.value)
+    assert "\n" not in line
+    assert line.startswith(f"--top 2: {MNIST} × supervised and builtin:noise × supervised need ")
+    assert "different backbones (convnet-s vs resnet18" in line
+    assert line.endswith("use --top 1, or rank candidates with one backbone and one input size")
+    # known before ranking: no two candidates could share a run
+    with pytest.raises(ConfigError, match=r"^--top 2: .* different backbones"):
+        cand.check_shared([found[0], other], 2)
+    cand.check_shared([found[0], other], 1)
+
+
+def test_kept_candidates_of_different_target_inputs_are_refused_in_one_line():
+    found = cand.plan_candidates(params(strategies=["supervised"]))
+    moved = replace(found[1], plan=replace(found[1].plan, target="builtin:shapes?size=64x64"))
+    scored = [row(c.name, v, c.spec, c.label) for c, v in zip(found, [2, 1], strict=True)]
+    with pytest.raises(
+        ConfigError, match=r"need different target inputs \(.* vs builtin:shapes\?size=64x64\)"
+    ):
+        cand.prune([found[0], moved], rank(scored, "s"), 2)
 
 
 @pytest.mark.parametrize(

@@ -179,12 +179,25 @@ def test_score_all_applies_each_score_to_train_and_validation_only():
     both, labels = inputs.features, inputs.labels
     assert scores["logme"] == pytest.approx(fm.logme(both, labels))
     assert scores["hscore"] == pytest.approx(fm.hscore_shrinkage(both, labels))
-    assert scores["leep"] == pytest.approx(fm.leep(inputs.source_probs, labels))
-    assert scores["nce"] == pytest.approx(fm.nce(inputs.source_probs, labels))
+    # LEEP and NCE: the head's softmax over the k-shot TRAIN images, as the papers define them
+    assert scores["leep"] == pytest.approx(fm.leep(probs[::2], y[::2]), rel=1e-12)
+    assert scores["nce"] == pytest.approx(fm.nce(probs[::2], y[::2]), rel=1e-12)
+    assert scores["leep"] != pytest.approx(fm.leep(inputs.source_probs, labels))  # can fail
     assert scores["knn"] == pytest.approx(fm.knn_loo(both, labels))
     assert scores["linear_probe"] == fm.linear_probe_accuracy(f[::2], y[::2], f[1::2], y[1::2])
     assert scores["largest_source"] == 500.0
     assert 0.0 <= scores["random"] < 1.0
+
+
+def test_leep_and_nce_never_read_validation():
+    f, y = _seeded(n=24, d=5)
+    probs = np.random.default_rng(2).dirichlet(np.ones(7), size=24)
+    other = np.random.default_rng(3).dirichlet(np.ones(7), size=12)
+    a = score_all(_inputs(train_source_probs=probs[::2], val_source_probs=probs[1::2]))
+    b = score_all(_inputs(train_source_probs=probs[::2], val_source_probs=other))
+    assert (a["leep"], a["nce"]) == (b["leep"], b["nce"])
+    c = score_all(_inputs(train_source_probs=other, val_source_probs=probs[1::2]))
+    assert c["leep"] != a["leep"]  # they do read train
 
 
 def test_scores_that_do_not_apply_are_none():

@@ -16,7 +16,13 @@ from warmstart.models import get_backbone
 from warmstart.models.checkpoint import save_checkpoint
 from warmstart.params import PipelineParams
 from warmstart.stages import get_source_provider, provider_for
-from warmstart.stages.sources_checkpoint import parse_checkpoint_spec, read_plain, read_trunk
+from warmstart.stages.sources_checkpoint import (
+    parse_checkpoint_spec,
+    read_plain,
+    read_plain_with_head,
+    read_trunk,
+    read_trunk_with_head,
+)
 from warmstart.stages.sources_registered import parse_model_spec
 
 TARGET = "builtin:uci-digits?classes=5-9"  # 1×8×8
@@ -73,6 +79,20 @@ def test_a_local_checkpoint_gives_its_trunk_and_passes_validation(tmp_path):
     get_source_provider("checkpoint").validate(params(spec))
 
 
+def test_a_checkpoint_hands_over_the_head_beside_its_trunk(tmp_path):
+    """A supervised pretraining's head (``model.head.``) is the source's classifier (LEEP and
+    NCE); an autoencoder's encoder (``encoder.``, built without a head) has none."""
+    state = write_checkpoint(tmp_path / "sup")
+    _, trunk, head, _ = read_trunk_with_head(f"checkpoint:{tmp_path / 'sup'}")
+    assert set(head) == {"head.weight", "head.bias"} and not any(k in trunk for k in head)
+    assert torch.equal(head["head.weight"], state["head.weight"])
+    encoder = {k: v for k, v in state.items() if not k.startswith("head.")}
+    save_checkpoint(tmp_path / "ae", epoch=1, weights={f"encoder.{k}": v for k, v in encoder.items()},
+                    meta={"backbone": "convnet-s", "in_channels": 1, "image_size": [8, 8]})  # fmt: skip
+    _, trunk, head, _ = read_trunk_with_head(f"checkpoint:{tmp_path / 'ae'}")
+    assert head == {} and set(trunk) == set(encoder)
+
+
 @pytest.mark.parametrize(
     ("make", "source", "expected"),
     [
@@ -126,6 +146,8 @@ def test_a_plain_torchvision_state_dict_with_arch_is_a_source(torchvision_file):
     assert (backbone, file) == ("torchvision:mobilenet_v3_small", str(path))
     assert set(trunk) == {f"net.{k}" for k in state if not k.startswith("classifier.3.")}
     assert torch.equal(trunk["net.features.0.0.weight"], state["features.0.0.weight"])
+    head = read_plain_with_head(spec)[2]  # its own ImageNet classifier: the source's head
+    assert torch.equal(head["head.weight"], state["classifier.3.weight"])
     with pytest.raises(ConfigError, match="add --backbone torchvision:mobilenet_v3_small"):
         get_source_provider("checkpoint").validate(params(spec))
 

@@ -75,11 +75,12 @@ def plan_one(params: RankParams, spec: str) -> RunPlan:
 
 def plan_candidates(params: RankParams) -> list[Candidate]:
     """Every candidate, in the order given: each source planned (resolved, checked, pinned),
-    then one candidate per label."""
+    then one candidate per label; ``--top M`` refused when no M of them can share one run."""
     check_ranking(params)
     plans = [plan_one(params, spec) for spec in params.sources]
     candidates = [Candidate(p, label) for p in plans for label in p.source.labels]
     check_ranking(params, len(candidates))
+    check_shared(candidates, params.top or 1)
     return candidates
 
 
@@ -88,23 +89,57 @@ def plans_of(candidates: list[Candidate]) -> list[RunPlan]:
     return list({c.spec: c.plan for c in candidates}.values())
 
 
+def inputs_of(plan: RunPlan) -> tuple[str, str]:
+    """What every arm of one run shares: the target as ingested (input preset, image size,
+    channels) and the backbone (scratch is the same architecture as every transfer arm)."""
+    return plan.target, plan.params.backbone
+
+
+def refuse_mixed(top: int, pair: tuple[Candidate, Candidate]) -> None:
+    """One line naming two candidates that cannot share one run, and the fix."""
+    (a, pa), (b, pb) = ((c, inputs_of(c.plan)) for c in pair)
+    what = (
+        f"target inputs ({pa[0]} vs {pb[0]})"
+        if pa[0] != pb[0]
+        else f"backbones ({pa[1]} vs {pb[1]}; scratch must be the same architecture)"
+    )
+    raise ConfigError(
+        f"--top {top}: {a.name} and {b.name} need different {what} and cannot share one run: "
+        "use --top 1, or rank candidates with one backbone and one input size"
+    )
+
+
+def check_shared(candidates: list[Candidate], top: int) -> None:
+    """Before anything is ranked: refuse ``--top`` when no ``top`` candidates could share one
+    run (every group of candidates with the same inputs and backbone is smaller than ``top``)."""
+    groups: dict[tuple[str, str], list[Candidate]] = {}
+    for c in candidates:
+        groups.setdefault(inputs_of(c.plan), []).append(c)
+    if top > 1 and len(groups) > 1 and max(map(len, groups.values())) < top:
+        first, second = (g[0] for g in list(groups.values())[:2])
+        refuse_mixed(top, (first, second))
+
+
 def prune(candidates: list[Candidate], ranking: Ranking, top: int) -> RunPlan:
-    """The plan the protocol runs after ranking: the top ``top`` candidates only, with the line
-    naming what was pruned (and by which score). A dataset source keeps only its top
-    strategies, so scratch's search (one grid point per transfer arm, ``scratch_grid``) shrinks
-    with the transfer side and stays equal to it. The protocol runs one source spec per run:
-    top candidates from different specs are refused in one line."""
-    kept = ranking.top(top)
-    specs = list(dict.fromkeys(r.spec for r in kept))
-    if len(specs) > 1:
-        raise ConfigError(
-            f"--top {top}: the top {top} candidates come from {len(specs)} sources "
-            f"({', '.join(specs)}) and one run trains one source: use --top 1, or rank "
-            "strategies of one dataset source"
-        )
-    plan = next(c.plan for c in candidates if c.spec == specs[0])
-    if plan.source.needs_dataset:
-        labels = {r.label for r in kept}
-        strategies = [s for s in plan.params.strategies if s in labels]
-        plan = make_plan(plan.params.model_copy(update={"strategies": strategies}))
-    return replace(plan, pruned=pruned_line(ranking, top))
+    """The one plan the protocol runs after ranking: every candidate of the top ``top``, each
+    source with only its kept labels (a dataset: its kept strategies), and the line naming what
+    was pruned (and by which score). Scratch's search (one grid point per transfer arm,
+    ``scratch_grid``) shrinks with the transfer side and stays equal to it. Kept candidates that
+    need different target inputs or backbones are refused in one line."""
+    kept = [
+        next(c for c in candidates if (c.spec, c.label) == (r.spec, r.label))
+        for r in ranking.top(top)
+    ]
+    for c in kept[1:]:
+        if inputs_of(c.plan) != inputs_of(kept[0].plan):
+            refuse_mixed(top, (kept[0], c))
+    plans = []
+    for spec in dict.fromkeys(c.spec for c in kept):
+        plan = next(c.plan for c in kept if c.spec == spec)
+        if plan.source.needs_dataset:
+            labels = {c.label for c in kept if c.spec == spec}
+            strategies = [s for s in plan.params.strategies if s in labels]
+            plan = make_plan(plan.params.model_copy(update={"strategies": strategies}))
+        plans.append(plan)
+    sources = tuple(p.source for p in plans)
+    return replace(plans[0], sources=sources, pruned=pruned_line(ranking, top))

@@ -1,7 +1,8 @@
 """The ranking's one pass per candidate: frozen features of the target's k-shot training draw
 (seed 0, the draw every arm's seed 0 trains on) and its validation images, never its test
-images, then every score (``warmstart.ranking.scores``). The candidate's weights come from its
-source provider (``SourceModel``): nothing here resolves a source spec."""
+images, with the softmax of the candidate's own classifier over the same features where it has
+one (LEEP, NCE), then every score (``warmstart.ranking.scores``). The candidate's weights and
+head come from its source provider (``SourceModel``): nothing here resolves a source spec."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from warmstart import models
 from warmstart.contracts import Job, SourceModel
 from warmstart.data.splits import capped_val
 from warmstart.models.features import extract
+from warmstart.models.features import source_head as head_from_state
 from warmstart.ranking import scores
 from warmstart.ranking.order import CandidateScore
 from warmstart.stages.config import device
@@ -32,14 +34,21 @@ class Features:
 
 
 def frozen_features(
-    model: torch.nn.Module, images: np.ndarray, train: np.ndarray, val: np.ndarray, dev: str
+    model: torch.nn.Module,
+    images: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    dev: str,
+    head: torch.nn.Module | None = None,
 ) -> Features:
-    """Features (and source-class probabilities, when the model has a source head) of the
-    images at ``train`` and ``val`` only: the rest of ``images`` (test) is never read."""
+    """Features of the images at ``train`` and ``val`` only (the rest of ``images``, test, is
+    never read), and the softmax of the source's own classifier ``head`` over them, computed in
+    the same pass from the same features (None without a head)."""
     model = model.to(dev).eval()
+    head = head.to(dev) if head is not None else None
     t0 = time.perf_counter()
-    ftr, ptr = extract(model, torch.as_tensor(np.asarray(images[train])).to(dev))
-    fval, pval = extract(model, torch.as_tensor(np.asarray(images[val])).to(dev))
+    ftr, ptr = extract(model, torch.as_tensor(np.asarray(images[train])).to(dev), head=head)
+    fval, pval = extract(model, torch.as_tensor(np.asarray(images[val])).to(dev), head=head)
     return Features(ftr, fval, ptr, pval, time.perf_counter() - t0)
 
 
@@ -72,12 +81,22 @@ def trunk(source: SourceModel, job: Job) -> torch.nn.Module:
     return model
 
 
+def source_head(source: SourceModel, width: int) -> torch.nn.Module | None:
+    """The candidate's own classifier over its source's classes (``SourceModel.head_uri``):
+    None for a source without one (label-free pretraining, a trunk-only checkpoint)."""
+    if not source.head_uri:
+        return None
+    return head_from_state(load_weights(source.head_uri), width)
+
+
 def score_candidate(source: SourceModel, job: Job, name: str) -> CandidateScore:
     """Every score of one candidate on the job's k-shot train draw and validation images."""
     ds, splits = load_target(job)
     train, val = splits.train, capped_val(splits, ds.labels, job.params.val_per_class)
     dev = str(models.select_device(device(job.params)))
-    feats = frozen_features(trunk(source, job), ds.images, train, val, dev)
+    model = trunk(source, job)
+    head = source_head(source, model.num_features)
+    feats = frozen_features(model, ds.images, train, val, dev, head)
     stage = source.stage
     return CandidateScore(
         name=name,

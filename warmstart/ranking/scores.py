@@ -6,9 +6,11 @@ returns one number, higher = better, or None where it does not apply (no head fo
 no size for `largest_source`). Scores are registered by name in `SCORES` (the project's generic
 `Registry`); a plug-in adds one with `@register_score("name")`.
 
-The label-statistic scores (LogME, H-score, LEEP, NCE) read the train and validation images
-together: all the labelled non-test data. `knn` is leave-one-out over the same union;
-`linear_probe` fits on train and is scored on validation.
+The feature statistics (LogME, H-score) read the train and validation images together: all the
+labelled non-test data; `knn` is leave-one-out over the same union; `linear_probe` fits on
+train and is scored on validation. LEEP and NCE read the source head's softmax over the k-shot
+TRAIN images only, as their papers define them (the empirical joint of source and target labels
+over the target's training set).
 """
 
 from __future__ import annotations
@@ -109,20 +111,24 @@ def register_score(name: str) -> Callable[[type[Score]], type[Score]]:
 
 
 class _Statistic(Score):
-    """A published statistic of all the labelled non-test data: `formula(x, labels)`, where x is
-    the stacked train+validation features, or the source head's softmax (None without a head)."""
+    """A published statistic: `formula(x, labels)`, where x is the stacked train+validation
+    features (all the labelled non-test data), or, for the head's scores, the source head's
+    softmax over the train images with their labels (None without a head)."""
 
     formula: Callable[[np.ndarray, np.ndarray], float]
     reads_source_probs: bool = False
 
     @classmethod
     def compute(cls, inputs: ScoreInputs) -> float | None:  # type: ignore[override]
-        x = inputs.source_probs if cls.reads_source_probs else inputs.features
-        return None if x is None else cls.formula(x, inputs.labels)
+        if cls.reads_source_probs:
+            probs = inputs.train_source_probs
+            return None if probs is None else cls.formula(probs, inputs.train_labels)
+        return cls.formula(inputs.features, inputs.labels)
 
 
 def _statistic(name: str, cls: str, formula: Callable, paper: str, probs: bool = False) -> None:
-    """Register `cls`, the `_Statistic` of `formula` (of the head's softmax when `probs`)."""
+    """Register `cls`, the `_Statistic` of `formula` (of the head's softmax on train when
+    `probs`)."""
     attrs = dict(paper=paper, formula=staticmethod(formula), reads_source_probs=probs)
     register_score(name)(type(cls, (_Statistic,), attrs))
 

@@ -40,6 +40,7 @@ from warmstart.data.splits import without
 from warmstart.data.transforms import resize_image, to_gray
 from warmstart.errors import ConfigError, DataError, WarmstartError
 from warmstart.params import PipelineParams
+from warmstart.source_names import source_names
 from warmstart.stages.config import data_needs
 from warmstart.stages.duplicates import near_duplicates, pixel_digests
 from warmstart.stages.sources import LearnedFrom
@@ -57,7 +58,7 @@ class LeakageError(ConfigError):
 class Overlap:
     """How many images of one target split a training set holds (exact, and near only)."""
 
-    what: str  # "source" | "target pool"
+    what: str  # "source" (with several: "source <name>") | "target pool"
     split: str  # "test" | "validation"
     exact: int  # images with an identical copy
     near: int  # images with a near-duplicate but no identical copy
@@ -191,25 +192,44 @@ def uses_target_pool(params: PipelineParams) -> bool:
     return any(data_needs(s, params)[1] for s in params.strategies)
 
 
-def check_job(job: Job, source_hash: str | None) -> LeakageReport:
-    """The run's check: the ingested source (if any) and, when a strategy pretrains on it, the
-    target pool, against the stored split's validation and test images. A source above the
-    in-memory limit is read shard by shard (``open_dataset``), never whole."""
+def check_job(job: Job, source_hash: str | None | tuple[str | None, ...]) -> LeakageReport:
+    """The run's check: each ingested source (a hash, or one per planned source) and, when a
+    strategy pretrains on it, the target pool, against the stored split's validation and test
+    images. A source above the in-memory limit is read shard by shard (``open_dataset``)."""
+    hashes = source_hash if isinstance(source_hash, tuple) else (source_hash,)
     target, split = open_dataset(job.target.hash), load_splits(job.split.hash)
     images = {"test": target.images[split.test], "validation": target.images[split.val]}
-    source = None
-    if source_hash is not None and job.source.needs_dataset:
-        ds = open_dataset(source_hash)
-        source = ds.images if ds.in_memory else ds.images.chunks()
     pool = None
-    if uses_target_pool(job.params):
+    if any(uses_target_pool(job.plan.only(i).params) for i in range(len(hashes))):
         pool = target.images[np.union1d(split.train, split.unlabelled)]
-    found = check(images, source=source, pool=pool).overlaps
-    labels = 0
-    for seen in job.source.learned_from:
-        found += tuple(learned_overlaps(seen, job, images, split))
-        labels += learned_labels(seen, job)
+    found, labels = (), 0
+    for planned, hash_, what in zip(job.plan.sources, hashes, source_whats(job), strict=True):
+        source = None
+        if hash_ is not None and planned.needs_dataset:
+            ds = open_dataset(hash_)
+            source = ds.images if ds.in_memory else ds.images.chunks()
+        got = check(images, source=source, pool=pool).overlaps
+        found += tuple(dataclasses.replace(o, what=what) if o.what == "source" else o for o in got)
+        pool = None  # the target pool is checked once
+        for seen in planned.learned_from:
+            found += tuple(learned_overlaps(seen, job, images, split))
+            labels += learned_labels(seen, job)
     return LeakageReport(found, labels)
+
+
+def source_whats(job: Job) -> list[str]:
+    """How the report names each source's overlaps: ``source``, or with several sources
+    ``source <name>`` (the name its arms carry, ``RunPlan.labels``)."""
+    specs = [s.spec for s in job.plan.sources]
+    return ["source"] if len(specs) == 1 else [f"source {n}" for n in source_names(specs)]
+
+
+def labels_by_source(job: Job) -> tuple[int, ...]:
+    """Per planned source of a run with several: this split's labelled images its weights
+    already learned (``learned_labels``); empty for one source (``LeakageReport`` has it)."""
+    if len(job.plan.sources) == 1:
+        return ()
+    return tuple(sum(learned_labels(s, job) for s in p.learned_from) for p in job.plan.sources)
 
 
 def learned_labels(seen: LearnedFrom, job: Job) -> int:

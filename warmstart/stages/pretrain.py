@@ -3,6 +3,8 @@
 Supervised strategies train on the labelled source; label-free ones (gan, autoencoder) on the
 source, the target's unlabelled pool, or both (``unsupervised_data``). Cached in S3 by the hashes
 of everything it is computed from, and resumed from its last epoch checkpoint when interrupted.
+A supervised strategy's classifier over the source's classes is stored beside the trunk
+(``head.safetensors``, ``SourceModel.head_uri``) for the ranking's LEEP and NCE.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from warmstart.stages.sources import (
 )
 from warmstart.stages.weights import (
     Report,
-    epoch_pusher,
+    epoch_uploads,
     mark_reused,
     no_report,
     save_png,
@@ -37,6 +39,7 @@ from warmstart.stages.weights import (
 )
 
 WEIGHTS = "backbone.safetensors"
+HEAD = "head.safetensors"  # the supervised strategy's classifier over the source's classes
 
 
 def pretrain_config(params: PipelineParams, strategy: str) -> models.PretrainConfig:
@@ -85,18 +88,19 @@ class PretrainProvider(SourceProvider):
 
     def _train(self, label, dataset, job, cfg, images, labels, store, stage_dir, report):
         params, target = job.params, job.target
-        return models.pretrain(
-            label,
-            backbone=params.backbone,
-            in_channels=target.channels,
-            image_size=tuple(target.size),
-            images=images,
-            labels=labels,
-            num_classes=dataset.num_classes if labels is not None else None,
-            config=cfg,
-            checkpoint_dir=stage_dir / "ckpt",
-            on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
-        )
+        with epoch_uploads(store, stage_dir / "ckpt", report) as on_epoch_end:
+            return models.pretrain(
+                label,
+                backbone=params.backbone,
+                in_channels=target.channels,
+                image_size=tuple(target.size),
+                images=images,
+                labels=labels,
+                num_classes=dataset.num_classes if labels is not None else None,
+                config=cfg,
+                checkpoint_dir=stage_dir / "ckpt",
+                on_epoch_end=on_epoch_end,
+            )
 
     def _store(self, label, dataset, used, job, pool, images, provenance, result, store):
         """The trained backbone, its images and ``learned.json``, then (last) ``result.json``."""
@@ -104,6 +108,10 @@ class PretrainProvider(SourceProvider):
         cfg = pretrain_config(params, label)
         save_state(stage_dir / WEIGHTS, result.backbone_state)
         store.push(write_learned(stage_dir, learned(used, pool, job)))
+        head_uri = ""
+        if result.head_state:
+            save_state(stage_dir / HEAD, result.head_state)
+            head_uri = store.push(stage_dir / HEAD)
         artifacts = {}
         for name, image in (result.artifacts or {}).items():
             save_png(stage_dir / f"{name}.png", image)
@@ -119,6 +127,7 @@ class PretrainProvider(SourceProvider):
             artifacts=artifacts,
             images=int(images.num_examples if streamed(images) else len(images)),
             stage=stage_record(store, result, config_dict(cfg)),
+            head_uri=head_uri,
         )
         store.finish(source.to_dict())
         return source

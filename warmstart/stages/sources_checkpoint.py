@@ -6,10 +6,13 @@ in ``ckpt/`` (what a version's ``checkpoint_uri`` tag names), or one ``epoch-NNN
 beside its ``meta.json``. The architecture and input come from the meta; the weights are the best
 epoch's (else the latest). The trunk is the module whose weights fit the backbone (``model.`` of
 a supervised pretraining, ``encoder.`` of an autoencoder, the whole model of a fine-tuning).
+The head beside that trunk (``<prefix>head.``: a supervised pretraining's source classes, a
+fine-tuning's target classes) goes to the ranking as the source's classifier (LEEP, NCE).
 
 ``checkpoint:<file.safetensors>?arch=<torchvision model>`` takes a plain torchvision state dict
 (``model.state_dict()`` saved with safetensors): backbone ``torchvision:<model>``, any input size
-the model takes (the target's), keys and shapes checked against the architecture.
+the model takes (the target's), keys and shapes checked against the architecture; its own
+classifier layer (``fc``, ``classifier.N`` …) is the source's classifier.
 
 Local checkpoints are checked in ``validate`` (before anything is ingested); S3 ones when
 resolved. A warmstart stage's folder also holds ``learned.json``, the data its weights learned
@@ -34,7 +37,7 @@ from warmstart.data.spec import split_options
 from warmstart.errors import ConfigError
 from warmstart.models import CheckpointError, ModelError, get_backbone
 from warmstart.models.backbones.torchvision import PREFIX as TORCHVISION
-from warmstart.models.backbones.torchvision import backbone_state
+from warmstart.models.backbones.torchvision import backbone_state, classifier_state
 from warmstart.models.checkpoint import FORMAT, META, meta_epoch, meta_file, weights_name
 from warmstart.params import PipelineParams
 from warmstart.stages.sources import (
@@ -54,6 +57,7 @@ from warmstart.stages.sources_registered import (
 from warmstart.stages.weights import Report, no_report
 
 TRUNK = "backbone.safetensors"
+HEAD = "head.safetensors"  # the checkpoint's own classifier, when it has one (LEEP and NCE)
 
 
 def parse_checkpoint_spec(spec: str) -> tuple[str, str | None]:
@@ -145,13 +149,23 @@ def trunk_state(
 ) -> dict[str, torch.Tensor]:
     """The backbone's trunk out of a checkpoint's weights: the module prefix (none, ``model.``,
     ``encoder.`` …) whose tensors fit every trunk key and shape; ``ConfigError`` when none does."""
+    return backbone_of(spec, g, weights)[0]
+
+
+def backbone_of(
+    spec: str, g: Geometry, weights: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``trunk_state``, and the head beside that trunk (``<prefix>head.weight``/``bias``, as
+    ``head.`` keys; {} when the checkpoint has none: an autoencoder's encoder, a probe's trunk)."""
     model = get_backbone(g.backbone, in_channels=g.channels, num_classes=1, image_size=g.size)
     own = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.startswith("head.")}
     prefixes = ["", *sorted({k.split(".", 1)[0] + "." for k in weights if "." in k})]
     for prefix in prefixes:
         state = {k: weights.get(prefix + k) for k in own}
         if all(v is not None and tuple(v.shape) == own[k] for k, v in state.items()):
-            return {k: v for k, v in state.items() if v is not None}
+            head = {f"head.{n}": weights.get(f"{prefix}head.{n}") for n in ("weight", "bias")}
+            found = all(v is not None for v in head.values())
+            return {k: v for k, v in state.items() if v is not None}, (head if found else {})
     missing = sorted(k for k in own if k not in weights)
     bad = sorted(k for k in own if k in weights and tuple(weights[k].shape) != own[k])
     detail = f"missing {missing[:3]}" if missing else ""
@@ -172,6 +186,12 @@ def check_exists(spec: str, location: str) -> None:
 
 def read_plain(spec: str) -> tuple[str, dict[str, torch.Tensor], str]:
     """(backbone, trunk tensors, file) of ``…file.safetensors?arch=<torchvision model>``."""
+    backbone, state, _, file = read_plain_with_head(spec)
+    return backbone, state, file
+
+
+def read_plain_with_head(spec: str) -> tuple[str, dict, dict, str]:
+    """``read_plain`` and the state dict's own classifier (``classifier_state``; {}: none)."""
     location, arch = parse_checkpoint_spec(spec)
     model = str(arch).removeprefix(TORCHVISION)
     check_exists(spec, location)
@@ -181,13 +201,20 @@ def read_plain(spec: str) -> tuple[str, dict[str, torch.Tensor], str]:
         )
     state = load_state(spec, location)
     try:
-        return TORCHVISION + model, backbone_state(model, state), location
+        trunk = backbone_state(model, state)
+        return TORCHVISION + model, trunk, classifier_state(model, state), location
     except ModelError as exc:
         raise ConfigError(f"--source {spec}: {exc}") from None
 
 
 def read_trunk(spec: str) -> tuple[Geometry, dict[str, torch.Tensor], str]:
     """(geometry, trunk tensors, weights file) of a ``checkpoint:`` source, checked."""
+    g, trunk, _, file = read_trunk_with_head(spec)
+    return g, trunk, file
+
+
+def read_trunk_with_head(spec: str) -> tuple[Geometry, dict, dict, str]:
+    """``read_trunk`` and the head stored beside the trunk (``backbone_of``; {}: none)."""
     location, _ = parse_checkpoint_spec(spec)
     check_exists(spec, location)
     meta, file = find_checkpoint(spec, location)
@@ -199,7 +226,7 @@ def read_trunk(spec: str) -> tuple[Geometry, dict[str, torch.Tensor], str]:
             f"--source {spec}: {META} does not name backbone, in_channels and image_size: "
             "give a checkpoint written by warmstart's training stages"
         ) from None
-    return g, trunk_state(spec, g, load_state(spec, file)), file
+    return g, *backbone_of(spec, g, load_state(spec, file)), file
 
 
 def stage_folders(location: str) -> list[str]:
@@ -221,11 +248,12 @@ def learned_from_stage(location: str) -> list[LearnedFrom]:
     return []
 
 
-def store_trunk(state: dict[str, torch.Tensor]) -> tuple[str, str]:
-    """(s3:// URI, sha256) of the trunk as safetensors, stored once per content hash."""
+def store_trunk(state: dict[str, torch.Tensor], name: str = TRUNK) -> tuple[str, str]:
+    """(s3:// URI, sha256) of the trunk (or, ``name`` HEAD, its head) as safetensors, stored
+    once per content hash."""
     blob = safetensors.torch.save({k: v.contiguous() for k, v in sorted(state.items())})
     digest = hashlib.sha256(blob).hexdigest()
-    target = storage.uri("sources", digest, TRUNK)
+    target = storage.uri("sources", digest, name)
     if not storage.exists(target):
         storage.put_bytes(target, blob)
     return str(target), digest
@@ -255,17 +283,18 @@ class CheckpointProvider(SourceProvider):
     ) -> SourceModel:
         spec, target = job.source.spec, job.target
         if parse_checkpoint_spec(spec)[1] is not None:  # a torchvision model takes the target's
-            backbone, state, file = read_plain(spec)
+            backbone, state, head, file = read_plain_with_head(spec)
             check_backbone(spec, backbone, job.params)
             g = Geometry(backbone, target.channels, (int(target.size[0]), int(target.size[1])))
         else:
-            g, state, file = read_trunk(spec)
+            g, state, head, file = read_trunk_with_head(spec)
             check_target(spec, g, target, job.params)
         uri, digest = store_trunk(state)
+        head_uri = store_trunk(head, HEAD)[0] if head else ""
         lineage = {
             "lineage.source_kind": "checkpoint",
             "lineage.checkpoint": file,
             "lineage.weights_sha256": digest,
             "lineage.note": f"continued from checkpoint `{file}` (trunk sha256 {digest[:12]}).",
         }
-        return existing_source(label, self.name, g, uri, digest, lineage)
+        return existing_source(label, self.name, g, uri, digest, lineage, head_uri)

@@ -12,7 +12,9 @@
   the signature of a version logged before the image pyfunc).
 - ``checkpoint:…``: see ``warmstart.stages.sources_checkpoint``.
 
-The head is always replaced for the target's classes (the transfer modes load the trunk only).
+The head is always replaced for the target's classes (the transfer modes load the trunk only);
+the version's own head, over the earlier target's classes, is handed to the ranking
+(``SourceModel.head_uri``: its LEEP and NCE).
 Provenance keys ``lineage.*`` become tags of any version registered from the source, and
 ``lineage.note`` a line of its description, so the chain of versions can be followed in MLflow.
 """
@@ -236,6 +238,13 @@ def lineage(version: RegisteredVersion) -> dict[str, str]:
 def registered_weights(version: RegisteredVersion) -> tuple[str, str]:
     """(s3:// URI of the version's weights, their ``weights_sha256``), checked: the stored
     file must load into the architecture and hash to the version's tag."""
+    weights_uri, digest, _ = checked_weights(version)
+    return weights_uri, digest
+
+
+def checked_weights(version: RegisteredVersion) -> tuple[str, str, bool]:
+    """``registered_weights`` and whether the file holds the version's classifier (``head.``
+    keys, over the classes of the target it was trained on)."""
     tags, spec = version.tags, version.spec
     checkpoint, digest = tags.get("checkpoint_uri"), tags.get("weights_sha256")
     if not checkpoint or not digest:
@@ -278,13 +287,20 @@ def registered_weights(version: RegisteredVersion) -> tuple[str, str]:
             f"--source {spec}: {weights_uri} differs from the registered weights of "
             f"{version.uri} (weights_sha256): the stage was overwritten; use another version"
         )
-    return weights_uri, digest
+    return weights_uri, digest, head is not None
 
 
 def existing_source(
-    label: str, provider: str, g: Geometry, weights_uri: str, digest: str, provenance: dict
+    label: str,
+    provider: str,
+    g: Geometry,
+    weights_uri: str,
+    digest: str,
+    provenance: dict,
+    head_uri: str = "",
 ) -> SourceModel:
-    """A source of weights that exist already: no stage record; its key is the weights' hash."""
+    """A source of weights that exist already: no stage record; its key is the weights' hash
+    (the trunk's: ``head_uri``, its classifier where it has one, does not change it)."""
     return SourceModel(
         label=label,
         provider=provider,
@@ -293,6 +309,7 @@ def existing_source(
         channels=g.channels,
         image_size=g.size,
         provenance={"weights_sha256": digest, "backbone": g.backbone, **provenance},
+        head_uri=head_uri,
     )
 
 
@@ -327,8 +344,9 @@ class RegisteredModelProvider(SourceProvider):
         version = lookup(job.source.spec)
         g = version.geometry
         check_target(version.spec, g, job.target, job.params)
-        weights_uri, digest = registered_weights(version)
+        weights_uri, digest, has_head = checked_weights(version)
         provenance = {"source_dataset_hash": version.tags.get("target_dataset_hash", "")}
+        head_uri = weights_uri if has_head else ""  # its head.* keys: the earlier target's
         return existing_source(
-            label, self.name, g, weights_uri, digest, provenance | lineage(version)
+            label, self.name, g, weights_uri, digest, provenance | lineage(version), head_uri
         )

@@ -7,6 +7,8 @@ the mirror, the torch.hub cache or (where allowed) a torchvision download, throu
 weights API, and every arm and scratch use the backbone ``torchvision:<model>`` (the parameters
 set it from the source). The weights' mean/std normalise inside the model; a grey target is
 repeated to three channels. Provenance ``lineage.*`` keys become the registered version's tags.
+The weights' ImageNet classifier, where it is one linear layer on the pooled features, is stored
+beside the trunk (``SourceModel.head_uri``): the ranking's LEEP and NCE read it; arms replace it.
 """
 
 from __future__ import annotations
@@ -60,8 +62,20 @@ def check_size(spec: str, model: str, size: tuple[int, int]) -> None:
         raise ConfigError(f"--target: {exc} (source {spec})") from None
 
 
-def trunk_uri(model: str, sha256: str) -> storage.S3Uri:
-    return storage.uri(weights.MIRROR, TRUNKS, f"{KIND}-{model}-{sha256}.safetensors")
+def trunk_uri(model: str, sha256: str, part: str = "") -> storage.S3Uri:
+    """Where the trunk (``part`` "") or its ImageNet classifier (``part`` "head") is stored."""
+    name = "-".join(p for p in (KIND, model, sha256, part) if p)
+    return storage.uri(weights.MIRROR, TRUNKS, f"{name}.safetensors")
+
+
+def stored(uri: storage.S3Uri, state: dict) -> str:
+    """``uri`` holding ``state`` as safetensors (written once: its name holds the hash)."""
+    if not storage.exists(uri):
+        with TemporaryDirectory() as tmp:
+            path = Path(tmp) / "state.safetensors"
+            save_state(path, state)
+            storage.put_file(uri, path)
+    return str(uri)
 
 
 def lineage(fetched: weights.Fetched) -> dict[str, str]:
@@ -133,19 +147,16 @@ class TorchvisionProvider(SourceProvider):
             fetched = weights.fetch(model, name)
         except ConfigError as exc:
             raise ConfigError(f"--source {spec}: {exc}") from None
-        uri = trunk_uri(model, fetched.sha256)
-        if not storage.exists(uri):
-            with TemporaryDirectory() as tmp:
-                path = Path(tmp) / "trunk.safetensors"
-                save_state(path, fetched.state)
-                storage.put_file(uri, path)
+        uri = stored(trunk_uri(model, fetched.sha256), fetched.state)
+        head = fetched.head and stored(trunk_uri(model, fetched.sha256, "head"), fetched.head)
         return SourceModel(
             label=label,
             provider=self.name,
             backbone=PREFIX + model,
-            weights_uri=str(uri),
+            weights_uri=uri,
             channels=target.channels,
             image_size=(int(target.size[0]), int(target.size[1])),
             provenance={"weights_sha256": fetched.sha256, "backbone": PREFIX + model}
             | lineage(fetched),
+            head_uri=head or "",
         )

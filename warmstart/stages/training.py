@@ -32,7 +32,7 @@ from warmstart.stages.data import index_hash, load_target
 from warmstart.stages.sources import CHECKPOINT, LearnedFrom, write_learned
 from warmstart.stages.weights import (
     Report,
-    epoch_pusher,
+    epoch_uploads,
     load_weights,
     mark_reused,
     no_report,
@@ -149,19 +149,20 @@ def finetune_target(
 
 def _fit(spec, job, cfg, init_state, train_set, val_set, store, stage_dir, report):
     target = job.target
-    return models.fit_target(
-        backbone=job.params.backbone,
-        init_state=init_state,
-        mode=spec.mode,
-        in_channels=target.channels,
-        image_size=tuple(target.size),
-        num_classes=target.num_classes,
-        train=train_set,
-        val=val_set,
-        config=cfg,
-        checkpoint_dir=stage_dir / "ckpt",
-        on_epoch_end=epoch_pusher(store, stage_dir / "ckpt", report),
-    )
+    with epoch_uploads(store, stage_dir / "ckpt", report) as on_epoch_end:
+        return models.fit_target(
+            backbone=job.params.backbone,
+            init_state=init_state,
+            mode=spec.mode,
+            in_channels=target.channels,
+            image_size=tuple(target.size),
+            num_classes=target.num_classes,
+            train=train_set,
+            val=val_set,
+            config=cfg,
+            checkpoint_dir=stage_dir / "ckpt",
+            on_epoch_end=on_epoch_end,
+        )
 
 
 def _store_arm(spec, source, job, cfg, fit, store, stage_dir) -> ArmResult:
