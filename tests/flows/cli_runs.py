@@ -51,11 +51,15 @@ def start(args: list[str], **env: str) -> subprocess.Popen:
 
 
 def wait_for_training(proc: subprocess.Popen, before: set[str], timeout: float = 420) -> None:
-    """Until a fine-tuning epoch checkpoint of this run is in S3."""
+    """Until a complete fine-tuning epoch checkpoint of this run is in S3: its ``meta.json``,
+    which goes up after the epoch's files (an epoch file alone may be a checkpoint still
+    uploading in the background, which a resume cannot use yet)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         keys = storage.list_keys(storage.uri("checkpoints"))
-        if any("/ckpt/epoch-" in k and "/finetune-" in k and k not in before for k in keys):
+        if any(
+            k.endswith("/ckpt/meta.json") and "/finetune-" in k and k not in before for k in keys
+        ):
             return
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.5)
