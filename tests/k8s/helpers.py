@@ -90,6 +90,9 @@ def load_template() -> dict[str, Any]:
     return json.loads(TEMPLATE_PATH.read_text())
 
 
+IMAGE_PREFECT_HOME = "/home/warmstart/.prefect"  # ENV in infra/k8s/Dockerfile
+
+
 def render_job_configuration(
     values: dict[str, Any], template: dict[str, Any] | None = None, *, auth_string: str = ""
 ):
@@ -101,7 +104,12 @@ def render_job_configuration(
     PREFECT_API_AUTH_STRING), command, labels and the Job name.
     """
     from prefect.client.schemas.objects import FlowRun
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        temporary_settings,
+    )
     from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
     template = template if template is not None else load_template()
@@ -115,6 +123,9 @@ def render_job_configuration(
         config.prepare_for_flow_run(flow_run)
         return config
 
+    # The worker runs the warmstart image, whose PREFECT_HOME it passes on to the flow run's Job
+    # (infra/k8s/Dockerfile); this process may have a test stack's (tests/conftest.py sets it).
+    updates[PREFECT_HOME] = IMAGE_PREFECT_HOME
     with temporary_settings(updates):
         return asyncio.run(_render())
 
