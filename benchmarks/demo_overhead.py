@@ -54,12 +54,17 @@ def latest_run(api: str) -> dict:
     return runs[0]
 
 
-def measure(api: str, flow_run: dict) -> dict:
-    tasks = httpx.post(
+def task_runs(api: str, flow_run: dict) -> list[dict]:
+    """The flow run's task runs, as the Prefect server records them."""
+    return httpx.post(
         auth=auth(),
         url=f"{api}/task_runs/filter",
         json={"flow_runs": {"id": {"any_": [flow_run["id"]]}}, "limit": 200},
     ).json()
+
+
+def measure(api: str, flow_run: dict) -> dict:
+    tasks = task_runs(api, flow_run)
     stages: dict[str, float] = defaultdict(float)
     for t in tasks:
         stage = (
@@ -103,11 +108,7 @@ def stage_seconds(flow_run_id: str) -> list[float]:
 
 def slots(api: str, flow_run: dict) -> dict:
     """Slot overhead and a timeline of the training tasks (tag `gpu`)."""
-    tasks = httpx.post(
-        auth=auth(),
-        url=f"{api}/task_runs/filter",
-        json={"flow_runs": {"id": {"any_": [flow_run["id"]]}}, "limit": 200},
-    ).json()
+    tasks = task_runs(api, flow_run)
     gpu = [t for t in tasks if "gpu" in t["tags"] and t["start_time"] and t["end_time"]]
     held = sum(t["total_run_time"] for t in gpu)
     trained = sum(stage_seconds(flow_run["id"]))

@@ -138,13 +138,7 @@ def stack_env(src: Path, env: dict[str, str]) -> dict[str, str]:
 def tasks_of(api: str, flow_run: dict) -> list[dict]:
     import datetime as dt
 
-    import httpx
-
-    rows = httpx.post(
-        auth=demo_overhead.auth(),
-        url=f"{api}/task_runs/filter",
-        json={"flow_runs": {"id": {"any_": [flow_run["id"]]}}, "limit": 200},
-    ).json()
+    rows = demo_overhead.task_runs(api, flow_run)
     t0 = dt.datetime.fromisoformat(flow_run["start_time"])
     out = []
     for t in rows:

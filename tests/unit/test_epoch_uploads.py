@@ -32,6 +32,13 @@ class SlowStore:
         self.uploaded.append({"meta": json.loads((src / "meta.json").read_text()), "files": files})
 
 
+def failing_store() -> SlowStore:
+    """A store whose every upload fails at once."""
+    store = SlowStore(fail=True)
+    store.release.set()
+    return store
+
+
 def write_epoch(ckpt: Path, epoch: int) -> Path:
     """As ``save_checkpoint`` does: a new weights file per epoch, meta.json replaced atomically,
     the previous epoch's weights removed."""
@@ -65,8 +72,7 @@ def test_upload_reads_its_own_epoch_and_the_bucket_is_at_most_one_epoch_behind(t
 
 
 def test_an_upload_error_fails_the_stage_at_close(tmp_path):
-    store = SlowStore(fail=True)
-    store.release.set()
+    store = failing_store()
     ckpt = tmp_path / "ckpt"
     with pytest.raises(OSError, match="bucket unreachable"):
         with epoch_uploads(store, ckpt, lambda e, m: None) as on_epoch_end:
@@ -74,8 +80,7 @@ def test_an_upload_error_fails_the_stage_at_close(tmp_path):
 
 
 def test_an_upload_error_fails_the_next_epoch(tmp_path):
-    store = SlowStore(fail=True)
-    store.release.set()
+    store = failing_store()
     ckpt = tmp_path / "ckpt"
     reported = []
     with pytest.raises(OSError, match="bucket unreachable"):
@@ -86,8 +91,7 @@ def test_an_upload_error_fails_the_next_epoch(tmp_path):
 
 
 def test_a_failing_stage_raises_its_own_error_not_the_upload_one(tmp_path):
-    store = SlowStore(fail=True)
-    store.release.set()
+    store = failing_store()
     ckpt = tmp_path / "ckpt"
     with pytest.raises(RuntimeError, match="training diverged"):
         with epoch_uploads(store, ckpt, lambda e, m: None) as on_epoch_end:
