@@ -149,9 +149,9 @@ def trunk_and_head(src: dict) -> tuple[torch.nn.Module, torch.nn.Module | None]:
 # ---- one target ----------------------------------------------------------------------------
 
 
-def load_target(spec: str) -> dict:
+def load_target(spec: str, k: int = K_SHOT) -> dict:
     ds = load_source(spec, seed=0)
-    splits = make_splits(ds, seed=0, k_shot=K_SHOT)
+    splits = make_splits(ds, seed=0, k_shot=k)
     return {
         "x": ds.images,
         "y": ds.labels,
