@@ -103,7 +103,8 @@ class PipelineParams(BaseModel):
     scratch_lrs: list[float] = Field(
         default_factory=lambda: [3e-3, 1e-3, 1e-2],
         description="Scratch's learning-rate grid (× `scratch_weight_decays`), chosen on "
-        "validation: scratch searches as many configurations as there are transfer arms.",
+        "validation: scratch searches as many configurations as there are transfer arms "
+        "(more arms than grid points: geometric midpoints of these rates are added).",
     )
     scratch_weight_decays: list[float] = Field(
         default_factory=lambda: [5e-4, 5e-2],

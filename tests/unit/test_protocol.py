@@ -156,6 +156,30 @@ def test_scratch_searches_as_many_configurations_as_the_transfer_side():
     assert scratch_grid(one, ["supervised"]) == [(3e-3, 5e-4)]
 
 
+def test_scratch_grid_is_refined_when_the_transfer_side_has_more_arms_than_it_has_points():
+    """11 candidates × 2 modes: scratch compares 22 configurations too, not the grid's 6. The
+    grid comes first, unchanged; the added learning rates are geometric midpoints, inside its
+    range, at every weight decay, and no point repeats."""
+    params = PipelineParams(transfer_modes=["finetune", "linear_probe"])
+    grid = scratch_grid(params, [f"source{i}" for i in range(11)])
+    assert len(grid) == 22 and len(set(grid)) == 22
+    base = [(lr, wd) for wd in (5e-4, 5e-2) for lr in (3e-3, 1e-3, 1e-2)]
+    assert grid[:6] == base
+    assert grid[6:10] == [(1.73e-3, 5e-4), (5.48e-3, 5e-4), (1.73e-3, 5e-2), (5.48e-3, 5e-2)]
+    assert all(1e-3 <= lr <= 1e-2 and wd in (5e-4, 5e-2) for lr, wd in grid)
+    specs = arm_specs(params, [f"source{i}" for i in range(11)])
+    scratch = {s.arm for s in specs if s.stage == "train-scratch-baseline"}
+    assert len(scratch) == 22 and SCRATCH in scratch
+    # a one-point grid widens by half a decade either side first
+    one = PipelineParams(scratch_lrs=[1e-3], scratch_weight_decays=[0.0])
+    assert scratch_grid(one, ["a", "b"]) == [
+        (1e-3, 0.0),
+        (3.16e-4, 0.0),
+        (3.16e-3, 0.0),
+        (5.62e-4, 0.0),
+    ]
+
+
 def test_confirmation_specs_use_fresh_seeds_and_the_chosen_configs():
     params = PipelineParams(confirm_seeds=5)
     cand = ArmSpec("gan/finetune", "finetune", 0, "finetune-target", strategy="gan")

@@ -66,9 +66,28 @@ def confirmation_seeds(params: PipelineParams) -> list[int]:
 
 def scratch_grid(params: PipelineParams, labels: list[str]) -> list[tuple[float, float]]:
     """Scratch's search: the first (lr, weight decay) points of the grid, the default first, as
-    many as there are transfer arms (strategies × modes), so both sides search alike."""
-    grid = [(lr, wd) for wd in params.scratch_weight_decays for lr in params.scratch_lrs]
-    return grid[: max(1, len(labels) * len(params.transfer_modes))]
+    many as there are transfer arms (strategies × modes), so both sides search alike. With more
+    transfer arms than the grid has points (several sources, many strategies), the learning-rate
+    axis is refined (``finer_lrs``) until scratch has as many configurations as transfer."""
+    n = max(1, len(labels) * len(params.transfer_modes))
+    wds, lrs = list(params.scratch_weight_decays), list(params.scratch_lrs)
+    grid = [(lr, wd) for wd in wds for lr in lrs]
+    while len(grid) < n:
+        new = [lr for lr in finer_lrs(lrs) if lr not in lrs]
+        if not new:  # rates 3 significant digits apart: no finer grid to give
+            break
+        grid += [(lr, wd) for wd in wds for lr in new]
+        lrs += new
+    return grid[:n]
+
+
+def finer_lrs(lrs: list[float]) -> list[float]:
+    """The learning rates one refinement adds: the geometric midpoint of each pair of neighbours
+    (3 significant digits), or, from a single rate, a half decade either side."""
+    ordered = sorted(set(lrs))
+    if len(ordered) < 2:
+        return [float(f"{ordered[0] / 10**0.5:.3g}"), float(f"{ordered[0] * 10**0.5:.3g}")]
+    return [float(f"{(a * b) ** 0.5:.3g}") for a, b in zip(ordered, ordered[1:], strict=False)]
 
 
 def _scratch_spec(point: tuple[float, float], seed: int, first: bool) -> ArmSpec:
