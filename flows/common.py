@@ -44,7 +44,7 @@ def prepare(plan: RunPlan, kind: str) -> tuple[Job, Datasets]:
     job = Job(plan=plan, target=target, split=t.make_splits(target, plan, k), run=run)
     t.log_inputs(job, next((d for d in datasets if d is not None), None))
     # before any training: refuse (or mark) a leaky run, every source checked
-    job = check_leakage(job, datasets[0] if len(datasets) == 1 else datasets)
+    job = check_leakage(job, datasets)
     return job, datasets
 
 

@@ -29,7 +29,7 @@ def check_leakage(job: Job, source: DatasetRef | None | tuple[DatasetRef | None,
     many = source if isinstance(source, tuple) else (source,)
     report = leakage.check_job(job, tuple(d.hash if d else None for d in many))
     source = next((d for d in many if d is not None), None)
-    counts = {"labels_by_source": leakage.labels_by_source(job)}
+    learned = {"source_labels": report.source_labels, "labels_by_source": report.labels_by_source}
     run_id, logger = job.run.run_id, get_run_logger()
     tracking.log_metrics(run_id, report.metrics())
     tracking.set_tags(
@@ -46,12 +46,10 @@ def check_leakage(job: Job, source: DatasetRef | None | tuple[DatasetRef | None,
     if blocked:
         logger.warning("running with --allow-leakage: the candidate will not be promoted")
         tracking.set_tags(run_id, {"leakage_allowed": "true"})
-        return dataclasses.replace(
-            job, leakage=blocked, source_labels=report.source_labels, **counts
-        )
+        return dataclasses.replace(job, leakage=blocked, **learned)
     split = leakage.remove_flagged(job, report)
     log_removed(job, split, report)
-    return dataclasses.replace(job, split=split, source_labels=report.source_labels, **counts)
+    return dataclasses.replace(job, split=split, **learned)
 
 
 def log_removed(job: Job, split: SplitRef, report: leakage.LeakageReport) -> None:

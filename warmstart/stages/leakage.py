@@ -80,6 +80,7 @@ class LeakageReport:
 
     overlaps: tuple[Overlap, ...]
     source_labels: int = 0  # this split's labelled images the source model was fine-tuned on
+    labels_by_source: tuple[int, ...] = ()  # the same per planned source, when there are several
 
     @property
     def leaky(self) -> bool:
@@ -192,17 +193,16 @@ def uses_target_pool(params: PipelineParams) -> bool:
     return any(data_needs(s, params)[1] for s in params.strategies)
 
 
-def check_job(job: Job, source_hash: str | None | tuple[str | None, ...]) -> LeakageReport:
-    """The run's check: each ingested source (a hash, or one per planned source) and, when a
+def check_job(job: Job, hashes: tuple[str | None, ...]) -> LeakageReport:
+    """The run's check: each ingested source (one hash or None per planned source) and, when a
     strategy pretrains on it, the target pool, against the stored split's validation and test
     images. A source above the in-memory limit is read shard by shard (``open_dataset``)."""
-    hashes = source_hash if isinstance(source_hash, tuple) else (source_hash,)
     target, split = open_dataset(job.target.hash), load_splits(job.split.hash)
     images = {"test": target.images[split.test], "validation": target.images[split.val]}
     pool = None
     if any(uses_target_pool(job.plan.only(i).params) for i in range(len(hashes))):
         pool = target.images[np.union1d(split.train, split.unlabelled)]
-    found, labels = (), 0
+    found, labels = (), []
     for planned, hash_, what in zip(job.plan.sources, hashes, source_whats(job), strict=True):
         source = None
         if hash_ is not None and planned.needs_dataset:
@@ -213,8 +213,8 @@ def check_job(job: Job, source_hash: str | None | tuple[str | None, ...]) -> Lea
         pool = None  # the target pool is checked once
         for seen in planned.learned_from:
             found += tuple(learned_overlaps(seen, job, images, split))
-            labels += learned_labels(seen, job)
-    return LeakageReport(found, labels)
+        labels.append(sum(learned_labels(seen, job) for seen in planned.learned_from))
+    return LeakageReport(found, sum(labels), tuple(labels) if len(labels) > 1 else ())
 
 
 def source_whats(job: Job) -> list[str]:
@@ -222,14 +222,6 @@ def source_whats(job: Job) -> list[str]:
     ``source <name>`` (the name its arms carry, ``RunPlan.labels``)."""
     specs = [s.spec for s in job.plan.sources]
     return ["source"] if len(specs) == 1 else [f"source {n}" for n in source_names(specs)]
-
-
-def labels_by_source(job: Job) -> tuple[int, ...]:
-    """Per planned source of a run with several: this split's labelled images its weights
-    already learned (``learned_labels``); empty for one source (``LeakageReport`` has it)."""
-    if len(job.plan.sources) == 1:
-        return ()
-    return tuple(sum(learned_labels(s, job) for s in p.learned_from) for p in job.plan.sources)
 
 
 def learned_labels(seen: LearnedFrom, job: Job) -> int:
