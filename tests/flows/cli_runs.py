@@ -51,19 +51,35 @@ def start(args: list[str], **env: str) -> subprocess.Popen:
 
 
 def wait_for_training(proc: subprocess.Popen, before: set[str], timeout: float = 420) -> None:
-    """Until a complete fine-tuning epoch checkpoint of this run is in S3: its ``meta.json``,
-    which goes up after the epoch's files (an epoch file alone may be a checkpoint still
-    uploading in the background, which a resume cannot use yet)."""
+    """Until a fine-tuning stage of this run is under way: a complete epoch checkpoint in S3
+    (its ``meta.json``, which goes up after the epoch's files), no ``result.json`` yet, and at
+    least ``MARGIN`` epochs still to go, so the stage is still training when the caller acts.
+    A finished stage's checkpoint does not count: the random-init control trains one epoch and
+    finishes before the arms' first epoch, and a kill then leaves nothing to resume."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        keys = storage.list_keys(storage.uri("checkpoints"))
-        if any(
-            k.endswith("/ckpt/meta.json") and "/finetune-" in k and k not in before for k in keys
-        ):
+        if any(epochs_left >= MARGIN for epochs_left in unfinished(before).values()):
             return
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.5)
-    pytest.fail("no fine-tuning checkpoint appeared in S3")
+    pytest.fail("no fine-tuning stage was seen training in S3")
+
+
+MARGIN = 10  # epochs a stage must still have to go (of tiny()'s 40) for wait_for_training
+
+
+def unfinished(before: set[str]) -> dict[str, int]:
+    """Fine-tuning stages new since ``before`` with a complete epoch checkpoint and no result:
+    their prefix and the epochs they had left at that checkpoint (what a rerun resumes)."""
+    keys = checkpoints() - before
+    out = {}
+    for key in keys:
+        prefix = key.removesuffix("/ckpt/meta.json")
+        if prefix == key or "/finetune-" not in key or f"{prefix}/result.json" in keys:
+            continue
+        meta = json.loads(storage.get_bytes(storage.uri(key)))
+        out[prefix] = int(meta["epochs_total"]) - int(meta["epoch"])
+    return out
 
 
 def checkpoints() -> set[str]:
