@@ -94,9 +94,11 @@ class ImageClassifier:
         ]
         return np.stack(out) if out else np.zeros((0, self.channels, *self.size), np.uint8)
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:
+    def predict(self, context: Any, model_input, params: dict | None = None) -> Any:
         """Images (DataFrame column ``image``) → DataFrame class, probability, probabilities;
-        a float tensor → logits."""
+        a float tensor → logits. ``model_input`` has no type hint on purpose: MLflow would try
+        to infer a signature from one (and warn at every log that it cannot), where the logged
+        model carries an explicit signature."""
         import pandas as pd  # deferred: heavy
 
         from warmstart.predict import softmax  # cycle: predict loads models through here

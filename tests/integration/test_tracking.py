@@ -15,7 +15,9 @@ import textwrap
 import threading
 import time
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -440,10 +442,13 @@ def test_log_model_into_a_given_run_from_a_thread(mlflow_env):
     exp = tracking.experiment_id(f"itest-model-{uuid.uuid4().hex[:8]}")
     run_id = tracking.start_run(exp, "finetune-target[x]")
     model = _linear(0.1)
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1) as pool, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         logged = pool.submit(
             tracking.log_model, run_id, model, example=X[:1], tags={"strategy": "supervised"}
         ).result()
+    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    assert not [m for m in said if "type hint" in m or "input example" in m], said
     assert mlflow.active_run() is None
     assert logged.uri.startswith("models:/m-") and logged.serialization == "pt2"
     assert logged.weights_sha256 == tracking.weights_sha256(_linear(0.1))
@@ -457,6 +462,15 @@ def test_log_model_into_a_given_run_from_a_thread(mlflow_env):
     pyf = tracking.load_pyfunc(logged.uri)
     logits = tracking.predict_logits(pyf, logged.uri, X)
     np.testing.assert_array_equal(logits.argmax(1) == Y, _correct(model))
+    # the model carries its first example image as a PNG request, and answers it as served
+    local = mlflow.artifacts.download_artifacts(logged.uri)
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    assert list(example.columns) == ["image"] and example["image"][0][:4] == b"\x89PNG"
+    quantized = np.rint(X[:1] * 255) / 255  # what the 8-bit PNG holds
+    want = str(tracking.predict_logits(pyf, logged.uri, quantized.astype(np.float32)).argmax())
+    assert pyf.predict(example)["class"].tolist() == [want]
+    served = json.loads(Path(local, "serving_input_example.json").read_text())
+    assert served["dataframe_split"]["columns"] == ["image"]
     with pytest.raises(tracking.UnusableModel, match="failed on a batch of shape"):
         tracking.predict_logits(pyf, logged.uri, np.zeros((2, 3, 8, 8), np.float32))
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from warmstart.errors import DataError, TrackingError
+from warmstart.serving import IMAGE_COLUMN
 from warmstart.tracking.client import NotFound, client, errors, explain, first_line
 from warmstart.tracking.runs import safe_tags
 
@@ -175,6 +176,24 @@ def _image_signature() -> Any:
     )
 
 
+def _image_example(ex: np.ndarray) -> Any:
+    """The served model's input for one image: the first example row as PNG bytes in the
+    ``image`` column (MLflow stores it base64 in ``serving_input_example.json`` and checks that
+    the logged model answers it); None for channel counts PNG has no mode for."""
+    import io
+
+    import pandas as pd  # deferred: heavy
+    from PIL import Image
+
+    pixels = np.clip(np.rint(ex[0] * 255.0), 0, 255).astype(np.uint8)
+    if pixels.shape[0] not in (1, 3):
+        return None
+    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return pd.DataFrame({IMAGE_COLUMN: [buf.getvalue()]})
+
+
 def _log_pyfunc(
     run_id: str,
     cpu_model: torch.nn.Module,
@@ -217,6 +236,7 @@ def _log_pyfunc(
                 python_model=str(Path(__file__).with_name("pyfunc_code.py")),
                 artifacts={"program": str(Path(tmp) / PT2_FILE), "meta": f"{tmp}/meta.json"},
                 signature=_image_signature(),
+                input_example=_image_example(ex),
                 metadata=meta,
                 pip_requirements=[*_pip_requirements(), "pillow", "pandas"],
             )
