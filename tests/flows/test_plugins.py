@@ -94,7 +94,7 @@ class Rotation(M.Strategy):
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
-            total += float(loss)
+            total += loss.item()
         return {"loss": total / self.steps, "images": self.steps * self.config.batch}
 
     def backbone_state(self):
