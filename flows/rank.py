@@ -43,7 +43,7 @@ def candidate_job(
     source = (
         t.ingest(plan.source.spec, "source", like=target) if plan.source.needs_dataset else None
     )
-    return check_leakage(job, source), source
+    return check_leakage(job, (source,)), source
 
 
 def submit_scores(candidates: list[Candidate], run: RunContext, targets: dict) -> list:

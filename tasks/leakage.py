@@ -21,14 +21,13 @@ from warmstart.tasks.pipeline import IO_RETRIES
 
 
 @task(name="check-leakage", cache_policy=NO_CACHE, **IO_RETRIES)
-def check_leakage(job: Job, source: DatasetRef | None | tuple[DatasetRef | None, ...]) -> Job:
-    """Compare the source (or one per planned source) and the unsupervised pool with the
-    target's validation and test images; raise ``LeakageError`` on overlap above the tolerance
-    unless ``allow_leakage``; else the job on the split less the flagged images (an allowed
-    leaky run keeps its split whole: it measures memory, and is never promoted)."""
-    many = source if isinstance(source, tuple) else (source,)
-    report = leakage.check_job(job, tuple(d.hash if d else None for d in many))
-    source = next((d for d in many if d is not None), None)
+def check_leakage(job: Job, sources: tuple[DatasetRef | None, ...]) -> Job:
+    """Compare each planned source (its ingested dataset, or None) and the unsupervised pool
+    with the target's validation and test images; raise ``LeakageError`` on overlap above the
+    tolerance unless ``allow_leakage``; else the job on the split less the flagged images (an
+    allowed leaky run keeps its split whole: it measures memory, and is never promoted)."""
+    report = leakage.check_job(job, tuple(d.hash if d else None for d in sources))
+    source = next((d for d in sources if d is not None), None)
     learned = {"source_labels": report.source_labels, "labels_by_source": report.labels_by_source}
     run_id, logger = job.run.run_id, get_run_logger()
     tracking.log_metrics(run_id, report.metrics())

@@ -50,6 +50,9 @@ def start(args: list[str], **env: str) -> subprocess.Popen:
     )
 
 
+MARGIN = 10  # epochs a stage must still have to go (of tiny()'s 40) for wait_for_training
+
+
 def wait_for_training(proc: subprocess.Popen, before: set[str], timeout: float = 420) -> None:
     """Until a fine-tuning stage of this run is under way: a complete epoch checkpoint in S3
     (its ``meta.json``, which goes up after the epoch's files), no ``result.json`` yet, and at
@@ -63,9 +66,6 @@ def wait_for_training(proc: subprocess.Popen, before: set[str], timeout: float =
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         time.sleep(0.5)
     pytest.fail("no fine-tuning stage was seen training in S3")
-
-
-MARGIN = 10  # epochs a stage must still have to go (of tiny()'s 40) for wait_for_training
 
 
 def unfinished(before: set[str]) -> dict[str, int]:

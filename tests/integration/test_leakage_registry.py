@@ -125,7 +125,7 @@ def test_other_split_champion_is_not_compared_and_a_leaky_one_is_retired(stack):
 
     allow = params.model_copy(update={"allow_leakage": True})
     allowed = dataclasses.replace(job, plan=dataclasses.replace(plan, params=allow))
-    marked = check_leakage(allowed, source)
+    marked = check_leakage(allowed, (source,))
     assert marked.leakage.startswith(f"leakage: source shares {split.test} of {split.test} test")
     assert client().get_run(run.run_id).data.metrics["leakage.source.test.exact"] == split.test
     assert client().get_run(run.run_id).data.tags["leakage_allowed"] == "true"
@@ -183,7 +183,7 @@ def test_a_few_copied_images_are_removed_from_every_arms_evaluation_and_counted(
     source = stages.ingest(params.source, like=target)
     exp = tracking.experiment_id(target.name)
     run = RunContext(exp, tracking.start_run(exp, "itest-removal"), f"flow-{uuid.uuid4().hex[:6]}")
-    job = check_leakage(Job(plan, target, split, run), source)
+    job = check_leakage(Job(plan, target, split, run), (source,))
     assert job.leakage is None  # not refused, not blocked
     assert (job.split.removed_test, job.split.removed_val) == (2, 1)
     clean = load_splits(job.split.hash)
